@@ -1,0 +1,1 @@
+export { injectTraceContext, extractTraceContext, withMessageSpan, tracer } from "./propagation.ts";
