@@ -4,3 +4,4 @@ export { encode, decode } from "./codec.ts";
 export type { Transport, Delivery, Reply, Served, Headers } from "./transport/types.ts";
 export { H } from "./transport/types.ts";
 export * from "./telemetry/index.ts";
+export * from "./config/index.ts";
