@@ -1,6 +1,8 @@
 // Entry point of the Tessera addon: reports which backends this build carries.
-// Ops register themselves in later files; this file only assembles the module.
+// Each family of ops registers its bindings; this file only assembles the module.
 #include <napi.h>
+
+#include "core/tensor.h"
 
 #ifdef TESSERA_CUDA
 #include <cuda_runtime.h>
@@ -36,6 +38,12 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
+  tessera::RegisterTensorBindings(env, exports);
+  tessera::RegisterElementwiseBindings(env, exports);
+  tessera::RegisterNnBindings(env, exports);
+  tessera::RegisterAttentionBindings(env, exports);
+  tessera::RegisterLossBindings(env, exports);
+  tessera::RegisterOptimBindings(env, exports);
   return exports;
 }
 

@@ -1,0 +1,150 @@
+// Self-attention over a packed batch: q/k/v projections (optional bias), optional per-head
+// RMSNorm of q and k (Qwen3), optional RoPE, varlen causal GQA attention (optional sliding
+// window), output projection. GPT-2's fused c_attn is three projections here; the HF
+// mapping fuses them on save and splits them on load.
+import { ops, type AttentionOptions, type RopeOptions, type Tensor } from "../ops.ts";
+import { Linear, RMSNorm, type Layer } from "./basic.ts";
+import type { Ctx } from "./ctx.ts";
+import type { Init } from "./init.ts";
+import type { Param } from "./param.ts";
+
+export interface AttentionSpec {
+  hidden: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  qkvBias: boolean;
+  oBias: boolean;
+  /** eps of the per-head q/k RMSNorm; absent: no q/k norm. */
+  qkNormEps?: number;
+  rope?: RopeOptions;
+  /** Sliding window (key j visible to query i iff i - window < j <= i). */
+  window?: number;
+  /** Parameter names of the four projections and the two norms. */
+  names: { q: string; k: string; v: string; o: string; qNorm?: string; kNorm?: string };
+}
+
+export class Attention implements Layer {
+  readonly q: Linear;
+  readonly k: Linear;
+  readonly v: Linear;
+  readonly o: Linear;
+  readonly qNorm: RMSNorm | undefined;
+  readonly kNorm: RMSNorm | undefined;
+  readonly opts: AttentionOptions;
+
+  constructor(
+    init: Init,
+    readonly spec: AttentionSpec,
+  ) {
+    const { hidden, numHeads: hq, numKvHeads: hkv, headDim: dh, names } = spec;
+    this.q = new Linear(init, names.q, hidden, hq * dh, spec.qkvBias);
+    this.k = new Linear(init, names.k, hidden, hkv * dh, spec.qkvBias);
+    this.v = new Linear(init, names.v, hidden, hkv * dh, spec.qkvBias);
+    this.o = new Linear(init, names.o, hq * dh, hidden, spec.oBias);
+    if (spec.qkNormEps !== undefined) {
+      this.qNorm = new RMSNorm(init, names.qNorm ?? `${names.q}_norm`, dh, spec.qkNormEps);
+      this.kNorm = new RMSNorm(init, names.kNorm ?? `${names.k}_norm`, dh, spec.qkNormEps);
+    }
+    this.opts = { causal: true, scale: 1 / Math.sqrt(dh) };
+    if (spec.window !== undefined) this.opts.window = spec.window;
+  }
+
+  /** q, k, v as [T, H, Dh] after norm and RoPE: what attention (and a KV cache) consumes. */
+  project(x: Tensor, positions: Tensor, ctx: Ctx): { q: Tensor; k: Tensor; v: Tensor } {
+    const T = x.shape[0]!;
+    const { numHeads: hq, numKvHeads: hkv, headDim: dh } = this.spec;
+    const q = this.headsOf(this.q.forward(x, ctx.child("q")), hq, this.qNorm, positions, ctx.child("q_norm"), T);
+    const k = this.headsOf(this.k.forward(x, ctx.child("k")), hkv, this.kNorm, positions, ctx.child("k_norm"), T);
+    const v2 = this.v.forward(x, ctx.child("v"));
+    const v = v2.reshape([T, hkv, dh]);
+    v2.dispose();
+    return { q, k, v };
+  }
+
+  private headsOf(lin: Tensor, heads: number, norm: RMSNorm | undefined, positions: Tensor, ctx: Ctx, T: number): Tensor {
+    const dh = this.spec.headDim;
+    let h: Tensor;
+    if (norm) {
+      const flat = lin.reshape([T * heads, dh]);
+      const n = norm.forward(flat, ctx);
+      h = n.reshape([T, heads, dh]);
+      n.dispose();
+    } else {
+      h = lin.reshape([T, heads, dh]);
+    }
+    lin.dispose();
+    if (!this.spec.rope) return h;
+    const r = ops.rope(h, positions, this.spec.rope);
+    h.dispose();
+    return r;
+  }
+
+  forward(x: Tensor, ctx: Ctx): Tensor {
+    const T = x.shape[0]!;
+    const { q, k, v } = this.project(x, ctx.batch.positions, ctx);
+    const { o, lse } = ops.attention(q, k, v, ctx.batch.cuSeqlens, this.opts);
+    ctx.save("q", q);
+    ctx.save("k", k);
+    ctx.save("v", v);
+    ctx.save("o", o);
+    ctx.save("lse", lse);
+    const o2 = o.reshape([T, this.spec.numHeads * this.spec.headDim]);
+    return this.o.forward(o2, ctx.child("o"));
+  }
+
+  backward(dy: Tensor, ctx: Ctx): Tensor {
+    const T = dy.shape[0]!;
+    const { numHeads: hq, numKvHeads: hkv, headDim: dh } = this.spec;
+    const do2 = this.o.backward(dy, ctx.child("o"));
+    const dout = do2.reshape([T, hq, dh]);
+    do2.dispose();
+    const g = ops.attentionBackward(dout, ctx.get("q"), ctx.get("k"), ctx.get("v"), ctx.get("o"), ctx.get("lse"), ctx.batch.cuSeqlens, this.opts);
+    dout.dispose();
+    const dq = this.linGradOf(g.dq, hq, this.qNorm, ctx.child("q_norm"), T);
+    const dx = this.q.backward(dq, ctx.child("q"));
+    dq.dispose();
+    this.addBack(dx, this.k, this.linGradOf(g.dk, hkv, this.kNorm, ctx.child("k_norm"), T), ctx.child("k"));
+    const dv = g.dv.reshape([T, hkv * dh]);
+    g.dv.dispose();
+    this.addBack(dx, this.v, dv, ctx.child("v"));
+    return dx;
+  }
+
+  /** Gradient w.r.t. a projection's output from the gradient w.r.t. its heads after RoPE. */
+  private linGradOf(dHeads: Tensor, heads: number, norm: RMSNorm | undefined, ctx: Ctx, T: number): Tensor {
+    const dh = this.spec.headDim;
+    let d = dHeads;
+    if (this.spec.rope) {
+      d = ops.ropeBackward(dHeads, ctx.batch.positions, this.spec.rope);
+      dHeads.dispose();
+    }
+    if (norm) {
+      const flat = d.reshape([T * heads, dh]);
+      d.dispose();
+      d = norm.backward(flat, ctx);
+      flat.dispose();
+    }
+    const out = d.reshape([T, heads * dh]);
+    d.dispose();
+    return out;
+  }
+
+  private addBack(dx: Tensor, lin: Linear, dOut: Tensor, ctx: Ctx): void {
+    const d = lin.backward(dOut, ctx);
+    dOut.dispose();
+    ops.addInto(dx, d);
+    d.dispose();
+  }
+
+  params(): Param[] {
+    return [
+      ...this.q.params(),
+      ...this.k.params(),
+      ...this.v.params(),
+      ...this.o.params(),
+      ...(this.qNorm?.params() ?? []),
+      ...(this.kNorm?.params() ?? []),
+    ];
+  }
+}

@@ -1,0 +1,136 @@
+// The small layers: Linear (HF nn.Linear layout, weight [out, in]), RMSNorm, LayerNorm,
+// Embedding. Each saves its inputs in ctx on forward and accumulates its parameters'
+// gradients on backward.
+import { ops, type Tensor } from "../ops.ts";
+import type { Ctx } from "./ctx.ts";
+import type { Init } from "./init.ts";
+import type { Param } from "./param.ts";
+
+export interface Layer {
+  forward(x: Tensor, ctx: Ctx): Tensor;
+  backward(dy: Tensor, ctx: Ctx): Tensor;
+  params(): Param[];
+}
+
+export class Linear implements Layer {
+  readonly weight: Param;
+  readonly bias: Param | undefined;
+
+  constructor(init: Init, name: string, inFeatures: number, outFeatures: number, bias: boolean) {
+    this.weight = init.normal(`${name}.weight`, [outFeatures, inFeatures]);
+    this.bias = bias ? init.zeros(`${name}.bias`, [outFeatures]) : undefined;
+  }
+
+  forward(x: Tensor, ctx: Ctx): Tensor {
+    ctx.save("x", x);
+    return applyLinear(x, this.weight.value, this.bias?.value);
+  }
+
+  backward(dy: Tensor, ctx: Ctx): Tensor {
+    const x = ctx.get("x");
+    this.weight.accumulate(ops.matmul(dy, x, { transA: true }));
+    if (this.bias) this.bias.accumulate(ops.sumRows(dy));
+    return ops.matmul(dy, this.weight.value);
+  }
+
+  params(): Param[] {
+    return this.bias ? [this.weight, this.bias] : [this.weight];
+  }
+}
+
+/** y = x W^T (+ b), x [T, in], W [out, in]. */
+export function applyLinear(x: Tensor, w: Tensor, b: Tensor | undefined): Tensor {
+  const y = ops.matmul(x, w, { transB: true });
+  return b ? ops.addBias(y, b) : y;
+}
+
+/** RMSNorm over the last dimension; x may be [T, D] or [T*H, D] (per-head q/k norm). */
+export class RMSNorm implements Layer {
+  readonly weight: Param;
+
+  constructor(
+    init: Init,
+    name: string,
+    dim: number,
+    readonly eps: number,
+  ) {
+    this.weight = init.ones(`${name}.weight`, [dim]);
+  }
+
+  forward(x: Tensor, ctx: Ctx): Tensor {
+    const { y, rstd } = ops.rmsnorm(x, this.weight.value, this.eps);
+    ctx.save("x", x);
+    ctx.save("rstd", rstd);
+    return y;
+  }
+
+  backward(dy: Tensor, ctx: Ctx): Tensor {
+    const { dx, dw } = ops.rmsnormBackward(dy, ctx.get("x"), this.weight.value, ctx.get("rstd"));
+    this.weight.accumulate(dw);
+    return dx;
+  }
+
+  params(): Param[] {
+    return [this.weight];
+  }
+}
+
+export class LayerNorm implements Layer {
+  readonly weight: Param;
+  readonly bias: Param;
+
+  constructor(
+    init: Init,
+    name: string,
+    dim: number,
+    readonly eps: number,
+  ) {
+    this.weight = init.ones(`${name}.weight`, [dim]);
+    this.bias = init.zeros(`${name}.bias`, [dim]);
+  }
+
+  forward(x: Tensor, ctx: Ctx): Tensor {
+    const { y, mean, rstd } = ops.layernorm(x, this.weight.value, this.bias.value, this.eps);
+    ctx.save("x", x);
+    ctx.save("mean", mean);
+    ctx.save("rstd", rstd);
+    return y;
+  }
+
+  backward(dy: Tensor, ctx: Ctx): Tensor {
+    const { dx, dw, db } = ops.layernormBackward(dy, ctx.get("x"), this.weight.value, ctx.get("mean"), ctx.get("rstd"));
+    this.weight.accumulate(dw);
+    this.bias.accumulate(db);
+    return dx;
+  }
+
+  params(): Param[] {
+    return [this.weight, this.bias];
+  }
+}
+
+/** Rows of a [V, D] table picked by int32 ids (batch tensors, owned by the batch, not saved). */
+export class Embedding {
+  readonly weight: Param;
+
+  constructor(
+    init: Init,
+    name: string,
+    readonly numRows: number,
+    dim: number,
+  ) {
+    this.weight = init.normal(`${name}.weight`, [numRows, dim]);
+  }
+
+  forward(ids: Tensor): Tensor {
+    return ops.embedding(this.weight.value, ids);
+  }
+
+  backward(dy: Tensor, ids: Tensor): void {
+    this.weight.accumulate(ops.embeddingBackward(dy, ids, this.numRows));
+  }
+
+  params(): Param[] {
+    return [this.weight];
+  }
+}

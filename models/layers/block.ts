@@ -1,0 +1,61 @@
+// A pre-norm transformer block: x + attn(norm1(x)), then h + mlp(norm2(h)). With
+// `recompute`, forward keeps only its input and backward runs the forward again first
+// (activation checkpointing per block).
+import { ops, type Tensor } from "../ops.ts";
+import type { Layer } from "./basic.ts";
+import type { Attention } from "./attention.ts";
+import { Ctx } from "./ctx.ts";
+import type { Param } from "./param.ts";
+
+export class Block implements Layer {
+  constructor(
+    readonly norm1: Layer,
+    readonly attn: Attention,
+    readonly norm2: Layer,
+    readonly mlp: Layer,
+    public recompute = false,
+  ) {}
+
+  forward(x: Tensor, ctx: Ctx): Tensor {
+    if (!this.recompute) return this.run(x, ctx);
+    ctx.save("x", x);
+    const scratch = new Ctx(ctx.batch);
+    const y = this.run(x, scratch);
+    scratch.free(new Set([x]));
+    return y;
+  }
+
+  private run(x: Tensor, ctx: Ctx): Tensor {
+    const a = this.norm1.forward(x, ctx.child("norm1"));
+    const o = this.attn.forward(a, ctx.child("attn"));
+    const h = ops.add(x, o);
+    o.dispose();
+    const b = this.norm2.forward(h, ctx.child("norm2"));
+    const m = this.mlp.forward(b, ctx.child("mlp"));
+    const y = ops.add(h, m);
+    m.dispose();
+    return y;
+  }
+
+  backward(dy: Tensor, ctx: Ctx): Tensor {
+    let c = ctx;
+    if (this.recompute) {
+      c = ctx.child("recomputed");
+      this.run(ctx.get("x"), c).dispose();
+    }
+    const db = this.mlp.backward(dy, c.child("mlp"));
+    const dh = this.norm2.backward(db, c.child("norm2"));
+    db.dispose();
+    ops.addInto(dh, dy);
+    const da = this.attn.backward(dh, c.child("attn"));
+    const dx = this.norm1.backward(da, c.child("norm1"));
+    da.dispose();
+    ops.addInto(dx, dh);
+    dh.dispose();
+    return dx;
+  }
+
+  params(): Param[] {
+    return [...this.norm1.params(), ...this.attn.params(), ...this.norm2.params(), ...this.mlp.params()];
+  }
+}

@@ -1,0 +1,47 @@
+// The global gradient norm (float64 accumulation) and clipping by it.
+import { ops } from "../ops.ts";
+import type { OptimParam } from "./types.ts";
+
+/**
+ * The sum of squares of this process's gradients, in float64. Under data or FSDP
+ * parallelism, all-reduce this across the group and pass sqrt of the sum to clipGradNorm.
+ */
+export function gradSumSquares(params: readonly OptimParam[]): number {
+  let s = 0;
+  for (const p of params) if (p.grad) s += ops.sumSquares(p.grad);
+  return s;
+}
+
+export function gradNorm(params: readonly OptimParam[]): number {
+  return Math.sqrt(gradSumSquares(params));
+}
+
+export interface ClipResult {
+  /** The norm before clipping (NaN or Infinity when a gradient holds one). */
+  norm: number;
+  /** Whether the gradients were scaled down. */
+  clipped: boolean;
+  /** False when the norm is NaN or infinite: the gradients are left as they are and the step must be skipped. */
+  finite: boolean;
+}
+
+/**
+ * Scales every gradient by maxNorm / norm when norm > maxNorm, so the clipped norm is
+ * maxNorm (torch divides by norm + 1e-6 and lands a hair under it). maxNorm 0 turns
+ * clipping off but still measures. `norm` may be given (the all-reduced global norm);
+ * otherwise it is computed from these gradients.
+ */
+export function clipGradNorm(params: readonly OptimParam[], maxNorm: number, opts: { norm?: number } = {}): ClipResult {
+  if (!Number.isFinite(maxNorm) || maxNorm < 0) throw new Error(`clipGradNorm: maxNorm must be a finite number >= 0, got ${maxNorm}`);
+  const norm = opts.norm ?? gradNorm(params);
+  if (!Number.isFinite(norm)) return { norm, clipped: false, finite: false };
+  if (maxNorm === 0 || norm <= maxNorm) return { norm, clipped: false, finite: true };
+  const s = maxNorm / norm;
+  for (const p of params) if (p.grad) ops.scaleInPlace(p.grad, s);
+  return { norm, clipped: true, finite: true };
+}
+
+/** Drops every gradient (the next backward starts from zero). */
+export function zeroGrad(params: readonly OptimParam[]): void {
+  for (const p of params) p.zeroGrad();
+}

@@ -1,0 +1,102 @@
+// Loading of the compiled addon and the shape of its raw functions. Only native/*.ts calls
+// these; they take handles and plain numbers, and trust the TypeScript face to have checked
+// shapes and dtypes (they recheck what keeps memory safe, and data such as ids and cu_seqlens).
+import { createRequire } from "node:module";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
+
+export interface BuildInfo {
+  cpu: boolean;
+  cuda: boolean;
+  cudaDevices: number;
+  cublasLt: boolean;
+  nccl: boolean;
+}
+
+/** An opaque reference to native tensor storage. */
+export type Handle = { readonly __nativeTensor: unique symbol };
+type H = Handle;
+
+export interface Addon {
+  buildInfo(): BuildInfo;
+  numThreads(): number;
+  liveBytes(): number;
+  emptyCache(): number;
+  cachedBytes(): number;
+  fromArray(dtype: number, shape: number[], data: Float32Array | Float64Array | Int32Array | BigInt64Array): H;
+  toArray(t: H): Float32Array | Float64Array | Int32Array | BigInt64Array;
+  zeros(dtype: number, shape: number[]): H;
+  randn(dtype: number, shape: number[], seed: number, std: number): H;
+  view(t: H, shape: number[]): H;
+  clone(t: H): H;
+  copyInto(dst: H, src: H): void;
+  release(t: H): void;
+  cast(t: H, dtype: number): H;
+  matmul(a: H, b: H, transA: boolean, transB: boolean): H;
+  add(a: H, b: H): H;
+  mul(a: H, b: H): H;
+  scale(a: H, s: number): H;
+  scaleInPlace(a: H, s: number): void;
+  addInto(dst: H, src: H, alpha: number): void;
+  addBias(x: H, b: H): H;
+  sumRows(dy: H): H;
+  sumSquares(t: H): number;
+  embedding(w: H, ids: H): H;
+  embeddingBackward(dy: H, ids: H, vocab: number): H;
+  rmsnorm(x: H, w: H, eps: number): [H, H];
+  rmsnormBackward(dy: H, x: H, w: H, rstd: H): [H, H];
+  layernorm(x: H, w: H, b: H, eps: number): [H, H, H];
+  layernormBackward(dy: H, x: H, w: H, mean: H, rstd: H): [H, H, H];
+  rope(x: H, positions: H, invFreq: Float64Array, attentionScaling: number, inverse: boolean): H;
+  swiglu(gate: H, up: H): H;
+  swigluBackward(dh: H, gate: H, up: H): [H, H];
+  gelu(x: H): H;
+  geluBackward(dy: H, x: H): H;
+  softmax(x: H): H;
+  softmaxBackward(dy: H, y: H): H;
+  attention(q: H, k: H, v: H, cu: H, causal: boolean, window: number, scale: number): [H, H];
+  attentionBackward(
+    dout: H, q: H, k: H, v: H, o: H, lse: H, cu: H, causal: boolean, window: number, scale: number,
+  ): [H, H, H];
+  linearCrossEntropy(
+    x: H, w: H, labels: H, ignoreIndex: number, chunkSize: number, gradScale: number, wantGrad: boolean,
+  ): [number, number, H?, H?];
+  adamwStep(p: H, g: H, m: H, v: H, lr: number, b1: number, b2: number, eps: number, wd: number, step: number): void;
+  newtonSchulz5(g: H, steps: number): H;
+  muonStep(p: H, g: H, buf: H, lr: number, momentum: number, nesterov: boolean, wd: number, nsSteps: number): void;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+const addonPath = join(here, "build", "Release", "tessera_native.node");
+
+let addon: Addon | undefined;
+
+/** Loads the compiled addon once; a missing build is an error that says how to make one. */
+export function loadAddon(): Addon {
+  if (addon) return addon;
+  if (!existsSync(addonPath)) {
+    throw new Error(`native addon not built: ${addonPath} is missing; run \`npm run build:native\``);
+  }
+  addon = createRequire(import.meta.url)(addonPath) as Addon;
+  return addon;
+}
+
+export function buildInfo(): BuildInfo {
+  return loadAddon().buildInfo();
+}
+
+/** Bytes of freed host blocks kept for reuse (not counted by liveTensors). */
+export function cachedBytes(): number {
+  return loadAddon().cachedBytes();
+}
+
+/** Returns the cached host blocks to the system; the bytes given back. */
+export function emptyCache(): number {
+  return loadAddon().emptyCache();
+}
+
+/** Threads of the CPU kernels' pool (env TESSERA_CPU_THREADS, else the core count). */
+export function cpuThreads(): number {
+  return loadAddon().numThreads();
+}

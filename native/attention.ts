@@ -1,0 +1,89 @@
+// Causal attention over packed variable-length sequences (flash-style, grouped-query heads,
+// optional sliding window). Layouts: q[T,Hq,Dh], k/v[T,Hkv,Dh], cuSeqlens int32[B+1] with
+// cuSeqlens[0] = 0 and cuSeqlens[B] = T; lse[Hq,T].
+import { loadAddon } from "./addon.ts";
+import { Tensor } from "./tensor.ts";
+import { fail, fmt, needDtype, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
+
+export interface AttentionOptions {
+  causal: boolean;
+  /** Sliding window w: key j is visible to query i iff i - w < j <= i (HF/Mistral semantics). */
+  window?: number;
+  /** Softmax scale; 1/sqrt(Dh) when absent. */
+  scale?: number;
+}
+
+function geometry(op: string, q: Tensor, k: Tensor, v: Tensor, cu: Tensor, opts: AttentionOptions): { window: number; scale: number } {
+  needFloat(op, "q", q);
+  needSameDtype(op, ["q", q], ["k", k], ["v", v]);
+  needRank(op, "q", q, [3]);
+  needRank(op, "k", k, [3]);
+  needSameShape(op, ["k", k], ["v", v]);
+  const [T, Hq, Dh] = q.shape as [number, number, number];
+  const [Tk, Hkv, Dk] = k.shape as [number, number, number];
+  if (Tk !== T || Dk !== Dh) fail(op, `k ${fmt(k.shape)} must be [T=${T}, Hkv, Dh=${Dh}] for q ${fmt(q.shape)}`);
+  if (Hkv === 0 || Hq % Hkv !== 0) fail(op, `query heads (${Hq}) must be a multiple of kv heads (${Hkv})`);
+  needDtype(op, "cuSeqlens", cu, "int32");
+  needRank(op, "cuSeqlens", cu, [1]);
+  if (cu.shape[0]! < 2) fail(op, "cuSeqlens must hold B+1 >= 2 offsets");
+  const window = opts.window ?? 0;
+  if (!Number.isInteger(window) || window < 0) fail(op, `window must be a positive integer, got ${window}`);
+  if (window > 0 && !opts.causal) fail(op, "a sliding window needs causal attention");
+  const scale = opts.scale ?? 1 / Math.sqrt(Dh);
+  if (!Number.isFinite(scale)) fail(op, `scale must be finite, got ${scale}`);
+  return { window, scale };
+}
+
+export function attention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  cuSeqlens: Tensor,
+  opts: AttentionOptions,
+): { o: Tensor; lse: Tensor } {
+  const op = "attention";
+  const { window, scale } = geometry(op, q, k, v, cuSeqlens, opts);
+  const [o, lse] = loadAddon().attention(
+    q.handle(op, "q"),
+    k.handle(op, "k"),
+    v.handle(op, "v"),
+    cuSeqlens.handle(op, "cuSeqlens"),
+    opts.causal,
+    window,
+    scale,
+  );
+  return { o: new Tensor(o, q.dtype, q.shape), lse: new Tensor(lse, q.dtype, [q.shape[1]!, q.shape[0]!]) };
+}
+
+export function attentionBackward(
+  dout: Tensor,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor,
+  lse: Tensor,
+  cuSeqlens: Tensor,
+  opts: AttentionOptions,
+): { dq: Tensor; dk: Tensor; dv: Tensor } {
+  const op = "attentionBackward";
+  const { window, scale } = geometry(op, q, k, v, cuSeqlens, opts);
+  needSameShape(op, ["dout", dout], ["q", q]);
+  needSameShape(op, ["o", o], ["q", q]);
+  needSameDtype(op, ["q", q], ["dout", dout], ["o", o], ["lse", lse]);
+  if (lse.shape.length !== 2 || lse.shape[0] !== q.shape[1] || lse.shape[1] !== q.shape[0]) {
+    fail(op, `lse must be [Hq, T] = [${q.shape[1]}, ${q.shape[0]}], got ${fmt(lse.shape)}`);
+  }
+  const [dq, dk, dv] = loadAddon().attentionBackward(
+    dout.handle(op, "dout"),
+    q.handle(op, "q"),
+    k.handle(op, "k"),
+    v.handle(op, "v"),
+    o.handle(op, "o"),
+    lse.handle(op, "lse"),
+    cuSeqlens.handle(op, "cuSeqlens"),
+    opts.causal,
+    window,
+    scale,
+  );
+  return { dq: new Tensor(dq, q.dtype, q.shape), dk: new Tensor(dk, k.dtype, k.shape), dv: new Tensor(dv, v.dtype, v.shape) };
+}

@@ -1,0 +1,10 @@
+// Tensor element types. The numeric codes are the addon's (src/core/dtype.h).
+export type DType = "float32" | "float64" | "bfloat16" | "int32" | "int64";
+export type Device = "cpu" | "cuda";
+
+export const dtypeCode: Record<DType, number> = { float32: 0, float64: 1, bfloat16: 2, int32: 3, int64: 4 };
+export const dtypeBytes: Record<DType, number> = { float32: 4, float64: 8, bfloat16: 2, int32: 4, int64: 8 };
+
+export function isFloat(d: DType): boolean {
+  return d === "float32" || d === "float64" || d === "bfloat16";
+}

@@ -1,0 +1,140 @@
+// Row-wise layers: embedding, RMSNorm, LayerNorm, SwiGLU, GELU (tanh), softmax.
+import { loadAddon } from "./addon.ts";
+import { Tensor } from "./tensor.ts";
+import { fail, fmt, needDtype, needFinite, needFloat, needRank, needSameDtype, needSameShape, needShape } from "./check.ts";
+
+/** weight[V,D] rows picked by ids[T] (int32) -> [T,D]. An id outside [0,V) throws. */
+export function embedding(weight: Tensor, ids: Tensor): Tensor {
+  const op = "embedding";
+  needFloat(op, "weight", weight);
+  needRank(op, "weight", weight, [2]);
+  needDtype(op, "ids", ids, "int32");
+  needRank(op, "ids", ids, [1]);
+  return new Tensor(loadAddon().embedding(weight.handle(op, "weight"), ids.handle(op, "ids")), weight.dtype, [
+    ids.shape[0]!,
+    weight.shape[1]!,
+  ]);
+}
+
+/** dW[V,D] = scatter-add of dy[T,D] rows at ids. */
+export function embeddingBackward(dy: Tensor, ids: Tensor, vocabSize: number): Tensor {
+  const op = "embeddingBackward";
+  needFloat(op, "dy", dy);
+  needRank(op, "dy", dy, [2]);
+  needDtype(op, "ids", ids, "int32");
+  needShape(op, "ids", ids, [dy.shape[0]!]);
+  if (!Number.isInteger(vocabSize) || vocabSize <= 0) fail(op, `vocabSize must be a positive integer, got ${vocabSize}`);
+  return new Tensor(loadAddon().embeddingBackward(dy.handle(op, "dy"), ids.handle(op, "ids"), vocabSize), dy.dtype, [
+    vocabSize,
+    dy.shape[1]!,
+  ]);
+}
+
+function needLastDim(op: string, x: Tensor, w: Tensor, wName: string): number {
+  needFloat(op, "x", x);
+  needSameDtype(op, ["x", x], [wName, w]);
+  if (x.shape.length < 1) fail(op, "x must have at least one dimension");
+  const D = x.shape.at(-1)!;
+  needShape(op, wName, w, [D]);
+  return D;
+}
+
+/** y = x * rstd * w over the last dim, rstd = 1/sqrt(mean(x^2) + eps) per row ([rows]). */
+export function rmsnorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; rstd: Tensor } {
+  const op = "rmsnorm";
+  const D = needLastDim(op, x, w, "w");
+  needFinite(op, "eps", eps);
+  const [y, rstd] = loadAddon().rmsnorm(x.handle(op, "x"), w.handle(op, "w"), eps);
+  return { y: new Tensor(y, x.dtype, x.shape), rstd: new Tensor(rstd, x.dtype, [D ? x.numel / D : 0]) };
+}
+
+export function rmsnormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor): { dx: Tensor; dw: Tensor } {
+  const op = "rmsnormBackward";
+  const D = needLastDim(op, x, w, "w");
+  needSameShape(op, ["dy", dy], ["x", x]);
+  needSameDtype(op, ["x", x], ["dy", dy], ["rstd", rstd]);
+  needShape(op, "rstd", rstd, [D ? x.numel / D : 0]);
+  const [dx, dw] = loadAddon().rmsnormBackward(dy.handle(op, "dy"), x.handle(op, "x"), w.handle(op, "w"), rstd.handle(op, "rstd"));
+  return { dx: new Tensor(dx, x.dtype, x.shape), dw: new Tensor(dw, x.dtype, [D]) };
+}
+
+/** y = (x - mean) * rstd * w + b over the last dim; mean and rstd per row. */
+export function layernorm(x: Tensor, w: Tensor, b: Tensor, eps: number): { y: Tensor; mean: Tensor; rstd: Tensor } {
+  const op = "layernorm";
+  const D = needLastDim(op, x, w, "w");
+  needSameDtype(op, ["x", x], ["b", b]);
+  needShape(op, "b", b, [D]);
+  needFinite(op, "eps", eps);
+  const rows = [D ? x.numel / D : 0];
+  const [y, mean, rstd] = loadAddon().layernorm(x.handle(op, "x"), w.handle(op, "w"), b.handle(op, "b"), eps);
+  return { y: new Tensor(y, x.dtype, x.shape), mean: new Tensor(mean, x.dtype, rows), rstd: new Tensor(rstd, x.dtype, rows) };
+}
+
+export function layernormBackward(
+  dy: Tensor,
+  x: Tensor,
+  w: Tensor,
+  mean: Tensor,
+  rstd: Tensor,
+): { dx: Tensor; dw: Tensor; db: Tensor } {
+  const op = "layernormBackward";
+  const D = needLastDim(op, x, w, "w");
+  needSameShape(op, ["dy", dy], ["x", x]);
+  needSameDtype(op, ["x", x], ["dy", dy], ["mean", mean], ["rstd", rstd]);
+  const rows = [D ? x.numel / D : 0];
+  needShape(op, "mean", mean, rows);
+  needShape(op, "rstd", rstd, rows);
+  const [dx, dw, db] = loadAddon().layernormBackward(
+    dy.handle(op, "dy"),
+    x.handle(op, "x"),
+    w.handle(op, "w"),
+    mean.handle(op, "mean"),
+    rstd.handle(op, "rstd"),
+  );
+  return { dx: new Tensor(dx, x.dtype, x.shape), dw: new Tensor(dw, x.dtype, [D]), db: new Tensor(db, x.dtype, [D]) };
+}
+
+function pair(op: string, a: [string, Tensor], b: [string, Tensor]): void {
+  needFloat(op, a[0], a[1]);
+  needSameDtype(op, a, b);
+  needSameShape(op, a, b);
+}
+
+/** h = silu(gate) * up. */
+export function swiglu(gate: Tensor, up: Tensor): Tensor {
+  pair("swiglu", ["gate", gate], ["up", up]);
+  return new Tensor(loadAddon().swiglu(gate.handle("swiglu", "gate"), up.handle("swiglu", "up")), gate.dtype, gate.shape);
+}
+
+export function swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dgate: Tensor; dup: Tensor } {
+  const op = "swigluBackward";
+  pair(op, ["gate", gate], ["up", up]);
+  pair(op, ["gate", gate], ["dh", dh]);
+  const [dg, du] = loadAddon().swigluBackward(dh.handle(op, "dh"), gate.handle(op, "gate"), up.handle(op, "up"));
+  return { dgate: new Tensor(dg, gate.dtype, gate.shape), dup: new Tensor(du, gate.dtype, gate.shape) };
+}
+
+/** GELU, tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh", GPT-2). */
+export function gelu(x: Tensor): Tensor {
+  needFloat("gelu", "x", x);
+  return new Tensor(loadAddon().gelu(x.handle("gelu", "x")), x.dtype, x.shape);
+}
+
+export function geluBackward(dy: Tensor, x: Tensor): Tensor {
+  pair("geluBackward", ["x", x], ["dy", dy]);
+  return new Tensor(loadAddon().geluBackward(dy.handle("geluBackward", "dy"), x.handle("geluBackward", "x")), x.dtype, x.shape);
+}
+
+/** Softmax over the last dim. */
+export function softmax(x: Tensor): Tensor {
+  needFloat("softmax", "x", x);
+  if (x.shape.length < 1 || x.shape.at(-1) === 0) fail("softmax", `x must have a non-empty last dim, got ${fmt(x.shape)}`);
+  return new Tensor(loadAddon().softmax(x.handle("softmax", "x")), x.dtype, x.shape);
+}
+
+/** dx = y * (dy - sum(dy * y)) given the softmax output y. */
+export function softmaxBackward(dy: Tensor, y: Tensor): Tensor {
+  pair("softmaxBackward", ["y", y], ["dy", dy]);
+  if (y.shape.length < 1) fail("softmaxBackward", "y must have at least one dimension");
+  return new Tensor(loadAddon().softmaxBackward(dy.handle("softmaxBackward", "dy"), y.handle("softmaxBackward", "y")), y.dtype, y.shape);
+}

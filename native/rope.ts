@@ -1,0 +1,120 @@
+// Rotary position embeddings (HF rotate_half convention: pairs (i, i + Dh/2)), with the
+// frequency schedules of transformers' rope_init_fns: default, linear, llama3 and yarn.
+import { loadAddon } from "./addon.ts";
+import { Tensor } from "./tensor.ts";
+import { fail, needDtype, needFinite, needFloat, needRank, needShape } from "./check.ts";
+
+export type RopeScaling =
+  | { type: "linear"; factor: number }
+  | {
+      type: "llama3";
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositionEmbeddings: number;
+    }
+  | {
+      type: "yarn";
+      /** As given; callers that follow HF's DeepSeek rule pass max_position_embeddings / original. */
+      factor: number;
+      originalMaxPositionEmbeddings: number;
+      betaFast?: number;
+      betaSlow?: number;
+      attentionFactor?: number;
+      mscale?: number;
+      mscaleAllDim?: number;
+      truncate?: boolean;
+    };
+
+export interface RopeOptions {
+  theta: number;
+  scaling?: RopeScaling;
+}
+
+export interface RopeFrequencies {
+  invFreq: Float64Array;
+  /** Multiplies cos and sin (YaRN's attention factor; 1 otherwise), as transformers does. */
+  attentionScaling: number;
+}
+
+/** inv_freq[Dh/2] and the attention scaling for a head dim, as transformers computes them. */
+export function ropeFrequencies(headDim: number, opts: RopeOptions): RopeFrequencies {
+  const op = "rope";
+  if (!Number.isInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) fail(op, `head dim must be a positive even integer, got ${headDim}`);
+  needFinite(op, "theta", opts.theta);
+  const half = headDim / 2;
+  const base = new Float64Array(half);
+  for (let i = 0; i < half; i++) base[i] = 1 / opts.theta ** ((2 * i) / headDim);
+  const s = opts.scaling;
+  if (!s) return { invFreq: base, attentionScaling: 1 };
+  needFinite(op, "scaling.factor", s.factor);
+  switch (s.type) {
+    case "linear":
+      return { invFreq: base.map((f) => f / s.factor), attentionScaling: 1 };
+    case "llama3": {
+      const old = s.originalMaxPositionEmbeddings;
+      const lowWavelen = old / s.lowFreqFactor;
+      const highWavelen = old / s.highFreqFactor;
+      const out = base.map((f) => {
+        const wavelen = (2 * Math.PI) / f;
+        if (wavelen < highWavelen) return f;
+        if (wavelen > lowWavelen) return f / s.factor;
+        const smooth = (old / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+        return (1 - smooth) * (f / s.factor) + smooth * f;
+      });
+      return { invFreq: out, attentionScaling: 1 };
+    }
+    case "yarn": {
+      const getMscale = (scale: number, m = 1) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
+      let attentionScaling = s.attentionFactor;
+      if (attentionScaling === undefined) {
+        attentionScaling =
+          s.mscale && s.mscaleAllDim ? getMscale(s.factor, s.mscale) / getMscale(s.factor, s.mscaleAllDim) : getMscale(s.factor);
+      }
+      const betaFast = s.betaFast ?? 32;
+      const betaSlow = s.betaSlow ?? 1;
+      const orig = s.originalMaxPositionEmbeddings;
+      const correctionDim = (rot: number) => (headDim * Math.log(orig / (rot * 2 * Math.PI))) / (2 * Math.log(opts.theta));
+      let low = correctionDim(betaFast);
+      let high = correctionDim(betaSlow);
+      if (s.truncate ?? true) {
+        low = Math.floor(low);
+        high = Math.ceil(high);
+      }
+      low = Math.max(low, 0);
+      high = Math.min(high, headDim - 1);
+      if (low === high) high += 0.001;
+      const out = new Float64Array(half);
+      for (let i = 0; i < half; i++) {
+        const ramp = Math.min(1, Math.max(0, (i - low) / (high - low)));
+        const extrapolation = 1 - ramp;
+        const f = base[i]!;
+        out[i] = (f / s.factor) * (1 - extrapolation) + f * extrapolation;
+      }
+      return { invFreq: out, attentionScaling };
+    }
+  }
+}
+
+function ropeCall(op: string, x: Tensor, positions: Tensor, opts: RopeOptions, inverse: boolean): Tensor {
+  needFloat(op, "x", x);
+  needRank(op, "x", x, [3]);
+  needDtype(op, "positions", positions, "int32");
+  needShape(op, "positions", positions, [x.shape[0]!]);
+  const { invFreq, attentionScaling } = ropeFrequencies(x.shape[2]!, opts);
+  return new Tensor(
+    loadAddon().rope(x.handle(op, "x"), positions.handle(op, "positions"), invFreq, attentionScaling, inverse),
+    x.dtype,
+    x.shape,
+  );
+}
+
+/** Rotates x[T,H,Dh] by each token's position (positions int32 [T], restarting per packed sequence). */
+export function rope(x: Tensor, positions: Tensor, opts: RopeOptions): Tensor {
+  return ropeCall("rope", x, positions, opts, false);
+}
+
+/** The transpose of rope: rotation by the opposite angle, times the same scaling. */
+export function ropeBackward(dy: Tensor, positions: Tensor, opts: RopeOptions): Tensor {
+  return ropeCall("ropeBackward", dy, positions, opts, true);
+}

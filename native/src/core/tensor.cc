@@ -1,0 +1,121 @@
+#include "core/tensor.h"
+
+#include <atomic>
+#include <cstdlib>
+
+#include "core/host_alloc.h"
+
+namespace tessera {
+namespace {
+
+std::atomic<int64_t> gLiveBytes{0};
+
+// Marks our Externals so that a foreign External passed as a tensor is refused, not read.
+const napi_type_tag kTensorTag = {0x7e55e4a0c0de4d1aULL, 0x9b1f5c3e2a7d6b80ULL};
+
+void Finalize(Napi::Env, TensorImpl* t) { delete t; }
+
+Napi::Value Wrap(Napi::Env env, TensorImpl* t) {
+  auto ext = Napi::External<TensorImpl>::New(env, t, Finalize);
+  ext.TypeTag(&kTensorTag);
+  return ext;
+}
+
+}  // namespace
+
+Storage::Storage(size_t n) : bytes(n) {
+  HostBlock b;
+  try {
+    b = HostAlloc(n);
+  } catch (const std::bad_alloc&) {
+    throw OpError("out of host memory allocating " + std::to_string(n) + " bytes");
+  }
+  data = b.data;
+  capacity = b.capacity;
+  gLiveBytes += static_cast<int64_t>(n);
+}
+
+Storage::~Storage() {
+  HostFree({data, capacity});
+  gLiveBytes -= static_cast<int64_t>(bytes);
+}
+
+int64_t LiveBytes() { return gLiveBytes.load(); }
+
+int64_t Numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+Out NewTensor(Napi::Env env, DType dtype, std::vector<int64_t> shape) {
+  auto* t = new TensorImpl();
+  t->dtype = dtype;
+  t->numel = Numel(shape);
+  t->shape = std::move(shape);
+  try {
+    t->storage = std::make_shared<Storage>(static_cast<size_t>(t->numel) * DTypeSize(dtype));
+  } catch (...) {
+    delete t;
+    throw;
+  }
+  return {Wrap(env, t), t};
+}
+
+Napi::Value NewView(Napi::Env env, const TensorImpl& base, std::vector<int64_t> shape) {
+  auto* t = new TensorImpl();
+  t->dtype = base.dtype;
+  t->numel = Numel(shape);
+  t->shape = std::move(shape);
+  t->storage = base.storage;
+  return Wrap(env, t);
+}
+
+TensorImpl* AsTensor(const Napi::Value& v) {
+  if (!v.IsExternal() || !v.As<Napi::External<TensorImpl>>().CheckTypeTag(&kTensorTag)) return nullptr;
+  return v.As<Napi::External<TensorImpl>>().Data();
+}
+
+TensorImpl& TensorArg(const Napi::CallbackInfo& info, size_t i) {
+  TensorImpl* t = AsTensor(info[i]);
+  if (!t) throw OpError("argument " + std::to_string(i) + " is not a tensor handle");
+  if (!t->storage) throw OpError("argument " + std::to_string(i) + " is a disposed tensor");
+  return *t;
+}
+
+double NumberArg(const Napi::CallbackInfo& info, size_t i) {
+  if (!info[i].IsNumber()) throw OpError("argument " + std::to_string(i) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+bool BoolArg(const Napi::CallbackInfo& info, size_t i) { return info[i].ToBoolean().Value(); }
+
+std::vector<int64_t> ShapeArg(const Napi::CallbackInfo& info, size_t i) {
+  if (!info[i].IsArray()) throw OpError("argument " + std::to_string(i) + " must be a shape array");
+  auto a = info[i].As<Napi::Array>();
+  std::vector<int64_t> shape(a.Length());
+  for (uint32_t k = 0; k < a.Length(); ++k) {
+    Napi::Value d = a.Get(k);
+    if (!d.IsNumber()) throw OpError("shape entries must be numbers");
+    shape[k] = d.As<Napi::Number>().Int64Value();
+    if (shape[k] < 0) throw OpError("shape entries must be >= 0");
+  }
+  return shape;
+}
+
+void Export(Napi::Env env, Napi::Object exports, const char* name, Binding fn) {
+  exports.Set(name, Napi::Function::New(
+                        env,
+                        [fn](const Napi::CallbackInfo& info) -> Napi::Value {
+                          try {
+                            return fn(info);
+                          } catch (const Napi::Error&) {
+                            throw;
+                          } catch (const std::exception& e) {
+                            throw Napi::Error::New(info.Env(), e.what());
+                          }
+                        },
+                        name));
+}
+
+}  // namespace tessera

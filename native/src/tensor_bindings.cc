@@ -1,0 +1,259 @@
+// Creation, copies, views, casts and release of tensors.
+#include <cmath>
+#include <cstring>
+
+#include "core/host_alloc.h"
+#include "core/tensor.h"
+#include "cpu/parallel.h"
+
+namespace tessera {
+namespace {
+
+DType DTypeArg(const Napi::CallbackInfo& info, size_t i) {
+  int code = static_cast<int>(NumberArg(info, i));
+  if (code < 0 || code > 4) throw OpError("unknown dtype code " + std::to_string(code));
+  return static_cast<DType>(code);
+}
+
+template <class A>
+const void* TypedData(const Napi::Value& v, napi_typedarray_type want, const char* wantName, int64_t numel) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != want) {
+    throw OpError(std::string("tensor: data must be a ") + wantName);
+  }
+  auto a = v.As<A>();
+  if (static_cast<int64_t>(a.ElementLength()) != numel) {
+    throw OpError("tensor: data has " + std::to_string(a.ElementLength()) + " elements but the shape holds " +
+                  std::to_string(numel));
+  }
+  return a.Data();
+}
+
+Napi::Value FromArray(const Napi::CallbackInfo& info) {
+  DType dt = DTypeArg(info, 0);
+  auto shape = ShapeArg(info, 1);
+  Out out = NewTensor(info.Env(), dt, shape);
+  int64_t n = out.t->numel;
+  switch (dt) {
+    case DType::F32:
+      std::memcpy(out.t->data<void>(), TypedData<Napi::Float32Array>(info[2], napi_float32_array, "Float32Array", n), n * 4);
+      break;
+    case DType::F64:
+      std::memcpy(out.t->data<void>(), TypedData<Napi::Float64Array>(info[2], napi_float64_array, "Float64Array", n), n * 8);
+      break;
+    case DType::I32:
+      std::memcpy(out.t->data<void>(), TypedData<Napi::Int32Array>(info[2], napi_int32_array, "Int32Array", n), n * 4);
+      break;
+    case DType::I64:
+      std::memcpy(out.t->data<void>(), TypedData<Napi::BigInt64Array>(info[2], napi_bigint64_array, "BigInt64Array", n), n * 8);
+      break;
+    case DType::BF16: {
+      auto* src = static_cast<const float*>(TypedData<Napi::Float32Array>(info[2], napi_float32_array, "Float32Array", n));
+      auto* dst = out.t->data<uint16_t>();
+      for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBf16(src[i]);
+      break;
+    }
+  }
+  return out.value;
+}
+
+Napi::Value ToArray(const Napi::CallbackInfo& info) {
+  TensorImpl& t = TensorArg(info, 0);
+  Napi::Env env = info.Env();
+  size_t n = static_cast<size_t>(t.numel);
+  switch (t.dtype) {
+    case DType::F32: {
+      auto a = Napi::Float32Array::New(env, n);
+      std::memcpy(a.Data(), t.data<void>(), n * 4);
+      return a;
+    }
+    case DType::F64: {
+      auto a = Napi::Float64Array::New(env, n);
+      std::memcpy(a.Data(), t.data<void>(), n * 8);
+      return a;
+    }
+    case DType::I32: {
+      auto a = Napi::Int32Array::New(env, n);
+      std::memcpy(a.Data(), t.data<void>(), n * 4);
+      return a;
+    }
+    case DType::I64: {
+      auto a = Napi::BigInt64Array::New(env, n);
+      std::memcpy(a.Data(), t.data<void>(), n * 8);
+      return a;
+    }
+    case DType::BF16: {
+      auto a = Napi::Float32Array::New(env, n);
+      const uint16_t* s = t.data<uint16_t>();
+      for (size_t i = 0; i < n; ++i) a[i] = Bf16ToFloat(s[i]);
+      return a;
+    }
+  }
+  return env.Undefined();
+}
+
+Napi::Value Zeros(const Napi::CallbackInfo& info) {
+  Out out = NewTensor(info.Env(), DTypeArg(info, 0), ShapeArg(info, 1));
+  std::memset(out.t->data<void>(), 0, out.t->storage->bytes);
+  return out.value;
+}
+
+uint64_t SplitMix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// Counter-based normal samples (Box-Muller on SplitMix64 streams): element i depends only on
+// (seed, i), so the result is the same for any thread count.
+Napi::Value Randn(const Napi::CallbackInfo& info) {
+  DType dt = DTypeArg(info, 0);
+  if (dt != DType::F32 && dt != DType::F64 && dt != DType::BF16) throw OpError("randn: dtype must be a float type");
+  Out out = NewTensor(info.Env(), dt, ShapeArg(info, 1));
+  uint64_t seed = static_cast<uint64_t>(NumberArg(info, 2));
+  double stdev = NumberArg(info, 3);
+  TensorImpl* t = out.t;
+  int64_t pairs = (t->numel + 1) / 2;
+  cpu::ParallelFor(pairs, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) {
+      uint64_t r = SplitMix(SplitMix(seed) ^ static_cast<uint64_t>(p));
+      double u1 = ((r >> 11) + 1) * (1.0 / 9007199254740993.0);
+      double u2 = (SplitMix(r) >> 11) * (1.0 / 9007199254740992.0);
+      double rad = std::sqrt(-2.0 * std::log(u1)) * stdev;
+      double z[2] = {rad * std::cos(2 * M_PI * u2), rad * std::sin(2 * M_PI * u2)};
+      for (int k = 0; k < 2; ++k) {
+        int64_t i = 2 * p + k;
+        if (i >= t->numel) break;
+        if (dt == DType::F32) t->data<float>()[i] = static_cast<float>(z[k]);
+        else if (dt == DType::F64) t->data<double>()[i] = z[k];
+        else t->data<uint16_t>()[i] = FloatToBf16(static_cast<float>(z[k]));
+      }
+    }
+  });
+  return out.value;
+}
+
+Napi::Value View(const Napi::CallbackInfo& info) {
+  TensorImpl& t = TensorArg(info, 0);
+  auto shape = ShapeArg(info, 1);
+  if (Numel(shape) != t.numel) throw OpError("reshape: element count changes");
+  return NewView(info.Env(), t, shape);
+}
+
+Napi::Value Clone(const Napi::CallbackInfo& info) {
+  TensorImpl& t = TensorArg(info, 0);
+  Out out = NewTensor(info.Env(), t.dtype, t.shape);
+  std::memcpy(out.t->data<void>(), t.data<void>(), t.numel * DTypeSize(t.dtype));
+  return out.value;
+}
+
+Napi::Value CopyInto(const Napi::CallbackInfo& info) {
+  TensorImpl& dst = TensorArg(info, 0);
+  TensorImpl& src = TensorArg(info, 1);
+  if (dst.dtype != src.dtype || dst.numel != src.numel) throw OpError("copyInto: dtype or size differ");
+  std::memmove(dst.data<void>(), src.data<void>(), src.numel * DTypeSize(src.dtype));
+  return info.Env().Undefined();
+}
+
+Napi::Value Release(const Napi::CallbackInfo& info) {
+  Napi::Value v = info[0];
+  if (TensorImpl* t = AsTensor(v)) t->storage.reset();
+  return info.Env().Undefined();
+}
+
+template <class S, class D>
+void ConvertGeneric(const TensorImpl& s, TensorImpl& d) {
+  const S* sp = s.data<S>();
+  D* dp = d.data<D>();
+  cpu::ParallelFor(s.numel, 1 << 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) dp[i] = static_cast<D>(sp[i]);
+  });
+}
+
+TESSERA_SIMD_CLONES void F32ToBf16(const float* s, uint16_t* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = FloatToBf16(s[i]);
+}
+TESSERA_SIMD_CLONES void Bf16ToF32(const uint16_t* s, float* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = Bf16ToFloat(s[i]);
+}
+
+template <class F>
+void WithNumeric(DType d, F&& f) {
+  switch (d) {
+    case DType::F32: f(float{}); break;
+    case DType::F64: f(double{}); break;
+    case DType::I32: f(int32_t{}); break;
+    case DType::I64: f(int64_t{}); break;
+    case DType::BF16: break;
+  }
+}
+
+Napi::Value Cast(const Napi::CallbackInfo& info) {
+  TensorImpl& s = TensorArg(info, 0);
+  DType to = DTypeArg(info, 1);
+  Out out = NewTensor(info.Env(), to, s.shape);
+  TensorImpl& d = *out.t;
+  if (s.dtype == to) {
+    std::memcpy(d.data<void>(), s.data<void>(), s.numel * DTypeSize(to));
+  } else if (s.dtype == DType::F32 && to == DType::BF16) {
+    cpu::ParallelFor(s.numel, 1 << 16, [&](int64_t b, int64_t e) { F32ToBf16(s.data<float>() + b, d.data<uint16_t>() + b, e - b); });
+  } else if (s.dtype == DType::BF16 && to == DType::F32) {
+    cpu::ParallelFor(s.numel, 1 << 16, [&](int64_t b, int64_t e) { Bf16ToF32(s.data<uint16_t>() + b, d.data<float>() + b, e - b); });
+  } else if (s.dtype == DType::BF16 || to == DType::BF16) {
+    // Through fp32, so that every path to bf16 rounds once, to nearest even.
+    bool fromBf16 = s.dtype == DType::BF16;
+    cpu::ParallelFor(s.numel, 1 << 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        if (fromBf16) {
+          float f = Bf16ToFloat(s.data<uint16_t>()[i]);
+          WithNumeric(to, [&](auto z) { d.data<decltype(z)>()[i] = static_cast<decltype(z)>(f); });
+        } else {
+          float f = 0;
+          WithNumeric(s.dtype, [&](auto z) { f = static_cast<float>(s.data<decltype(z)>()[i]); });
+          d.data<uint16_t>()[i] = FloatToBf16(f);
+        }
+      }
+    });
+  } else {
+    WithNumeric(s.dtype, [&](auto a) {
+      WithNumeric(to, [&](auto b) { ConvertGeneric<decltype(a), decltype(b)>(s, d); });
+    });
+  }
+  return out.value;
+}
+
+Napi::Value LiveBytesBinding(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(LiveBytes()));
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(HostEmptyCache()));
+}
+
+Napi::Value CachedBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(HostCachedBytes()));
+}
+
+Napi::Value NumThreadsBinding(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cpu::NumThreads());
+}
+
+}  // namespace
+
+void RegisterTensorBindings(Napi::Env env, Napi::Object exports) {
+  Export(env, exports, "fromArray", FromArray);
+  Export(env, exports, "toArray", ToArray);
+  Export(env, exports, "zeros", Zeros);
+  Export(env, exports, "randn", Randn);
+  Export(env, exports, "view", View);
+  Export(env, exports, "clone", Clone);
+  Export(env, exports, "copyInto", CopyInto);
+  Export(env, exports, "release", Release);
+  Export(env, exports, "cast", Cast);
+  Export(env, exports, "liveBytes", LiveBytesBinding);
+  Export(env, exports, "numThreads", NumThreadsBinding);
+  Export(env, exports, "emptyCache", EmptyCache);
+  Export(env, exports, "cachedBytes", CachedBytes);
+}
+
+}  // namespace tessera
