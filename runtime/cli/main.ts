@@ -55,7 +55,9 @@ export async function main(argv: readonly string[], io: Io = processIo, table: r
       io.err(`tessera ${cmd.path.join(" ")}: ${err.message}\n${usageLine(cmd)}\nRun \`tessera ${cmd.path.join(" ")} --help\` for more.\n`);
       return 2;
     }
-    io.err(`tessera ${cmd.path.join(" ")}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    // A failure is reported by its message; the stack only helps us, so it waits for TESSERA_DEBUG.
+    const detail = err instanceof Error ? (process.env.TESSERA_DEBUG ? (err.stack ?? err.message) : err.message) : String(err);
+    io.err(`tessera ${cmd.path.join(" ")}: ${detail}\n`);
     return 1;
   }
 }

@@ -14,7 +14,7 @@ const root = join(import.meta.dirname, "..", "..");
 /** Runs the real `tessera` bin in a child process. */
 async function bin(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(root, "runtime/cli/bin.mjs"), ...args], {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(root, "actors/bin.mjs"), ...args], {
       cwd: root,
       timeout: 60_000,
     });

@@ -1,0 +1,67 @@
+// The coordinator's side of checkpoints (models/checkpoint holds the format). A save: the
+// coordinator opens a temporary folder for the step, every rank writes its shard into it and
+// reports (saveShard), the DataActor gives its state as of the step, and the coordinator
+// commits the manifest, which makes the checkpoint complete atomically and prunes to
+// keep_last. A crash anywhere before the commit leaves the previous checkpoint the newest.
+import type { JobConfig } from "../runtime/index.ts";
+import type { MeshShape } from "../mesh/index.ts";
+import { configFromHF, configToHF, readHFConfig } from "../models/index.ts";
+import {
+  buildManifest,
+  commitCheckpoint,
+  openCheckpoint,
+  resolveResume,
+  type RankShardReport,
+} from "../models/checkpoint/index.ts";
+import { decodeState, encodeState, type DataState } from "../data/index.ts";
+import type { ModelSpec } from "./model-spec.ts";
+
+/** Where a resumed run continues: the checkpoint, its step and tokens, the data state (msgpack) for the DataActor. */
+export interface ResumePoint {
+  dir: string;
+  step: number;
+  tokens: number;
+  data: Uint8Array;
+}
+
+/** `checkpoint.resume`: auto (the newest complete checkpoint, if any), never, or a folder. */
+export async function findResume(cfg: JobConfig, note: (line: string) => void): Promise<ResumePoint | undefined> {
+  const dir = await resolveResume(cfg.checkpoint.dir, cfg.checkpoint.resume, {
+    onSkip: (d, err) => note(`resume: passing over ${d}: ${err.message}`),
+  });
+  if (!dir) return undefined;
+  const ckpt = await openCheckpoint(dir);
+  try {
+    const data = ckpt.dataState as DataState | null;
+    if (!data) throw new Error(`checkpoint ${dir} holds no data pipeline state; cannot resume the data where it was`);
+    return { dir: ckpt.dir, step: ckpt.step, tokens: ckpt.manifest.tokensSeen, data: encodeState(data) };
+  } finally {
+    await ckpt.close();
+  }
+}
+
+/** The model's config.json as a checkpoint records it (exportHF writes it out). */
+export async function modelConfigJson(spec: ModelSpec): Promise<Record<string, unknown>> {
+  const config = spec.kind === "path" ? await readHFConfig(spec.path) : configFromHF(spec.hf, "model.config");
+  return configToHF(config);
+}
+
+export interface CommitInput {
+  step: number;
+  tokens: number;
+  mesh: MeshShape;
+  config: JobConfig;
+  model: Record<string, unknown>;
+  reports: readonly RankShardReport[];
+  /** The DataActor's state as of `step` (msgpack). */
+  data: Uint8Array;
+}
+
+/** Writes the manifest and publishes the checkpoint; returns its folder. */
+export function commitJobCheckpoint(dir: string, c: CommitInput): Promise<string> {
+  const manifest = buildManifest(
+    { step: c.step, tokensSeen: c.tokens, mesh: c.mesh, config: c.config, model: c.model, data: decodeState(c.data), rng: null },
+    c.reports,
+  );
+  return commitCheckpoint(dir, manifest, { keepLast: c.config.checkpoint.keep_last });
+}

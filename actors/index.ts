@@ -1,0 +1,34 @@
+// The public face of actors/: the Coordinator, Rank and Data actors that run a training
+// job, their protocols, and the single-process job runner behind `tessera train`.
+//
+//   const run = await startTraining(loadConfig("configs/tiny.yaml"));
+//   const summary = await run.done;        // { state: "done", step, tokens, last_loss, ... }
+//
+// startTraining(cfg, { transport }) runs the same job over another transport (NATS: a test
+// does). Multi-rank runs will use these actors as they are: each rank process spawns a
+// rankActor with its layout and a ParallelPlan (mesh/: FSDP, DP, Ulysses), the launcher on
+// node 0 hosts the coordinator and data actors.
+export { startTraining, ADDRESS, type TrainOptions, type TrainingRun } from "./job.ts";
+export { coordinatorActor, type CoordinatorOptions } from "./coordinator-actor.ts";
+export { rankActor, type RankActorOptions } from "./rank-actor.ts";
+export { dataActor, concatBatches, type DataActorOptions } from "./data-actor.ts";
+export { identityPlan, type ParallelPlan } from "./parallel-plan.ts";
+export { resolveModelSpec, buildModel, tokenizerVocabSize, type ModelSpec } from "./model-spec.ts";
+export { findResume, modelConfigJson, commitJobCheckpoint, type ResumePoint, type CommitInput } from "./checkpointing.ts";
+export { MetricsFile, type MetricsRecord, type TrainRecord, type EvalRecord } from "./metrics.ts";
+export { Progress, formatProgress, formatDuration, type ProgressStream } from "./progress.ts";
+export {
+  CoordinatorProtocol,
+  DataProtocol,
+  RankProtocol,
+  BatchSchema,
+  type Batch,
+  type StepInfo,
+  type MicroResult,
+  type OptimResult,
+  type EvalResult,
+  type RankStatus,
+  ShardReportSchema,
+  type RunSummary,
+} from "./protocols.ts";
+export { commands } from "./cli.ts";

@@ -1,0 +1,116 @@
+// A training job on one machine, one rank, every actor in this process: what `tessera train`
+// runs, over the in-process transport. The actors and their messages are the same ones a
+// multi-rank job runs over NATS; only the transport and where each actor lives change (a
+// test runs this same job with every message over a NATS server).
+import { mkdirSync } from "node:fs";
+import { DeviceMesh } from "../mesh/index.ts";
+import { ActorSystem, InProcTransport, type JobConfig, type Transport } from "../runtime/index.ts";
+import { findResume, modelConfigJson } from "./checkpointing.ts";
+import { coordinatorActor } from "./coordinator-actor.ts";
+import { dataActor } from "./data-actor.ts";
+import { resolveModelSpec } from "./model-spec.ts";
+import type { ProgressStream } from "./progress.ts";
+import type { RunSummary } from "./protocols.ts";
+import { CoordinatorProtocol } from "./protocols.ts";
+import { rankActor } from "./rank-actor.ts";
+
+export interface TrainOptions {
+  /** Where the progress line and notes go; default process.stderr. */
+  stderr?: ProgressStream;
+  /** Carries the actors' messages; default a fresh in-process one. A given one is left open (its owner closes it). */
+  transport?: Transport;
+}
+
+export interface TrainingRun {
+  readonly system: ActorSystem;
+  /** Resolves when the loop ends (done, stopped or failed), after the actors are shut down. */
+  readonly done: Promise<RunSummary>;
+  /** Finish the step in progress, checkpoint, end. */
+  stop(reason?: string): Promise<void>;
+}
+
+export const ADDRESS = { coordinator: "coordinator", data: "data", rank: (r: number) => `rank.${r}` } as const;
+
+export async function startTraining(cfg: JobConfig, o: TrainOptions = {}): Promise<TrainingRun> {
+  const mesh = singleRankMesh(cfg);
+  mkdirSync(cfg.output_dir, { recursive: true });
+  const stderr = o.stderr ?? process.stderr;
+  const note = (line: string) => void stderr.write(line + "\n");
+
+  const resumed = await findResume(cfg, note);
+  const model = resolveModelSpec(cfg);
+  const modelConfig = await modelConfigJson(model);
+
+  // Big replies (batches) are remembered per message id for dedupe; the trainer's commands
+  // are idempotent by step, so a short memory suffices.
+  const transport = o.transport ?? new InProcTransport();
+  const closeTransport = () => (o.transport ? Promise.resolve() : transport.close());
+  const system = new ActorSystem({ transport, name: "trainer", dedupeCapacity: 64 });
+  let finish!: (s: RunSummary) => void;
+  const finished = new Promise<RunSummary>((r) => (finish = r));
+  try {
+    const t = cfg.trainer;
+    await system.spawn(
+      ADDRESS.data,
+      dataActor({
+        data: cfg.data,
+        gradAccum: t.grad_accum,
+        packsPerMicro: t.micro_batch_tokens / cfg.data.packing_length,
+        groups: mesh.layout(0).batchCount,
+        log: note,
+        ...(resumed ? { resume: { step: resumed.step, state: resumed.data } } : {}),
+      }),
+    );
+    const ranks: string[] = [];
+    for (const layout of mesh.layouts()) {
+      const address = ADDRESS.rank(layout.rank);
+      const rank = await system.spawn(
+        address,
+        rankActor({ config: cfg, model, layout, data: ADDRESS.data }),
+      );
+      if (resumed) await rank.ask({ type: "load", step: resumed.step, dir: resumed.dir }, { timeoutMs: t.step_deadline_s * 1000 });
+      ranks.push(address);
+    }
+    if (resumed) note(`resumed from ${resumed.dir} at step ${resumed.step}`);
+    const coordinator = await system.spawn(
+      ADDRESS.coordinator,
+      coordinatorActor({
+        config: cfg,
+        ranks,
+        data: ADDRESS.data,
+        stderr,
+        mesh: mesh.shape,
+        modelConfig,
+        onFinish: finish,
+        ...(resumed ? { resumed: { step: resumed.step, tokens: resumed.tokens } } : {}),
+      }),
+    );
+    await coordinator.ask({ type: "start" });
+  } catch (err) {
+    await system.shutdown();
+    await closeTransport();
+    throw err;
+  }
+
+  const coordinator = system.ref(ADDRESS.coordinator, CoordinatorProtocol);
+  const done = finished.then(async (summary) => {
+    await system.shutdown();
+    await closeTransport();
+    return summary;
+  });
+  return {
+    system,
+    done,
+    stop: async (reason = "stop requested") => {
+      await coordinator.ask({ type: "stop", reason });
+    },
+  };
+}
+
+function singleRankMesh(cfg: JobConfig): DeviceMesh {
+  try {
+    return new DeviceMesh(cfg.mesh, 1);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}: \`tessera train\` runs one rank (multi-rank launch is not built yet)`);
+  }
+}
