@@ -46,17 +46,25 @@ function time(fn: () => unknown): number {
 }
 
 const results: Result[] = [];
+function record(x: Result): void {
+  results.push(x);
+  const rate = x.gflops !== undefined ? `${x.gflops.toFixed(1)} GFLOP/s` : `${x.gbs!.toFixed(1)} GB/s`;
+  console.log(`${x.op.padEnd(28)} ${x.shape.padEnd(42)} ${x.ms.toFixed(2).padStart(9)} ms  ${rate}`);
+}
 function flops(op: string, shape: string, n: number, fn: () => unknown): void {
   const s = time(fn);
-  results.push({ op, shape, ms: s * 1e3, gflops: n / s / 1e9 });
+  record({ op, shape, ms: s * 1e3, gflops: n / s / 1e9 });
 }
 function bytes(op: string, shape: string, n: number, fn: () => unknown): void {
   const s = time(fn);
-  results.push({ op, shape, ms: s * 1e3, gbs: n / s / 1e9 });
+  record({ op, shape, ms: s * 1e3, gbs: n / s / 1e9 });
 }
 
 let seed = 1;
 const r = (shape: number[], std = 1): Tensor => randn(shape, { seed: seed++, std });
+
+const cpu = cpus()[0]?.model ?? "unknown";
+console.log(`CPU: ${cpu}, ${cpus().length} logical cores, kernel pool ${cpuThreads()} threads`);
 
 scope(() => {
   for (const [M, K, N] of [[512, 512, 512], [1024, 1024, 1024], [2048, 1024, 4096]] as const) {
@@ -117,12 +125,6 @@ scope(() => {
   }
 });
 
-const cpu = cpus()[0]?.model ?? "unknown";
-console.log(`CPU: ${cpu}, ${cpus().length} logical cores, kernel pool ${cpuThreads()} threads`);
-for (const x of results) {
-  const rate = x.gflops !== undefined ? `${x.gflops.toFixed(1)} GFLOP/s` : `${x.gbs!.toFixed(1)} GB/s`;
-  console.log(`${x.op.padEnd(28)} ${x.shape.padEnd(42)} ${x.ms.toFixed(2).padStart(9)} ms  ${rate}`);
-}
 const out = join(dirname(fileURLToPath(import.meta.url)), "results", "cpu-ops.json");
 mkdirSync(dirname(out), { recursive: true });
 writeFileSync(

@@ -1,4 +1,6 @@
 import { test } from "node:test";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import {
   Tensor, tensor, zeros, randn, cast, scope, keep, liveTensors, matmul, add, buildInfo, cpuThreads, cachedBytes, emptyCache,
@@ -165,4 +167,25 @@ test("freed storage is cached for reuse and the cache can be emptied", () => {
   b.dispose();
   assert.ok(emptyCache() >= 4e6);
   assert.equal(cachedBytes(), 0);
+});
+
+test("the GC backstop frees tensors that were never disposed (between event-loop turns)", () => {
+  const script = `
+    import { setImmediate as tick } from "node:timers/promises";
+    import { zeros, liveTensors } from "./native/index.ts";
+    const start = liveTensors();
+    (() => { for (let i = 0; i < 50; i++) zeros([1000, 1000]); })();
+    const leaked = liveTensors();
+    for (let i = 0; i < 5 && liveTensors().count > start.count; i++) { globalThis.gc(); await tick(); await tick(); }
+    console.log(JSON.stringify({ start, leaked, end: liveTensors() }));`;
+  const r = spawnSync(process.execPath, ["--expose-gc", "--import", "tsx", "--input-type=module", "-e", script], {
+    cwd: fileURLToPath(new URL("../..", import.meta.url)),
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const { start, leaked, end } = JSON.parse(r.stdout) as Record<"start" | "leaked" | "end", { count: number; bytes: number }>;
+  assert.equal(leaked.count, start.count + 50);
+  assert.equal(leaked.bytes, start.bytes + 50 * 4e6);
+  assert.deepEqual(end, start);
 });

@@ -48,3 +48,29 @@ test("kernel results are bitwise identical for 1, 2 and 5 threads", () => {
   assert.equal(digest(2), one);
   assert.equal(digest(5), one);
 });
+
+test("thousands of back-to-back parallel ops of changing sizes, with more threads than cores, finish and are right", () => {
+  // Jobs of different chunk counts in quick succession are where a worker that wakes late
+  // could claim work of the next job; a hang here would hit the timeout.
+  const stress = `
+    import * as n from "./native/index.ts";
+    const small = n.tensor(new Float32Array(1 << 16).fill(1), [1 << 16]);
+    const big = n.tensor(new Float32Array(1 << 20).fill(1), [1 << 20]);
+    let ok = true;
+    for (let i = 0; i < 3000; i++) {
+      n.scope(() => {
+        n.add(small, small);
+        if (i % 3 === 0) ok &&= n.sumSquares(n.add(big, big)) === 4 * (1 << 20);
+      });
+    }
+    console.log(ok);`;
+  const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", stress], {
+    cwd: fileURLToPath(new URL("../..", import.meta.url)),
+    env: { ...process.env, TESSERA_CPU_THREADS: "8" },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  assert.equal(r.signal, null, "the stress run hung");
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), "true");
+});

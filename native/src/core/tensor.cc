@@ -9,6 +9,11 @@ namespace tessera {
 namespace {
 
 std::atomic<int64_t> gLiveBytes{0};
+// Bytes freed since V8 was last told. V8 sees native memory only through
+// AdjustExternalMemory; keeping it informed lets it collect leaked tensors (the backstop) under
+// memory pressure. Frees happen where no env is at hand, so they are reported at the next
+// allocation.
+std::atomic<int64_t> gUnreportedFrees{0};
 
 // Marks our Externals so that a foreign External passed as a tensor is refused, not read.
 const napi_type_tag kTensorTag = {0x7e55e4a0c0de4d1aULL, 0x9b1f5c3e2a7d6b80ULL};
@@ -38,6 +43,7 @@ Storage::Storage(size_t n) : bytes(n) {
 Storage::~Storage() {
   HostFree({data, capacity});
   gLiveBytes -= static_cast<int64_t>(bytes);
+  gUnreportedFrees += static_cast<int64_t>(bytes);
 }
 
 int64_t LiveBytes() { return gLiveBytes.load(); }
@@ -53,12 +59,14 @@ Out NewTensor(Napi::Env env, DType dtype, std::vector<int64_t> shape) {
   t->dtype = dtype;
   t->numel = Numel(shape);
   t->shape = std::move(shape);
+  size_t bytes = static_cast<size_t>(t->numel) * DTypeSize(dtype);
   try {
-    t->storage = std::make_shared<Storage>(static_cast<size_t>(t->numel) * DTypeSize(dtype));
+    t->storage = std::make_shared<Storage>(bytes);
   } catch (...) {
     delete t;
     throw;
   }
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes) - gUnreportedFrees.exchange(0));
   return {Wrap(env, t), t};
 }
 

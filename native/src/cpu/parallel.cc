@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -13,6 +14,16 @@ namespace tessera::cpu {
 namespace {
 
 thread_local bool tInsidePool = false;
+
+// One parallel-for in flight. Workers take a reference to the job under the lock and claim
+// its chunks from the job's own counter, so a worker that wakes late can never claim chunks
+// of a later job with a stale count (each job owns its counter and its completion count).
+struct Job {
+  const std::function<void(int64_t)>* body;
+  int64_t chunks;
+  std::atomic<int64_t> next{0};
+  int64_t done = 0;  // guarded by Pool::mu_
+};
 
 class Pool {
  public:
@@ -23,36 +34,36 @@ class Pool {
 
   void Run(int64_t chunks, const std::function<void(int64_t)>& body) {
     std::lock_guard<std::mutex> submit(submitMu_);  // one job at a time (several JS threads may call in)
+    auto job = std::make_shared<Job>();
+    job->body = &body;
+    job->chunks = chunks;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      body_ = &body;
-      chunks_ = chunks;
-      next_.store(0);
-      pending_ = chunks;
+      current_ = job;
       ++generation_;
     }
     cv_.notify_all();
     tInsidePool = true;
-    Drain();
+    Drain(*job);
     tInsidePool = false;
     std::unique_lock<std::mutex> lk(mu_);
-    done_.wait(lk, [this] { return pending_ == 0; });
-    body_ = nullptr;
+    done_.wait(lk, [&] { return job->done == job->chunks; });
+    current_.reset();
   }
 
  private:
-  void Drain() {
+  void Drain(Job& job) {
     int64_t did = 0;
     for (;;) {
-      int64_t c = next_.fetch_add(1);
-      if (c >= chunks_) break;
-      (*body_)(c);
+      int64_t c = job.next.fetch_add(1);
+      if (c >= job.chunks) break;
+      (*job.body)(c);
       ++did;
     }
     if (did) {
       std::lock_guard<std::mutex> lk(mu_);
-      pending_ -= did;
-      if (pending_ == 0) done_.notify_all();
+      job.done += did;
+      if (job.done == job.chunks) done_.notify_all();
     }
   }
 
@@ -60,21 +71,21 @@ class Pool {
     tInsidePool = true;
     uint64_t seen = 0;
     for (;;) {
+      std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return generation_ != seen && body_ != nullptr; });
+        cv_.wait(lk, [&] { return generation_ != seen && current_ != nullptr; });
         seen = generation_;
+        job = current_;
       }
-      Drain();
+      Drain(*job);
     }
   }
 
   int size_;
   std::mutex submitMu_, mu_;
   std::condition_variable cv_, done_;
-  const std::function<void(int64_t)>* body_ = nullptr;
-  int64_t chunks_ = 0, pending_ = 0;
-  std::atomic<int64_t> next_{0};
+  std::shared_ptr<Job> current_;
   uint64_t generation_ = 0;
 };
 
