@@ -2,3 +2,4 @@
 export { DeviceMesh, MeshError, resolveMeshShape, checkMeshAgainstModel } from "./device-mesh.ts";
 export type { MeshShape, MeshCoord, MeshModelLimits, RankLayout } from "./device-mesh.ts";
 export * from "./collectives/index.ts";
+export * from "./plans/index.ts";

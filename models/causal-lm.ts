@@ -8,6 +8,9 @@ import type { Layer } from "./layers/basic.ts";
 import type { Block } from "./layers/block.ts";
 import { Ctx, type BatchTensors } from "./layers/ctx.ts";
 import type { Param } from "./layers/param.ts";
+import { runAsync, runSync, type AsyncStepHooks, type AttentionExchange, type StepHooks, type Steps } from "./layers/steps.ts";
+
+export type { AsyncStepHooks, AttentionExchange, AttentionGrads, SaveSlot, StepHooks } from "./layers/steps.ts";
 
 /** A packed batch: sequences laid end to end, no padding. */
 export interface PackedBatch {
@@ -38,17 +41,11 @@ export interface LossOptions {
   hooks?: StepHooks;
 }
 
-/**
- * Points in a step where a parallelism plan acts. `block` is a block index, or "outer" for
- * the embeddings, final norm and head: those are used from preForward("outer") (before block
- * 0) through postBackward("outer") (after block 0's backward; the head's gradient is formed
- * before any block's backward). A block's parameters are used between its preForward and
- * the next preForward, and between its preBackward and postBackward.
- */
-export interface StepHooks {
-  preForward?(block: number | "outer"): void;
-  preBackward?(block: number | "outer"): void;
-  postBackward?(block: number | "outer"): void;
+/** lossAsync's options: hooks that may wait, and the attention op spread over ranks (Ulysses). */
+export interface AsyncLossOptions {
+  gradScale?: number;
+  hooks?: AsyncStepHooks;
+  attention?: AttentionExchange;
 }
 
 /** One parameter as it appears in HF files (name, HF shape), read from and written to our params. */
@@ -104,38 +101,60 @@ export abstract class CausalLM {
 
   /** Forward and backward on one packed batch; gradients are added to the parameters'. */
   loss(batch: PackedBatch, opts: LossOptions = {}): LossResult {
+    const { labels, gradScale } = this.lossInputs(batch, opts.gradScale);
+    return ops.scope(() => runSync(this.lossSteps(uploadBatch(batch), labels, gradScale), opts.hooks));
+  }
+
+  /**
+   * loss() for a rank under a parallel plan: the hooks and the attention exchange may wait on
+   * collectives. It holds no scope across its awaits (ranks of one process interleave there),
+   * so everything it makes is freed explicitly; only gradients remain.
+   */
+  async lossAsync(batch: PackedBatch, opts: AsyncLossOptions = {}): Promise<LossResult> {
+    const { labels, gradScale } = this.lossInputs(batch, opts.gradScale);
+    const bt = uploadBatch(batch);
+    try {
+      return await runAsync(this.lossSteps(bt, labels, gradScale), opts.hooks, opts.attention);
+    } finally {
+      disposeBatch(bt);
+    }
+  }
+
+  private lossInputs(batch: PackedBatch, scale: number | undefined): { labels: Int32Array; gradScale: number } {
     const labels = batch.labels;
     if (!labels) throw new Error("loss: the batch has no labels");
     checkBatch(batch, this.config.vocabSize, this.maxPositions);
     let count = 0;
     for (const l of labels) if (l !== IGNORE_INDEX) count++;
-    const gradScale = opts.gradScale ?? (count > 0 ? 1 / count : 0);
-    return ops.scope(() => {
-      const bt = uploadBatch(batch);
-      const ctx = new Ctx(bt);
-      const hooks = opts.hooks;
-      const hn = this.hiddenForward(bt, ctx, false, hooks);
-      const lab = ops.tensor(labels, [labels.length], { dtype: "int32" });
-      const r = ops.linearCrossEntropy(hn, this.head.value, lab, { ignoreIndex: IGNORE_INDEX, gradScale });
-      this.head.accumulate(r.dw);
-      let d = this.finalNorm.backward(r.dx, ctx.child("norm"));
-      r.dx.dispose();
-      ctx.child("norm").free();
-      for (let i = this.blocks.length - 1; i >= 0; i--) {
-        const c = ctx.child(String(i));
-        hooks?.preBackward?.(i);
-        const next = this.blocks[i]!.backward(d, c);
-        hooks?.postBackward?.(i);
-        d.dispose();
-        c.free();
-        d = next;
-      }
-      hooks?.preBackward?.("outer");
-      this.embedBackward(d, bt);
-      hooks?.postBackward?.("outer");
+    return { labels, gradScale: scale ?? (count > 0 ? 1 / count : 0) };
+  }
+
+  private *lossSteps(bt: BatchTensors, labels: Int32Array, gradScale: number): Steps<LossResult> {
+    const ctx = new Ctx(bt);
+    const hn = yield* this.hiddenSteps(bt, ctx, false);
+    const lab = ops.tensor(labels, [labels.length], { dtype: "int32" });
+    const r = ops.linearCrossEntropy(hn, this.head.value, lab, { ignoreIndex: IGNORE_INDEX, gradScale });
+    hn.dispose();
+    lab.dispose();
+    this.head.accumulate(r.dw);
+    let d = this.finalNorm.backward(r.dx, ctx.child("norm"));
+    r.dx.dispose();
+    ctx.child("norm").free();
+    for (let i = this.blocks.length - 1; i >= 0; i--) {
+      const c = ctx.child(String(i));
+      yield { op: "hook", point: "preBackward", block: i };
+      const next = yield* this.blocks[i]!.backwardSteps(d, c);
+      yield { op: "hook", point: "postBackward", block: i };
       d.dispose();
-      return { loss: r.count > 0 ? r.loss / r.count : 0, lossSum: r.loss, count: r.count };
-    });
+      c.free();
+      d = next;
+    }
+    yield { op: "hook", point: "preBackward", block: "outer" };
+    this.embedBackward(d, bt);
+    yield { op: "hook", point: "postBackward", block: "outer" };
+    d.dispose();
+    ctx.free();
+    return { loss: r.count > 0 ? r.loss / r.count : 0, lossSum: r.loss, count: r.count };
   }
 
   /** The loss of a packed batch without backward (evaluation). */
@@ -152,6 +171,28 @@ export abstract class CausalLM {
     });
   }
 
+  /**
+   * evalLoss() for a rank under a parallel plan: preForward hooks (FSDP gathers) and the
+   * attention exchange (Ulysses) are awaited; no backward hooks run, so the plan releases
+   * what it gathered afterwards.
+   */
+  async evalLossAsync(batch: PackedBatch, opts: Omit<AsyncLossOptions, "gradScale"> = {}): Promise<LossResult> {
+    const labels = batch.labels;
+    if (!labels) throw new Error("evalLoss: the batch has no labels");
+    checkBatch(batch, this.config.vocabSize, this.maxPositions);
+    const bt = uploadBatch(batch);
+    try {
+      const hn = await runAsync(this.hiddenSteps(bt, new Ctx(bt), true), opts.hooks, opts.attention);
+      const lab = ops.tensor(labels, [labels.length], { dtype: "int32" });
+      const r = ops.linearCrossEntropyLoss(hn, this.head.value, lab, { ignoreIndex: IGNORE_INDEX });
+      hn.dispose();
+      lab.dispose();
+      return { loss: r.count > 0 ? r.loss / r.count : 0, lossSum: r.loss, count: r.count };
+    } finally {
+      disposeBatch(bt);
+    }
+  }
+
   /** Logits [T, V] of a packed batch (no gradients, nothing kept but the result). */
   logits(batch: PackedBatch): Tensor {
     checkBatch(batch, this.config.vocabSize, this.maxPositions);
@@ -163,13 +204,17 @@ export abstract class CausalLM {
   }
 
   /** Embedding, blocks and final norm; with `inference`, each block's activations are freed at once. */
-  protected hiddenForward(bt: BatchTensors, ctx: Ctx, inference: boolean, hooks?: StepHooks): Tensor {
-    hooks?.preForward?.("outer");
+  protected hiddenForward(bt: BatchTensors, ctx: Ctx, inference: boolean): Tensor {
+    return runSync(this.hiddenSteps(bt, ctx, inference));
+  }
+
+  private *hiddenSteps(bt: BatchTensors, ctx: Ctx, inference: boolean): Steps<Tensor> {
+    yield { op: "hook", point: "preForward", block: "outer" };
     let h = this.embedForward(bt);
     for (let i = 0; i < this.blocks.length; i++) {
       const c = ctx.child(String(i));
-      hooks?.preForward?.(i);
-      const next = this.blocks[i]!.forward(h, c);
+      yield { op: "hook", point: "preForward", block: i };
+      const next = yield* this.blocks[i]!.forwardSteps(h, c);
       if (inference) {
         c.free();
         if (!h.disposed) h.dispose();
@@ -187,6 +232,12 @@ export abstract class CausalLM {
   dispose(): void {
     for (const p of this.params()) p.dispose();
   }
+}
+
+function disposeBatch(bt: BatchTensors): void {
+  bt.tokens.dispose();
+  bt.positions.dispose();
+  bt.cuSeqlens.dispose();
 }
 
 function uploadBatch(b: PackedBatch): BatchTensors {

@@ -17,7 +17,7 @@ export {
   type RopeScaling,
   type LayerType,
 } from "./config.ts";
-export { CausalLM, packSequences, checkBatch, IGNORE_INDEX, type PackedBatch, type LossResult, type LossOptions, type StepHooks, type HFTensor, type ModelOptions } from "./causal-lm.ts";
+export { CausalLM, packSequences, checkBatch, IGNORE_INDEX, type PackedBatch, type LossResult, type LossOptions, type StepHooks, type AsyncStepHooks, type AsyncLossOptions, type AttentionExchange, type AttentionGrads, type SaveSlot, type HFTensor, type ModelOptions } from "./causal-lm.ts";
 export { DecoderLM } from "./decoder.ts";
 export { Gpt2LM } from "./gpt2.ts";
 export { createModel, loadHF, saveHF, readHFConfig, type LoadResult, type SaveOptions } from "./hf/io.ts";

@@ -7,6 +7,7 @@ import { Linear, RMSNorm, type Layer } from "./basic.ts";
 import type { Ctx } from "./ctx.ts";
 import type { Init } from "./init.ts";
 import type { Param } from "./param.ts";
+import { runSync, type AttentionGrads, type Steps } from "./steps.ts";
 
 export interface AttentionSpec {
   hidden: number;
@@ -81,25 +82,31 @@ export class Attention implements Layer {
   }
 
   forward(x: Tensor, ctx: Ctx): Tensor {
+    return runSync(this.forwardSteps(x, ctx));
+  }
+
+  /** Forward with the attention op as an effect (a plan may run it across ranks). */
+  *forwardSteps(x: Tensor, ctx: Ctx): Steps<Tensor> {
     const T = x.shape[0]!;
     const { q, k, v } = this.project(x, ctx.batch.positions, ctx);
-    const { o, lse } = ops.attention(q, k, v, ctx.batch.cuSeqlens, this.opts);
-    ctx.save("q", q);
-    ctx.save("k", k);
-    ctx.save("v", v);
-    ctx.save("o", o);
-    ctx.save("lse", lse);
+    const o = (yield { op: "attention", q, k, v, ctx, opts: this.opts }) as Tensor;
     const o2 = o.reshape([T, this.spec.numHeads * this.spec.headDim]);
+    // Local attention saved o; an exchange returns a fresh o, which the view now holds.
+    if (!ctx.has("o")) o.dispose();
     return this.o.forward(o2, ctx.child("o"));
   }
 
   backward(dy: Tensor, ctx: Ctx): Tensor {
+    return runSync(this.backwardSteps(dy, ctx));
+  }
+
+  *backwardSteps(dy: Tensor, ctx: Ctx): Steps<Tensor> {
     const T = dy.shape[0]!;
     const { numHeads: hq, numKvHeads: hkv, headDim: dh } = this.spec;
     const do2 = this.o.backward(dy, ctx.child("o"));
     const dout = do2.reshape([T, hq, dh]);
     do2.dispose();
-    const g = ops.attentionBackward(dout, ctx.get("q"), ctx.get("k"), ctx.get("v"), ctx.get("o"), ctx.get("lse"), ctx.batch.cuSeqlens, this.opts);
+    const g = (yield { op: "attentionBackward", dout, ctx, opts: this.opts }) as AttentionGrads;
     dout.dispose();
     const dq = this.linGradOf(g.dq, hq, this.qNorm, ctx.child("q_norm"), T);
     const dx = this.q.backward(dq, ctx.child("q"));

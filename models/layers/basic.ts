@@ -41,7 +41,11 @@ export class Linear implements Layer {
 /** y = x W^T (+ b), x [T, in], W [out, in]. */
 export function applyLinear(x: Tensor, w: Tensor, b: Tensor | undefined): Tensor {
   const y = ops.matmul(x, w, { transB: true });
-  return b ? ops.addBias(y, b) : y;
+  if (!b) return y;
+  // Freed here, not left to a scope: the async (parallel) step runs without one.
+  const out = ops.addBias(y, b);
+  y.dispose();
+  return out;
 }
 
 /** RMSNorm over the last dimension; x may be [T, D] or [T*H, D] (per-head q/k norm). */

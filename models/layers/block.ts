@@ -6,6 +6,7 @@ import type { Layer } from "./basic.ts";
 import type { Attention } from "./attention.ts";
 import { Ctx } from "./ctx.ts";
 import type { Param } from "./param.ts";
+import { runSync, type Steps } from "./steps.ts";
 
 export class Block implements Layer {
   constructor(
@@ -17,17 +18,22 @@ export class Block implements Layer {
   ) {}
 
   forward(x: Tensor, ctx: Ctx): Tensor {
-    if (!this.recompute) return this.run(x, ctx);
+    return runSync(this.forwardSteps(x, ctx));
+  }
+
+  /** Forward with attention as an effect (see steps.ts). */
+  *forwardSteps(x: Tensor, ctx: Ctx): Steps<Tensor> {
+    if (!this.recompute) return yield* this.run(x, ctx);
     ctx.save("x", x);
     const scratch = new Ctx(ctx.batch);
-    const y = this.run(x, scratch);
+    const y = yield* this.run(x, scratch);
     scratch.free(new Set([x]));
     return y;
   }
 
-  private run(x: Tensor, ctx: Ctx): Tensor {
+  private *run(x: Tensor, ctx: Ctx): Steps<Tensor> {
     const a = this.norm1.forward(x, ctx.child("norm1"));
-    const o = this.attn.forward(a, ctx.child("attn"));
+    const o = yield* this.attn.forwardSteps(a, ctx.child("attn"));
     const h = ops.add(x, o);
     o.dispose();
     const b = this.norm2.forward(h, ctx.child("norm2"));
@@ -38,16 +44,20 @@ export class Block implements Layer {
   }
 
   backward(dy: Tensor, ctx: Ctx): Tensor {
+    return runSync(this.backwardSteps(dy, ctx));
+  }
+
+  *backwardSteps(dy: Tensor, ctx: Ctx): Steps<Tensor> {
     let c = ctx;
     if (this.recompute) {
       c = ctx.child("recomputed");
-      this.run(ctx.get("x"), c).dispose();
+      (yield* this.run(ctx.get("x"), c)).dispose();
     }
     const db = this.mlp.backward(dy, c.child("mlp"));
     const dh = this.norm2.backward(db, c.child("norm2"));
     db.dispose();
     ops.addInto(dh, dy);
-    const da = this.attn.backward(dh, c.child("attn"));
+    const da = yield* this.attn.backwardSteps(dh, c.child("attn"));
     const dx = this.norm1.backward(da, c.child("norm1"));
     da.dispose();
     ops.addInto(dx, dh);

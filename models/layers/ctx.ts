@@ -23,6 +23,10 @@ export class Ctx {
     this.saved.set(key, t);
   }
 
+  has(key: string): boolean {
+    return this.saved.has(key);
+  }
+
   get(key: string): Tensor {
     const t = this.saved.get(key);
     if (!t) throw new Error(`ctx: "${key}" was not saved (backward without its forward?)`);
