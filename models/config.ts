@@ -4,21 +4,9 @@
 
 export type HFConfigJson = Record<string, unknown>;
 
-/** RoPE frequency scaling, as the native `rope` op takes it. */
-export type RopeScaling =
-  | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
-  | {
-      type: "yarn";
-      factor: number;
-      originalMaxPositionEmbeddings: number;
-      betaFast?: number;
-      betaSlow?: number;
-      attentionFactor?: number;
-      mscale?: number;
-      mscaleAllDim?: number;
-      truncate?: boolean;
-    }
-  | { type: "linear"; factor: number };
+/** RoPE frequency scaling: the native `rope` op's own type, so the two cannot drift apart. */
+export type { RopeScaling } from "../native/index.ts";
+import type { RopeScaling } from "../native/index.ts";
 
 export type LayerType = "full_attention" | "sliding_attention";
 

@@ -37,8 +37,21 @@ export async function withMessageSpan<T>(
   attributes: Record<string, string | number | boolean>,
   fn: (span: Span) => Promise<T> | T,
 ): Promise<T> {
-  const parent = extractTraceContext(headers);
-  const span = tracer().startSpan(name, { kind: SpanKind.CONSUMER, attributes }, parent);
+  return withSpan(name, attributes, fn, { parent: extractTraceContext(headers), kind: SpanKind.CONSUMER });
+}
+
+/**
+ * Runs `fn` inside a new span, a child of `parent` (default: the active context), ended when
+ * `fn` settles; a throw is recorded on it and rethrown.
+ */
+export async function withSpan<T>(
+  name: string,
+  attributes: Record<string, string | number | boolean>,
+  fn: (span: Span) => Promise<T> | T,
+  opts: { parent?: Context; kind?: SpanKind } = {},
+): Promise<T> {
+  const parent = opts.parent ?? context.active();
+  const span = tracer().startSpan(name, { kind: opts.kind ?? SpanKind.INTERNAL, attributes }, parent);
   try {
     return await context.with(trace.setSpan(parent, span), () => fn(span));
   } catch (err) {
