@@ -7,6 +7,9 @@ import { loadConfig } from "../../runtime/config/index.ts";
 
 const dir = join(import.meta.dirname, "..", "..", "configs");
 const files = readdirSync(dir).filter((f) => f.endsWith(".yaml"));
+// The Qwen2.5 examples name inputs a user supplies (a downloaded model, their data), so their
+// paths are not checked; config-examples-realistic.test.ts checks the rest of them.
+const userSupplied = (f: string) => f.startsWith("qwen2_5-");
 
 test("configs/ holds example configs", () => {
   assert.ok(files.includes("tiny.yaml"), `configs/ has ${files.join(", ")}`);
@@ -14,7 +17,7 @@ test("configs/ holds example configs", () => {
 
 for (const f of files) {
   test(`configs/${f} validates`, () => {
-    const c = loadConfig(join(dir, f));
+    const c = loadConfig(join(dir, f), { checkPaths: !userSupplied(f) });
     assert.equal(c.job, f.replace(/\.yaml$/, ""), "an example's job is named after its file");
   });
 }
