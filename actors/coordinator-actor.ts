@@ -6,6 +6,12 @@
 // steps (and at the end) it checkpoints. The loop runs beside the actor's mailbox, so
 // `stop` and `status` are answered while a step is in flight; a stop takes effect after the
 // step in progress, followed by the final checkpoint.
+//
+// Several ranks: evaluation runs on every rank (FSDP needs all of them to gather weights):
+// eval batch `index` is one pack per batch group, each group's ranks take theirs, and the
+// loss is summed over all. A checkpoint: the coordinator opens the folder, every rank writes
+// its shard (saveShard), and the coordinator commits the manifest with every report (it plays
+// rank 0's part of models/checkpoint's protocol).
 import { performance } from "node:perf_hooks";
 import { createSchedule } from "../models/optim/index.ts";
 import { defineActor, type ActorContext, type JobConfig } from "../runtime/index.ts";
@@ -31,14 +37,32 @@ export interface CoordinatorOptions {
   stderr?: ProgressStream;
   /** Called once when the loop ends, however it ends. */
   onFinish?: (summary: RunSummary) => void;
+  /** Called after each committed checkpoint with its folder. */
+  onCheckpoint?: (dir: string, step: number) => void;
+  /**
+   * Fails the step in flight at once (a rank process died): without it the loop would wait
+   * for the step deadline. The loop then ends "failed" with the signal's reason, writing no
+   * checkpoint (the ranks' state cannot be trusted).
+   */
+  abort?: AbortSignal;
 }
 
 export function coordinatorActor(o: CoordinatorOptions) {
   return defineActor(CoordinatorProtocol, (ctx: ActorContext) => {
     const cfg = o.config;
     const t = cfg.trainer;
-    const ranks = o.ranks.map((a) => ctx.ref(a, RankProtocol));
-    const data = ctx.ref(o.data, DataProtocol);
+    const aborted = new Promise<never>((_, reject) => {
+      const fail = () => reject(new Error(String(o.abort?.reason ?? "aborted")));
+      if (o.abort?.aborted) fail();
+      else o.abort?.addEventListener("abort", fail, { once: true });
+    });
+    aborted.catch(() => {});
+    const guard = <T>(p: Promise<T>): Promise<T> => (o.abort ? Promise.race([p, aborted]) : p);
+    const rankRefs = o.ranks.map((a) => ctx.ref(a, RankProtocol));
+    const dataRef = ctx.ref(o.data, DataProtocol);
+    // Every ask of the loop goes through guard(), so an abort fails whatever is in flight.
+    const ranks = rankRefs.map((r) => ({ ask: ((m, opts) => guard(r.ask(m, opts))) as typeof r.ask }));
+    const data = { ask: ((m, opts) => guard(dataRef.ask(m, opts))) as typeof dataRef.ask };
     const deadline = { timeoutMs: t.step_deadline_s * 1000 };
     const schedule = createSchedule(cfg.optimizer.schedule, { lr: cfg.optimizer.lr, maxSteps: t.max_steps });
     const progress = new Progress(o.stderr ?? process.stderr, t.max_steps, t.log_every);
@@ -163,6 +187,7 @@ export function coordinatorActor(o: CoordinatorOptions) {
           reports: saved.map((r) => r.report),
           data: state,
         });
+        o.onCheckpoint?.(where, step);
         progress.note(`checkpoint at step ${step}: ${where} (${((performance.now() - start) / 1000).toFixed(1)} s)`);
       });
     };

@@ -22,6 +22,13 @@ export interface DataActorOptions {
   packsPerMicro: number;
   /** Batch groups per step: dp * fsdp (ranks of one sequence-parallel group share a batch). */
   groups: number;
+  /**
+   * Ulysses splits a batch's tokens evenly over its sp group: each micro-batch is made a
+   * multiple of this many tokens (mesh.sp) by one extra sequence whose labels are all -100.
+   * Attention is per sequence and the pad carries no loss, so it changes no loss and no
+   * gradient. Default 1 (none).
+   */
+  tokenMultiple?: number;
   /** Steps made ahead of the committed one. Default 2. */
   prefetchSteps?: number;
   /** Resume: the state that data.state gave for step `step` (msgpack bytes). */
@@ -56,6 +63,7 @@ export function pipelineOptions(d: DataSection, o: { repeat: boolean; groups: nu
 
 export function dataActor(o: DataActorOptions) {
   const prefetch = o.prefetchSteps ?? 2;
+  const multiple = o.tokenMultiple ?? 1;
   const log = o.log ?? ((line: string) => void process.stderr.write(line + "\n"));
 
   return defineActor(DataProtocol, async (ctx: ActorContext) => {
@@ -97,7 +105,7 @@ export function dataActor(o: DataActorOptions) {
           tokens += b.tokens.length;
           for (const l of b.labels) if (l !== -100) lossTokens++;
         }
-        micros.push(micro);
+        micros.push(micro.map((b) => padToMultiple(b, multiple)));
       }
       const state = pipeline.state();
       made.set(step, { info: { step, tokens, loss_tokens: lossTokens }, micros, state });
@@ -192,11 +200,32 @@ export function dataActor(o: DataActorOptions) {
           if (g) evalBatches.push(g);
           else evalEnded = true;
         }
-        return evalBatches[index]?.[group] ?? null;
+        const b = evalBatches[index]?.[group];
+        return b ? padToMultiple(b, multiple) : null;
       },
       stats: () => ({ ...pipeline.stats(), committed, made: lastMade }),
     };
   });
+}
+
+/**
+ * Appends one sequence of `multiple - T % multiple` tokens (token 0, positions from 0, labels
+ * -100) when T is not a multiple; the batch itself when it is.
+ */
+export function padToMultiple(b: Batch, multiple: number): Batch {
+  const T = b.tokens.length;
+  const pad = (multiple - (T % multiple)) % multiple;
+  if (pad === 0) return b;
+  const grow = (a: Int32Array, fill: (i: number) => number) => {
+    const out = new Int32Array(T + pad);
+    out.set(a);
+    for (let i = 0; i < pad; i++) out[T + i] = fill(i);
+    return out;
+  };
+  const cu = new Int32Array(b.cu_seqlens.length + 1);
+  cu.set(b.cu_seqlens);
+  cu[b.cu_seqlens.length] = T + pad;
+  return { tokens: grow(b.tokens, () => 0), positions: grow(b.positions, (i) => i), labels: grow(b.labels, () => -100), cu_seqlens: cu };
 }
 
 /** Lays packed batches end to end (cu_seqlens shifted), one micro-batch. */

@@ -1,7 +1,7 @@
 // A training job on one machine, one rank, every actor in this process: what `tessera train`
-// runs, over the in-process transport. The actors and their messages are the same ones a
-// multi-rank job runs over NATS; only the transport and where each actor lives change (a
-// test runs this same job with every message over a NATS server).
+// runs for a world of one, over the in-process transport. The actors and their messages are
+// the ones a multi-rank job (launcher.ts) runs over NATS; only the transport and where each
+// actor lives change (a test runs this same job with every message over a NATS server).
 import { mkdirSync } from "node:fs";
 import { DeviceMesh } from "../mesh/index.ts";
 import { ActorSystem, InProcTransport, type JobConfig, type Transport } from "../runtime/index.ts";
@@ -29,7 +29,14 @@ export interface TrainingRun {
   stop(reason?: string): Promise<void>;
 }
 
-export const ADDRESS = { coordinator: "coordinator", data: "data", rank: (r: number) => `rank.${r}` } as const;
+export const ADDRESS = {
+  coordinator: "coordinator",
+  data: "data",
+  rank: (r: number) => `rank.${r}`,
+  /** Multi-rank jobs: node 0's job actor, and each node's agent (launcher.ts, node-agent.ts). */
+  job: "job",
+  node: (n: number) => `node.${n}`,
+} as const;
 
 export async function startTraining(cfg: JobConfig, o: TrainOptions = {}): Promise<TrainingRun> {
   const mesh = singleRankMesh(cfg);
@@ -111,6 +118,6 @@ function singleRankMesh(cfg: JobConfig): DeviceMesh {
   try {
     return new DeviceMesh(cfg.mesh, 1);
   } catch (err) {
-    throw new Error(`${(err as Error).message}: \`tessera train\` runs one rank (multi-rank launch is not built yet)`);
+    throw new Error(`${(err as Error).message}: startTraining runs one rank in this process (several: launch(), launcher.ts)`);
   }
 }

@@ -1,45 +1,134 @@
-// What a RankActor asks of its parallelism: it never touches collectives itself. One plan
-// wraps the model for the whole job: the identity plan for one rank; FSDP / DP / Ulysses SP
-// plans (mesh/) slot in here, each doing its gathers, reduce-scatters and all-to-alls
-// inside these calls, so the rank's step logic stays the same for every layout.
+// What a RankActor asks of its parallelism: mesh/'s plan (DP, FSDP, Ulysses SP) around the
+// model's step, its optimizer over the rank's parameters, and the rank's part of a
+// checkpoint. The rank's step logic is the same for every layout; a one-rank layout makes
+// every group a single rank, so the plan does nothing and the step is the model's own.
 //
-// The calls are async because host collectives (NATS) are; a plan over NCCL may resolve
-// at once.
+// Checkpoints: each tensor range is written by one rank. Sharded plans split every
+// parameter over the shard group (fsdp x sp) and replicate the shards over dp, so the dp=0
+// replica writes them; replicated plans (DP only) hold whole parameters everywhere, so rank
+// 0 writes them. Optimizer state covers exactly the ranges a rank holds (its shards, or
+// whole tensors), so it is written and read with the same ranges, under any mesh.
 import type { CausalLM, LossResult, PackedBatch } from "../models/index.ts";
-import { gradSumSquares, type OptimParam, type Optimizer } from "../models/optim/index.ts";
-import { loadWholeModel, wholeModelShard, type Checkpoint, type RankShardInput } from "../models/checkpoint/index.ts";
+import { clipGradNorm, createOptimizer, noDecay, type ClipResult, type Optimizer } from "../models/optim/index.ts";
+import type { Checkpoint, RankShardInput } from "../models/checkpoint/index.ts";
+import { createParallelPlan, type GroupSource, type ParallelPlan, type RankLayout } from "../mesh/index.ts";
+import type { JobConfig } from "../runtime/index.ts";
 
-export interface ParallelPlan {
+export interface RankPlan {
+  /** "replicated" or "sharded", for notes. */
   readonly name: string;
-  /** The parameters this rank's optimizer owns (FSDP: its shards, shown with their logical shapes). */
-  optimParams(): readonly OptimParam[];
-  /** Forward and backward of one micro-batch; gradients of gradScale * loss sum are accumulated. */
+  readonly optimizer: Optimizer;
+  /** Forward and backward of this rank's part of a micro-batch; gradients of gradScale * loss sum are accumulated. */
   microStep(batch: PackedBatch, gradScale: number): Promise<LossResult>;
-  /** After a step's last micro-batch, before clipping: reduce gradients over the data-parallel group. */
+  /** After a step's last micro-batch: sums gradients over the ranks that share parameters. */
   finishGradients(): Promise<void>;
-  /** Sum of squares of the gradients over every rank (each gradient element counted once). */
+  /** Sum of squares of the gradients over every rank (each element counted once). */
   gradSumSquares(): Promise<number>;
-  /** The loss of a batch without gradients (this rank's share of it). */
+  /**
+   * Clips this rank's gradients by the global `norm` to `maxNorm` (0: off), steps the
+   * optimizer unless the norm is not finite, and zeroes the gradients.
+   */
+  optimStep(lr: number, maxNorm: number, norm: number): ClipResult;
+  /** This rank's part of a batch's loss without gradients (every rank of the group must call it). */
   evalLoss(batch: PackedBatch): Promise<LossResult>;
-  /** What this rank writes into a checkpoint: its parameters' ranges and its optimizer state. */
-  checkpointShard(optimizer: Optimizer): RankShardInput;
-  /** Takes this rank's ranges of parameters and optimizer state from a checkpoint (saved under any mesh). */
-  loadCheckpoint(ckpt: Checkpoint, optimizer: Optimizer): Promise<void>;
+  /** What this rank writes into a checkpoint. */
+  checkpointShard(): RankShardInput;
+  /** Takes this rank's ranges of parameters and optimizer state from a checkpoint saved under any mesh. */
+  loadCheckpoint(ckpt: Checkpoint): Promise<void>;
+  zeroGrad(): void;
+  /** Parameter elements of the whole model. */
+  readonly modelElements: number;
+  dispose(): void;
 }
 
-/** One rank, whole model: nothing to gather or reduce. */
-export function identityPlan(model: CausalLM): ParallelPlan {
-  const params = model.params();
+/** A GroupSource for a one-rank layout: it never has a group of more than one rank. */
+export const noCollectives: GroupSource = {
+  group(ranks, name) {
+    throw new Error(`one-rank plan: asked for collectives of group ${name}[${ranks.join(",")}]`);
+  },
+};
+
+export function createRankPlan(
+  model: CausalLM,
+  layout: RankLayout,
+  comm: GroupSource,
+  cfg: Pick<JobConfig, "optimizer">,
+): RankPlan {
+  const modelElements = model.params().reduce((a, p) => a + numel(p.shape), 0);
+  const heads = headsOf(model);
+  const plan: ParallelPlan = createParallelPlan(model, { layout, comm, ...heads });
+  if (plan.sharded) {
+    try {
+      checkShardedOptimizer(cfg);
+    } catch (err) {
+      plan.dispose();
+      throw err;
+    }
+  }
+  // Shards are flat: decay and routing rules must see the logical shapes.
+  const shapeOf = (n: string) => plan.logicalShape(n);
+  const rankParams = plan.rankParams();
+  const optimizer = createOptimizer(cfg.optimizer, rankParams, {
+    noDecay: (n) => noDecay(n, shapeOf(n)),
+  });
+  const writes = plan.sharded ? layout.coord.dp === 0 : layout.rank === 0;
+  const attention = plan.attention ? { attention: plan.attention } : {};
+
   return {
-    name: "identity",
-    optimParams: () => params,
-    microStep: async (batch, gradScale) => model.loss(batch, { gradScale }),
-    finishGradients: async () => {},
-    gradSumSquares: async () => gradSumSquares(params),
-    evalLoss: async (batch) => model.evalLoss(batch),
-    checkpointShard: (optimizer) => wholeModelShard(params, optimizer),
-    loadCheckpoint: async (ckpt, optimizer) => {
-      await loadWholeModel(ckpt, params, optimizer);
+    name: plan.sharded ? "sharded" : "replicated",
+    optimizer,
+    modelElements,
+    microStep: (batch, gradScale) => model.lossAsync(plan.shardBatch(batch), { gradScale, hooks: plan, ...attention }),
+    finishGradients: () => plan.finishGrads(),
+    gradSumSquares: () => plan.gradSumSquares(),
+    optimStep(lr, maxNorm, norm) {
+      const clip = clipGradNorm(rankParams, maxNorm, { norm });
+      if (clip.finite) optimizer.step(lr);
+      plan.zeroGrad();
+      return clip;
+    },
+    zeroGrad: () => plan.zeroGrad(),
+    async evalLoss(batch) {
+      try {
+        return await model.evalLossAsync(plan.shardBatch(batch), { hooks: plan, ...attention });
+      } finally {
+        plan.releaseAll();
+      }
+    },
+    checkpointShard: () => {
+      if (!writes) return { tensors: [] };
+      return {
+        tensors: plan.paramPieces().map((p) => ({ name: p.name, shape: p.shape, range: p.range, data: p.data })),
+        optimizer: optimizer.stateDict(),
+      };
+    },
+    async loadCheckpoint(ckpt) {
+      const pieces = plan.paramPieces();
+      const state = await ckpt.loadOptimizerState(
+        Object.fromEntries(pieces.map((p) => [p.name, plan.sharded ? { range: p.range, shape: [p.range.end - p.range.start] } : {}])),
+      );
+      await plan.loadParams((name, range) => ckpt.loadShard(name, range));
+      optimizer.loadStateDict(state);
+    },
+    dispose() {
+      optimizer.dispose();
+      plan.dispose();
     },
   };
+}
+
+/** What the sharded plans cannot run yet; the launcher checks it before starting any rank. */
+export function checkShardedOptimizer(cfg: Pick<JobConfig, "optimizer">): void {
+  if (cfg.optimizer.name === "muon") {
+    throw new Error("optimizer muon with parameters sharded (mesh.fsdp or mesh.sp > 1): checkpointing the sharded Muon's momentum is not built yet (use adamw, or shard nothing: mesh.fsdp=1, sp=1)");
+  }
+}
+
+function headsOf(model: CausalLM): { numHeads: number; numKvHeads: number } {
+  const c = model.config;
+  return "numHeads" in c ? { numHeads: c.numHeads, numKvHeads: c.numKvHeads } : { numHeads: c.nHead, numKvHeads: c.nHead };
+}
+
+function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
 }

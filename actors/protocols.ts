@@ -139,3 +139,32 @@ export const CoordinatorProtocol = defineProtocol("coordinator", {
   stop: { msg: z.object({ reason: z.string().default("stop requested") }), reply: RunSummarySchema },
   status: { msg: z.object({}), reply: RunSummarySchema },
 });
+
+// Multi-rank jobs (launcher.ts). Node 0's launcher serves the job actor; every node's
+// launcher serves a node agent that spawns and stops that node's rank processes.
+
+/** A JSON object passed as it is (the resolved job config, a model spec, a rank layout): its own code validated it. */
+const jsonObject = z.record(z.string(), z.unknown());
+
+export const JobProtocol = defineProtocol("job", {
+  /** A rank process of `generation` asks what to run: the resolved config, the model and its layout. */
+  assign: {
+    msg: z.object({ rank: index, generation: index }),
+    reply: z.object({ generation: index, config: jsonObject, model: jsonObject, layout: jsonObject }),
+  },
+  /** Another node's launcher is up and serves its agent at `node.<node>`. */
+  join: { msg: z.object({ node: z.int().min(1), nproc: z.int().min(1) }), reply: z.object({ nnodes: z.int().min(1) }) },
+  /** Other nodes' launchers ask now and then: a node 0 that stops answering has gone. */
+  ping: { msg: z.object({}), reply: z.object({}) },
+  /** A rank process of `generation` died or stopped beating: the step in flight fails. */
+  rankDied: { msg: z.object({ generation: index, rank: index, reason: z.string() }), reply: z.object({}) },
+});
+
+export const NodeProtocol = defineProtocol("node", {
+  /** Spawns these ranks' processes for `generation`; replies once every one of them serves its RankActor. */
+  start: { msg: z.object({ generation: index, ranks: z.array(index).min(1) }), reply: z.object({ pids: z.array(z.int()) }) },
+  /** Stops this node's rank processes (SIGTERM, then SIGKILL after a grace). */
+  stop: { msg: z.object({}), reply: z.object({}) },
+  /** The job is over: the launcher exits with `code` after replying. */
+  exit: { msg: z.object({ code: z.int().min(0), reason: z.string() }), reply: z.object({}) },
+});

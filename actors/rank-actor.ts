@@ -1,17 +1,17 @@
-// The RankActor: one per device. It owns the model (through its ParallelPlan), the optimizer
-// and its mesh coordinates, pulls its own batches from the DataActor, and runs the commands
-// the coordinator sends. Each command carries its step and is idempotent: a repeat of a
+// The RankActor: one per device. It owns the model, its parallel plan (mesh/: DP, FSDP,
+// Ulysses SP over the rank's collectives), the optimizer and its mesh coordinates, pulls its
+// own batches (its batch group's) from the DataActor, and runs the commands the coordinator
+// sends. Each command carries its step and is idempotent: a repeat of a
 // command already run is answered with the recorded result and runs nothing, so retries
 // after a lost reply never accumulate a gradient twice or step the optimizer twice.
 import { performance } from "node:perf_hooks";
 import { liveTensors } from "../native/index.ts";
-import type { CausalLM, PackedBatch } from "../models/index.ts";
-import { clipGradNorm, createOptimizer, zeroGrad } from "../models/optim/index.ts";
+import type { PackedBatch } from "../models/index.ts";
 import { openCheckpoint, writeRankShard } from "../models/checkpoint/index.ts";
-import type { RankLayout } from "../mesh/index.ts";
+import type { GroupSource, RankLayout } from "../mesh/index.ts";
 import { defineActor, type ActorContext, type JobConfig } from "../runtime/index.ts";
 import { buildModel, type ModelSpec } from "./model-spec.ts";
-import { identityPlan, type ParallelPlan } from "./parallel-plan.ts";
+import { createRankPlan, noCollectives, type RankPlan } from "./parallel-plan.ts";
 import { DataProtocol, RankProtocol, type Batch, type EvalResult, type MicroResult, type OptimResult } from "./protocols.ts";
 import { withPhase } from "./phases.ts";
 
@@ -21,8 +21,8 @@ export interface RankActorOptions {
   layout: RankLayout;
   /** The DataActor's address. */
   data: string;
-  /** Wraps the model in its parallelism; default: the identity plan (one rank). */
-  plan?: (model: CausalLM, layout: RankLayout) => ParallelPlan;
+  /** This rank's collectives (HostCollectives on its transport); not needed by a one-rank layout. */
+  comm?: GroupSource;
 }
 
 /** Results of recent steps kept for repeated commands (older steps are done for good). */
@@ -31,10 +31,16 @@ const KEEP_STEPS = 4;
 export function rankActor(o: RankActorOptions) {
   return defineActor(RankProtocol, async (ctx: ActorContext) => {
     const model = await buildModel(o.model, o.config);
-    const plan = (o.plan ?? identityPlan)(model, o.layout);
-    const optimizer = createOptimizer(o.config.optimizer, plan.optimParams());
+    const plan = ((): RankPlan => {
+      try {
+        return createRankPlan(model, o.layout, o.comm ?? noCollectives, o.config);
+      } catch (err) {
+        model.dispose();
+        throw err;
+      }
+    })();
     ctx.onStop(() => {
-      optimizer.dispose();
+      plan.dispose();
       model.dispose();
     });
     const data = ctx.ref(o.data, DataProtocol);
@@ -91,12 +97,8 @@ export function rankActor(o: RankActorOptions) {
         const t0 = performance.now();
         const result = await withPhase("optimizer", { step }, async () => {
           await plan.finishGradients();
-          const params = plan.optimParams();
           const norm = Math.sqrt(await plan.gradSumSquares());
-          const clip = clipGradNorm(params, max_norm, { norm });
-          if (clip.finite) optimizer.step(lr);
-          zeroGrad(params);
-          return { norm, clip };
+          return { norm, clip: plan.optimStep(lr, max_norm, norm) };
         });
         const r: OptimResult = {
           step,
@@ -121,7 +123,7 @@ export function rankActor(o: RankActorOptions) {
 
       saveShard: async ({ step, dir }) => {
         if (step !== doneStep) throw new Error(`rank ${o.layout.rank}: asked to save step ${step}, but it holds step ${doneStep}`);
-        const report = await withPhase("checkpoint", { step }, () => writeRankShard(dir, o.layout.rank, plan.checkpointShard(optimizer)));
+        const report = await withPhase("checkpoint", { step }, () => writeRankShard(dir, o.layout.rank, plan.checkpointShard()));
         return { step, report };
       },
 
@@ -129,11 +131,11 @@ export function rankActor(o: RankActorOptions) {
         const ckpt = await openCheckpoint(dir);
         try {
           if (ckpt.step !== step) throw new Error(`rank ${o.layout.rank}: ${dir} holds step ${ckpt.step}, not ${step}`);
-          await plan.loadCheckpoint(ckpt, optimizer);
+          await plan.loadCheckpoint(ckpt);
         } finally {
           await ckpt.close();
         }
-        zeroGrad(plan.optimParams());
+        plan.zeroGrad();
         micros.clear();
         optims.clear();
         doneStep = step;
@@ -149,7 +151,7 @@ export function rankActor(o: RankActorOptions) {
           optim_runs: optimRuns,
           live_tensors: live.count,
           live_bytes: live.bytes,
-          params: model.params().reduce((a, p) => a + p.value.numel, 0),
+          params: plan.modelElements,
         };
       },
     };

@@ -93,9 +93,9 @@ test("tessera train: config problems print as config validate does and exit 1; -
   assert.match(bad.err, /configs\/tiny\.yaml: 2 problems/);
 
   const out = tempDir("tessera-cli-mesh-");
-  const mesh = await runMain(["train", "configs/tiny.yaml", "--set", "mesh.dp=2", "--output", out]);
+  const mesh = await runMain(["train", "configs/tiny.yaml", "--set", "mesh.dp=2", "--nproc", "3", "--output", out]);
   assert.equal(mesh.code, 1);
-  assert.match(mesh.err, /world size is 1: `tessera train` runs one rank/);
+  assert.match(mesh.err, /mesh: dp\*fsdp\*sp = 2\*1\*1 = 2, but the world size is 3/);
   assert.ok(!existsSync(join(out, "metrics.jsonl")));
 
   const help = await runMain(["train", "--help"]);
