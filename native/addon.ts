@@ -17,16 +17,60 @@ export interface BuildInfo {
 /** An opaque reference to native tensor storage. */
 export type Handle = { readonly __nativeTensor: unique symbol };
 type H = Handle;
+/** An opaque reference to a CUDA event. */
+export type EventHandle = { readonly __cudaEvent: unique symbol };
+
+export interface CudaMemoryStats {
+  /** Bytes of blocks handed out by the caching allocator (by size class), live now. */
+  allocated: number;
+  /** Bytes obtained from cudaMalloc and not yet given back: allocated plus the cache. */
+  reserved: number;
+  /** The most `allocated` has been since the start or the last resetPeak. */
+  peak: number;
+  /** cudaMalloc calls so far: flat from step to step once the cache is warm. */
+  mallocs: number;
+  /** cudaFree calls so far (emptyCache, and retries after running out of memory). */
+  frees: number;
+}
+
+/**
+ * The CUDA ops (present in builds with CUDA). Where a CPU op of the same name exists the
+ * signature is the same; float tensors are float32 or bfloat16, and parameter gradients
+ * (embedding dW, RMSNorm dw) and statistics (rstd) come back float32.
+ */
+export interface CudaAddon
+  extends Pick<
+    Addon,
+    | "cast" | "matmul" | "add" | "mul" | "scale" | "scaleInPlace" | "addInto" | "sumSquares" | "embedding" | "embeddingBackward"
+    | "rmsnorm" | "rmsnormBackward" | "rope" | "swiglu" | "swigluBackward"
+  > {
+  init(): void;
+  memoryStats(): CudaMemoryStats;
+  resetPeak(): void;
+  emptyCache(): number;
+  setDebugFill(on: boolean): void;
+  synchronize(): void;
+  recordEvent(stream: number): EventHandle;
+  waitEvent(stream: number, event: EventHandle): void;
+  eventSynchronize(event: EventHandle): void;
+  debugBadLaunch(): void;
+  sumSquaresMany(ts: H[]): number;
+  adamwStep(
+    p: H, g: H, m: H, v: H, lr: number, b1: number, b2: number, eps: number, wd: number, step: number, copy?: H,
+  ): void;
+}
 
 export interface Addon {
   buildInfo(): BuildInfo;
   numThreads(): number;
-  liveBytes(): number;
+  liveBytes(device?: number): number;
   emptyCache(): number;
   cachedBytes(): number;
-  fromArray(dtype: number, shape: number[], data: Float32Array | Float64Array | Int32Array | BigInt64Array): H;
+  fromArray(dtype: number, shape: number[], data: Float32Array | Float64Array | Int32Array | BigInt64Array, device?: number): H;
   toArray(t: H): Float32Array | Float64Array | Int32Array | BigInt64Array;
-  zeros(dtype: number, shape: number[]): H;
+  toDevice(t: H, device: number): H;
+  deviceOf(t: H): number;
+  zeros(dtype: number, shape: number[], device?: number): H;
   randn(dtype: number, shape: number[], seed: number, std: number): H;
   view(t: H, shape: number[]): H;
   clone(t: H): H;
@@ -65,6 +109,8 @@ export interface Addon {
   adamwStep(p: H, g: H, m: H, v: H, lr: number, b1: number, b2: number, eps: number, wd: number, step: number): void;
   newtonSchulz5(g: H, steps: number): H;
   muonStep(p: H, g: H, buf: H, lr: number, momentum: number, nesterov: boolean, wd: number, nsSteps: number): void;
+  /** Absent when the addon was built without CUDA. */
+  cuda?: CudaAddon;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

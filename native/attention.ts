@@ -3,7 +3,7 @@
 // cuSeqlens[0] = 0 and cuSeqlens[B] = T; lse[Hq,T].
 import { loadAddon } from "./addon.ts";
 import { Tensor } from "./tensor.ts";
-import { fail, fmt, needDtype, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
+import { fail, fmt, needCpu, needDtype, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
 
 export interface AttentionOptions {
   causal: boolean;
@@ -42,6 +42,7 @@ export function attention(
   opts: AttentionOptions,
 ): { o: Tensor; lse: Tensor } {
   const op = "attention";
+  needCpu(op, ["q", q], ["k", k], ["v", v], ["cuSeqlens", cuSeqlens]);
   const { window, scale } = geometry(op, q, k, v, cuSeqlens, opts);
   const [o, lse] = loadAddon().attention(
     q.handle(op, "q"),
@@ -66,6 +67,7 @@ export function attentionBackward(
   opts: AttentionOptions,
 ): { dq: Tensor; dk: Tensor; dv: Tensor } {
   const op = "attentionBackward";
+  needCpu(op, ["dout", dout], ["q", q], ["k", k], ["v", v], ["o", o], ["lse", lse], ["cuSeqlens", cuSeqlens]);
   const { window, scale } = geometry(op, q, k, v, cuSeqlens, opts);
   needSameShape(op, ["dout", dout], ["q", q]);
   needSameShape(op, ["o", o], ["q", q]);

@@ -20,11 +20,26 @@ export function needLive(op: string, name: string, t: Tensor): void {
   t.handle(op, name);
 }
 
-/** The tensor must be float32 or float64 (the compute dtypes of the CPU kernels). */
+/**
+ * The tensor must be of a float dtype its device computes in: float32 or float64 on the CPU,
+ * float32 or bfloat16 (storage; fp32 arithmetic) on cuda.
+ */
 export function needFloat(op: string, name: string, t: Tensor): void {
   needLive(op, name, t);
+  if (t.device === "cuda") {
+    if (t.dtype !== "float32" && t.dtype !== "bfloat16") fail(op, `${name} must be float32 or bfloat16 on cuda, got ${t.dtype}`);
+    return;
+  }
   if (t.dtype !== "float32" && t.dtype !== "float64") {
     fail(op, `${name} must be float32 or float64, got ${t.dtype}${t.dtype === "bfloat16" ? " (cast it to float32 first)" : ""}`);
+  }
+}
+
+/** Ops that have no cuda kernel yet say so rather than reading device memory on the host. */
+export function needCpu(op: string, ...inputs: [string, Tensor][]): void {
+  for (const [name, t] of inputs) {
+    needLive(op, name, t);
+    if (t.device !== "cpu") fail(op, `${name} is on ${t.device}, and ${op} has no ${t.device} kernel yet (move it with .to("cpu"))`);
   }
 }
 

@@ -1,7 +1,17 @@
 // The TypeScript face of the native addon. Everything outside native/ imports from here.
-export { buildInfo, cpuThreads, cachedBytes, emptyCache, type BuildInfo } from "./addon.ts";
+export { buildInfo, cpuThreads, cachedBytes, emptyCache, type BuildInfo, type CudaMemoryStats } from "./addon.ts";
+export {
+  cudaAvailable,
+  cudaMemoryStats,
+  cudaResetPeak,
+  cudaEmptyCache,
+  cudaSetDebugFill,
+  cudaSynchronize,
+  CudaEvent,
+  type CudaStream,
+} from "./cuda.ts";
 export type { DType, Device } from "./dtype.ts";
-export { Tensor, tensor, zeros, randn, cast, copyInto, scope, keep, liveTensors, type TensorOptions } from "./tensor.ts";
+export { Tensor, tensor, zeros, randn, cast, copyInto, scope, keep, liveTensors, type TensorOptions, type LiveTensors } from "./tensor.ts";
 export { matmul, add, mul, scale, scaleInPlace, addInto, addBias, sumRows, sumSquares, globalNorm, type MatmulOptions } from "./ops.ts";
 export {
   embedding,

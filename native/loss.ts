@@ -1,7 +1,7 @@
 // Fused linear + cross-entropy, chunked over tokens so the [T,V] logits never exist.
 import { loadAddon } from "./addon.ts";
 import { Tensor } from "./tensor.ts";
-import { fail, needDtype, needFinite, needFloat, needRank, needSameDtype, needShape } from "./check.ts";
+import { fail, needDtype, needFinite, needFloat, needRank, needSameDtype, needShape, needCpu } from "./check.ts";
 
 export interface LinearCrossEntropyOptions {
   ignoreIndex?: number;
@@ -39,6 +39,7 @@ export function linearCrossEntropy(
   opts: LinearCrossEntropyOptions = {},
 ): { loss: number; count: number; dx: Tensor; dw: Tensor } {
   const op = "linearCrossEntropy";
+  needCpu(op, ["x", x], ["w", w], ["labels", labels]);
   const { ignoreIndex, chunkSize, gradScale } = check(op, x, w, labels, opts);
   const [loss, count, dx, dw] = loadAddon().linearCrossEntropy(
     x.handle(op, "x"),
@@ -60,6 +61,7 @@ export function linearCrossEntropyLoss(
   opts: Omit<LinearCrossEntropyOptions, "gradScale"> = {},
 ): { loss: number; count: number } {
   const op = "linearCrossEntropyLoss";
+  needCpu(op, ["x", x], ["w", w], ["labels", labels]);
   const { ignoreIndex, chunkSize } = check(op, x, w, labels, opts);
   const [loss, count] = loadAddon().linearCrossEntropy(
     x.handle(op, "x"),

@@ -1,7 +1,8 @@
 // Row-wise layers: embedding, RMSNorm, LayerNorm, SwiGLU, GELU (tanh), softmax.
 import { loadAddon } from "./addon.ts";
 import { Tensor } from "./tensor.ts";
-import { fail, fmt, needDtype, needFinite, needFloat, needRank, needSameDtype, needSameShape, needShape } from "./check.ts";
+import { backendFor } from "./cuda.ts";
+import { fail, fmt, needCpu, needDtype, needFinite, needFloat, needRank, needSameDtype, needSameShape, needShape } from "./check.ts";
 
 /** weight[V,D] rows picked by ids[T] (int32) -> [T,D]. An id outside [0,V) throws. */
 export function embedding(weight: Tensor, ids: Tensor): Tensor {
@@ -10,13 +11,14 @@ export function embedding(weight: Tensor, ids: Tensor): Tensor {
   needRank(op, "weight", weight, [2]);
   needDtype(op, "ids", ids, "int32");
   needRank(op, "ids", ids, [1]);
-  return new Tensor(loadAddon().embedding(weight.handle(op, "weight"), ids.handle(op, "ids")), weight.dtype, [
+  const raw = backendFor(op, "embedding", ["weight", weight], ["ids", ids]);
+  return new Tensor(raw(weight.handle(op, "weight"), ids.handle(op, "ids")), weight.dtype, [
     ids.shape[0]!,
     weight.shape[1]!,
   ]);
 }
 
-/** dW[V,D] = scatter-add of dy[T,D] rows at ids. */
+/** dW[V,D] = scatter-add of dy[T,D] rows at ids (on cuda: float32 whatever dy is, as parameter gradients are). */
 export function embeddingBackward(dy: Tensor, ids: Tensor, vocabSize: number): Tensor {
   const op = "embeddingBackward";
   needFloat(op, "dy", dy);
@@ -24,7 +26,8 @@ export function embeddingBackward(dy: Tensor, ids: Tensor, vocabSize: number): T
   needDtype(op, "ids", ids, "int32");
   needShape(op, "ids", ids, [dy.shape[0]!]);
   if (!Number.isInteger(vocabSize) || vocabSize <= 0) fail(op, `vocabSize must be a positive integer, got ${vocabSize}`);
-  return new Tensor(loadAddon().embeddingBackward(dy.handle(op, "dy"), ids.handle(op, "ids"), vocabSize), dy.dtype, [
+  const raw = backendFor(op, "embeddingBackward", ["dy", dy], ["ids", ids]);
+  return new Tensor(raw(dy.handle(op, "dy"), ids.handle(op, "ids"), vocabSize), dy.device === "cuda" ? "float32" : dy.dtype, [
     vocabSize,
     dy.shape[1]!,
   ]);
@@ -39,28 +42,39 @@ function needLastDim(op: string, x: Tensor, w: Tensor, wName: string): number {
   return D;
 }
 
-/** y = x * rstd * w over the last dim, rstd = 1/sqrt(mean(x^2) + eps) per row ([rows]). */
+/**
+ * y = x * rstd * w over the last dim, rstd = 1/sqrt(mean(x^2) + eps) per row ([rows]). On cuda
+ * rstd is float32 whatever x is.
+ */
 export function rmsnorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; rstd: Tensor } {
   const op = "rmsnorm";
   const D = needLastDim(op, x, w, "w");
   needFinite(op, "eps", eps);
-  const [y, rstd] = loadAddon().rmsnorm(x.handle(op, "x"), w.handle(op, "w"), eps);
-  return { y: new Tensor(y, x.dtype, x.shape), rstd: new Tensor(rstd, x.dtype, [D ? x.numel / D : 0]) };
+  const raw = backendFor(op, "rmsnorm", ["x", x], ["w", w]);
+  const [y, rstd] = raw(x.handle(op, "x"), w.handle(op, "w"), eps);
+  const statDtype = x.device === "cuda" ? "float32" : x.dtype;
+  return { y: new Tensor(y, x.dtype, x.shape), rstd: new Tensor(rstd, statDtype, [D ? x.numel / D : 0]) };
 }
 
+/** On cuda, rstd is float32 (as rmsnorm made it) and dw comes back float32 (a parameter gradient). */
 export function rmsnormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor): { dx: Tensor; dw: Tensor } {
   const op = "rmsnormBackward";
   const D = needLastDim(op, x, w, "w");
   needSameShape(op, ["dy", dy], ["x", x]);
-  needSameDtype(op, ["x", x], ["dy", dy], ["rstd", rstd]);
+  const raw = backendFor(op, "rmsnormBackward", ["dy", dy], ["x", x], ["w", w], ["rstd", rstd]);
+  const cuda = x.device === "cuda";
+  needSameDtype(op, ["x", x], ["dy", dy]);
+  if (cuda) needDtype(op, "rstd", rstd, "float32");
+  else needSameDtype(op, ["x", x], ["rstd", rstd]);
   needShape(op, "rstd", rstd, [D ? x.numel / D : 0]);
-  const [dx, dw] = loadAddon().rmsnormBackward(dy.handle(op, "dy"), x.handle(op, "x"), w.handle(op, "w"), rstd.handle(op, "rstd"));
-  return { dx: new Tensor(dx, x.dtype, x.shape), dw: new Tensor(dw, x.dtype, [D]) };
+  const [dx, dw] = raw(dy.handle(op, "dy"), x.handle(op, "x"), w.handle(op, "w"), rstd.handle(op, "rstd"));
+  return { dx: new Tensor(dx, x.dtype, x.shape), dw: new Tensor(dw, cuda ? "float32" : x.dtype, [D]) };
 }
 
 /** y = (x - mean) * rstd * w + b over the last dim; mean and rstd per row. */
 export function layernorm(x: Tensor, w: Tensor, b: Tensor, eps: number): { y: Tensor; mean: Tensor; rstd: Tensor } {
   const op = "layernorm";
+  needCpu(op, ["x", x], ["w", w], ["b", b]);
   const D = needLastDim(op, x, w, "w");
   needSameDtype(op, ["x", x], ["b", b]);
   needShape(op, "b", b, [D]);
@@ -78,6 +92,7 @@ export function layernormBackward(
   rstd: Tensor,
 ): { dx: Tensor; dw: Tensor; db: Tensor } {
   const op = "layernormBackward";
+  needCpu(op, ["dy", dy], ["x", x], ["w", w], ["mean", mean], ["rstd", rstd]);
   const D = needLastDim(op, x, w, "w");
   needSameShape(op, ["dy", dy], ["x", x]);
   needSameDtype(op, ["x", x], ["dy", dy], ["mean", mean], ["rstd", rstd]);
@@ -103,30 +118,34 @@ function pair(op: string, a: [string, Tensor], b: [string, Tensor]): void {
 /** h = silu(gate) * up. */
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
   pair("swiglu", ["gate", gate], ["up", up]);
-  return new Tensor(loadAddon().swiglu(gate.handle("swiglu", "gate"), up.handle("swiglu", "up")), gate.dtype, gate.shape);
+  const raw = backendFor("swiglu", "swiglu", ["gate", gate], ["up", up]);
+  return new Tensor(raw(gate.handle("swiglu", "gate"), up.handle("swiglu", "up")), gate.dtype, gate.shape);
 }
 
 export function swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dgate: Tensor; dup: Tensor } {
   const op = "swigluBackward";
   pair(op, ["gate", gate], ["up", up]);
   pair(op, ["gate", gate], ["dh", dh]);
-  const [dg, du] = loadAddon().swigluBackward(dh.handle(op, "dh"), gate.handle(op, "gate"), up.handle(op, "up"));
+  const [dg, du] = backendFor(op, "swigluBackward", ["dh", dh], ["gate", gate], ["up", up])(dh.handle(op, "dh"), gate.handle(op, "gate"), up.handle(op, "up"));
   return { dgate: new Tensor(dg, gate.dtype, gate.shape), dup: new Tensor(du, gate.dtype, gate.shape) };
 }
 
 /** GELU, tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh", GPT-2). */
 export function gelu(x: Tensor): Tensor {
+  needCpu("gelu", ["x", x]);
   needFloat("gelu", "x", x);
   return new Tensor(loadAddon().gelu(x.handle("gelu", "x")), x.dtype, x.shape);
 }
 
 export function geluBackward(dy: Tensor, x: Tensor): Tensor {
+  needCpu("geluBackward", ["dy", dy], ["x", x]);
   pair("geluBackward", ["x", x], ["dy", dy]);
   return new Tensor(loadAddon().geluBackward(dy.handle("geluBackward", "dy"), x.handle("geluBackward", "x")), x.dtype, x.shape);
 }
 
 /** Softmax over the last dim. */
 export function softmax(x: Tensor): Tensor {
+  needCpu("softmax", ["x", x]);
   needFloat("softmax", "x", x);
   if (x.shape.length < 1 || x.shape.at(-1) === 0) fail("softmax", `x must have a non-empty last dim, got ${fmt(x.shape)}`);
   return new Tensor(loadAddon().softmax(x.handle("softmax", "x")), x.dtype, x.shape);
@@ -134,6 +153,7 @@ export function softmax(x: Tensor): Tensor {
 
 /** dx = y * (dy - sum(dy * y)) given the softmax output y. */
 export function softmaxBackward(dy: Tensor, y: Tensor): Tensor {
+  needCpu("softmaxBackward", ["dy", dy], ["y", y]);
   pair("softmaxBackward", ["y", y], ["dy", dy]);
   if (y.shape.length < 1) fail("softmaxBackward", "y must have at least one dimension");
   return new Tensor(loadAddon().softmaxBackward(dy.handle("softmaxBackward", "dy"), y.handle("softmaxBackward", "y")), y.dtype, y.shape);

@@ -1,14 +1,18 @@
 // Matmul and elementwise / reduction helpers.
 import { loadAddon } from "./addon.ts";
 import { Tensor } from "./tensor.ts";
-import { fail, fmt, needFinite, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
+import { backendFor, cudaAddon, deviceOfInputs } from "./cuda.ts";
+import { fail, fmt, needCpu, needFinite, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
 
 export interface MatmulOptions {
   transA?: boolean;
   transB?: boolean;
 }
 
-/** op(a) @ op(b): 2-D [M,K]x[K,N], or batched when both are 3-D [B,M,K]x[B,K,N]. */
+/**
+ * op(a) @ op(b): 2-D [M,K]x[K,N], or batched when both are 3-D [B,M,K]x[B,K,N]. On cuda, a
+ * plain tiled GEMM with fp32 accumulation (the reference until the cuBLASLt path lands).
+ */
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const op = "matmul";
   needFloat(op, "a", a);
@@ -25,14 +29,16 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   if (K !== K2) fail(op, `inner dimensions differ: a ${fmt(a.shape)}${ta ? "^T" : ""} x b ${fmt(b.shape)}${tb ? "^T" : ""}`);
   if (r === 3 && a.shape[0] !== b.shape[0]) fail(op, `batch sizes differ: ${a.shape[0]} and ${b.shape[0]}`);
   const shape = r === 3 ? [a.shape[0]!, M, N] : [M, N];
-  return new Tensor(loadAddon().matmul(a.handle(op, "a"), b.handle(op, "b"), ta, tb), a.dtype, shape);
+  const raw = backendFor(op, "matmul", ["a", a], ["b", b]);
+  return new Tensor(raw(a.handle(op, "a"), b.handle(op, "b"), ta, tb), a.dtype, shape);
 }
 
 function binary(op: "add" | "mul", a: Tensor, b: Tensor): Tensor {
   needFloat(op, "a", a);
   needSameDtype(op, ["a", a], ["b", b]);
   needSameShape(op, ["a", a], ["b", b]);
-  return new Tensor(loadAddon()[op](a.handle(op, "a"), b.handle(op, "b")), a.dtype, a.shape);
+  const raw = backendFor(op, op, ["a", a], ["b", b]);
+  return new Tensor(raw(a.handle(op, "a"), b.handle(op, "b")), a.dtype, a.shape);
 }
 
 export function add(a: Tensor, b: Tensor): Tensor {
@@ -46,29 +52,36 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 export function scale(a: Tensor, s: number): Tensor {
   needFloat("scale", "a", a);
   needFinite("scale", "s", s);
-  return new Tensor(loadAddon().scale(a.handle("scale", "a"), s), a.dtype, a.shape);
+  return new Tensor(backendFor("scale", "scale", ["a", a])(a.handle("scale", "a"), s), a.dtype, a.shape);
 }
 
 /** t *= s, in place. */
 export function scaleInPlace(t: Tensor, s: number): void {
   needFloat("scaleInPlace", "t", t);
   needFinite("scaleInPlace", "s", s);
-  loadAddon().scaleInPlace(t.handle("scaleInPlace", "t"), s);
+  backendFor("scaleInPlace", "scaleInPlace", ["t", t])(t.handle("scaleInPlace", "t"), s);
 }
 
-/** dst += alpha * src, in place (how callers accumulate parameter gradients). */
+/**
+ * dst += alpha * src, in place (how callers accumulate parameter gradients). On cuda the two
+ * may differ in float dtype (a bfloat16 gradient into a float32 accumulator).
+ */
 export function addInto(dst: Tensor, src: Tensor, alpha = 1): void {
   const op = "addInto";
   needFloat(op, "dst", dst);
-  needSameDtype(op, ["dst", dst], ["src", src]);
+  needFloat(op, "src", src);
+  const cuda = deviceOfInputs(op, ["dst", dst], ["src", src]) === "cuda";
+  if (!cuda) needSameDtype(op, ["dst", dst], ["src", src]);
   needSameShape(op, ["dst", dst], ["src", src]);
   needFinite(op, "alpha", alpha);
-  loadAddon().addInto(dst.handle(op, "dst"), src.handle(op, "src"), alpha);
+  const raw = cuda ? cudaAddon(op).addInto : loadAddon().addInto;
+  raw(dst.handle(op, "dst"), src.handle(op, "src"), alpha);
 }
 
 /** x[..., N] + b[N]. */
 export function addBias(x: Tensor, b: Tensor): Tensor {
   const op = "addBias";
+  needCpu(op, ["x", x], ["b", b]);
   needFloat(op, "x", x);
   needSameDtype(op, ["x", x], ["b", b]);
   if (b.shape.length !== 1 || x.shape.length < 1 || x.shape.at(-1) !== b.shape[0]) {
@@ -79,19 +92,28 @@ export function addBias(x: Tensor, b: Tensor): Tensor {
 
 /** Sum over every leading dimension: dy[..., N] -> [N] (a bias gradient). */
 export function sumRows(dy: Tensor): Tensor {
+  needCpu("sumRows", ["dy", dy]);
   needFloat("sumRows", "dy", dy);
   if (dy.shape.length < 1) fail("sumRows", "dy must have at least one dimension");
   return new Tensor(loadAddon().sumRows(dy.handle("sumRows", "dy")), dy.dtype, [dy.shape.at(-1)!]);
 }
 
-/** Sum of squares, accumulated in float64. */
+/** Sum of squares, accumulated in float64 (on cuda: waits for the device to read it). */
 export function sumSquares(t: Tensor): number {
   needFloat("sumSquares", "t", t);
-  return loadAddon().sumSquares(t.handle("sumSquares", "t"));
+  return backendFor("sumSquares", "sumSquares", ["t", t])(t.handle("sumSquares", "t"));
 }
 
-/** sqrt of the sum of squares over all tensors (the global gradient norm), in float64. */
+/**
+ * sqrt of the sum of squares over all tensors (the global gradient norm), in float64. The
+ * tensors share a device; on cuda the host waits once, for the whole sum.
+ */
 export function globalNorm(ts: readonly Tensor[]): number {
+  const op = "globalNorm";
+  ts.forEach((t, i) => needFloat(op, `ts[${i}]`, t));
+  if (deviceOfInputs(op, ...ts.map((t, i): [string, Tensor] => [`ts[${i}]`, t])) === "cuda") {
+    return Math.sqrt(cudaAddon(op).sumSquaresMany(ts.map((t, i) => t.handle(op, `ts[${i}]`))));
+  }
   let s = 0;
   for (const t of ts) s += sumSquares(t);
   return Math.sqrt(s);

@@ -1,7 +1,8 @@
 // Optimizer kernels (in place). The optimizer classes that own state live in models/optim.
 import { loadAddon } from "./addon.ts";
-import { Tensor } from "./tensor.ts";
-import { fail, needFinite, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
+import { Tensor, cast, copyInto, scope } from "./tensor.ts";
+import { cudaAddon, deviceOfInputs } from "./cuda.ts";
+import { fail, needCpu, needDtype, needFinite, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
 
 export interface AdamWOptions {
   lr: number;
@@ -11,18 +12,49 @@ export interface AdamWOptions {
   weightDecay: number;
   /** 1 on the first update (bias correction). */
   step: number;
+  /** A bfloat16 tensor of the param's shape that receives the updated weights (the compute copy of fp32 master weights). */
+  bf16Copy?: Tensor;
 }
 
-/** torch.optim.AdamW's update: p *= 1 - lr*wd; moments; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps). */
+/**
+ * torch.optim.AdamW's update: p *= 1 - lr*wd; moments; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps).
+ * On cuda: param, m and v float32 (master weights and state), grad float32 or bfloat16, and
+ * bf16Copy written in the same pass.
+ */
 export function adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, o: AdamWOptions): void {
   const op = "adamwStep";
   needFloat(op, "param", param);
+  const inputs: [string, Tensor][] = [["param", param], ["grad", grad], ["m", m], ["v", v]];
+  if (o.bf16Copy) inputs.push(["bf16Copy", o.bf16Copy]);
+  const cuda = deviceOfInputs(op, ...inputs) === "cuda";
   for (const [name, t] of [["grad", grad], ["m", m], ["v", v]] as const) {
-    needSameDtype(op, ["param", param], [name, t]);
+    if (cuda && name === "grad") needFloat(op, name, t);
+    else needSameDtype(op, ["param", param], [name, t]);
     needSameShape(op, ["param", param], [name, t]);
+  }
+  if (cuda) needDtype(op, "param", param, "float32");
+  if (o.bf16Copy) {
+    needDtype(op, "bf16Copy", o.bf16Copy, "bfloat16");
+    needSameShape(op, ["param", param], ["bf16Copy", o.bf16Copy]);
   }
   for (const k of ["lr", "beta1", "beta2", "eps", "weightDecay", "step"] as const) needFinite(op, k, o[k]);
   if (!Number.isInteger(o.step) || o.step < 1) fail(op, `step must be an integer >= 1, got ${o.step}`);
+  if (cuda) {
+    cudaAddon(op).adamwStep(
+      param.handle(op, "param"),
+      grad.handle(op, "grad"),
+      m.handle(op, "m"),
+      v.handle(op, "v"),
+      o.lr,
+      o.beta1,
+      o.beta2,
+      o.eps,
+      o.weightDecay,
+      o.step,
+      o.bf16Copy?.handle(op, "bf16Copy"),
+    );
+    return;
+  }
   loadAddon().adamwStep(
     param.handle(op, "param"),
     grad.handle(op, "grad"),
@@ -35,11 +67,14 @@ export function adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, o: 
     o.weightDecay,
     o.step,
   );
+  const copy = o.bf16Copy;
+  if (copy) scope(() => copyInto(copy, cast(param, "bfloat16")));
 }
 
 /** Keller Jordan's quintic Newton-Schulz orthogonalisation of g[M,N] (5 steps by default). */
 export function newtonSchulz5(g: Tensor, steps = 5): Tensor {
   const op = "newtonSchulz5";
+  needCpu(op, ["g", g]);
   needFloat(op, "g", g);
   needRank(op, "g", g, [2]);
   if (!Number.isInteger(steps) || steps < 0) fail(op, `steps must be a non-negative integer, got ${steps}`);
@@ -60,6 +95,7 @@ export interface MuonOptions {
  */
 export function muonStep(param: Tensor, grad: Tensor, momentumBuf: Tensor, o: MuonOptions): void {
   const op = "muonStep";
+  needCpu(op, ["param", param], ["grad", grad], ["momentum", momentumBuf]);
   needFloat(op, "param", param);
   needRank(op, "param", param, [2]);
   for (const [name, t] of [["grad", grad], ["momentum", momentumBuf]] as const) {

@@ -1,7 +1,7 @@
 // Rotary position embeddings (HF rotate_half convention: pairs (i, i + Dh/2)), with the
 // frequency schedules of transformers' rope_init_fns: default, linear, llama3 and yarn.
-import { loadAddon } from "./addon.ts";
 import { Tensor } from "./tensor.ts";
+import { backendFor } from "./cuda.ts";
 import { fail, needDtype, needFinite, needFloat, needRank, needShape } from "./check.ts";
 
 export type RopeScaling =
@@ -103,7 +103,7 @@ function ropeCall(op: string, x: Tensor, positions: Tensor, opts: RopeOptions, i
   needShape(op, "positions", positions, [x.shape[0]!]);
   const { invFreq, attentionScaling } = ropeFrequencies(x.shape[2]!, opts);
   return new Tensor(
-    loadAddon().rope(x.handle(op, "x"), positions.handle(op, "positions"), invFreq, attentionScaling, inverse),
+    backendFor(op, "rope", ["x", x], ["positions", positions])(x.handle(op, "x"), positions.handle(op, "positions"), invFreq, attentionScaling, inverse),
     x.dtype,
     x.shape,
   );

@@ -4,9 +4,11 @@
 // FinalizationRegistry is only the backstop for tensors that escape both. liveTensors()
 // counts what is still held, so tests can prove that a step leaks nothing.
 import { loadAddon, type Handle } from "./addon.ts";
-import { dtypeCode, type Device, type DType } from "./dtype.ts";
+import { cudaAddon } from "./cuda.ts";
+import { deviceCode, deviceOfCode, dtypeCode, type Device, type DType } from "./dtype.ts";
 
 let liveCount = 0;
+let liveCudaCount = 0;
 const scopes: Set<Tensor>[] = [];
 /** The scope that will free each tensor (absent: kept, or made outside any scope). */
 const owner = new WeakMap<Tensor, Set<Tensor>>();
@@ -15,17 +17,21 @@ const owner = new WeakMap<Tensor, Set<Tensor>>();
 // the count (the addon's External finalizer frees the storage itself).
 interface Lease {
   disposed: boolean;
+  cuda: boolean;
 }
 const backstop = new FinalizationRegistry<Lease>((lease) => {
-  if (!lease.disposed) liveCount--;
+  if (lease.disposed) return;
+  liveCount--;
+  if (lease.cuda) liveCudaCount--;
 });
 
 export class Tensor {
-  readonly device: Device = "cpu";
+  /** Where the storage lives: "cuda" tensors are read back with toArray() (a copy to host). */
+  readonly device: Device;
   readonly numel: number;
   readonly shape: readonly number[];
   #handle: Handle | null;
-  #lease: Lease = { disposed: false };
+  #lease: Lease;
 
   /** Wraps a fresh native handle; use tensor(), zeros(), randn() or the ops to make tensors. */
   constructor(
@@ -34,9 +40,12 @@ export class Tensor {
     shape: readonly number[],
   ) {
     this.#handle = handle;
+    this.device = deviceOfCode[loadAddon().deviceOf(handle)]!;
     this.shape = Object.freeze([...shape]);
     this.numel = shape.reduce((a, b) => a * b, 1);
+    this.#lease = { disposed: false, cuda: this.device === "cuda" };
     liveCount++;
+    if (this.#lease.cuda) liveCudaCount++;
     backstop.register(this, this.#lease, this.#lease);
     adopt(this, scopes.at(-1));
   }
@@ -53,6 +62,7 @@ export class Tensor {
     this.#lease.disposed = true;
     backstop.unregister(this.#lease);
     liveCount--;
+    if (this.#lease.cuda) liveCudaCount--;
     adopt(this, undefined);
   }
 
@@ -62,7 +72,7 @@ export class Tensor {
     return this.#handle;
   }
 
-  /** A copy of the contents (bfloat16 comes back as float32). */
+  /** A copy of the contents on the host (bfloat16 comes back as float32); for cuda, waits for the device. */
   toArray(): Float32Array | Float64Array | Int32Array | BigInt64Array {
     return loadAddon().toArray(this.handle("toArray"));
   }
@@ -89,6 +99,12 @@ export class Tensor {
     return new Tensor(loadAddon().clone(this.handle("clone")), this.dtype, this.shape);
   }
 
+  /** A copy on device (a new tensor even when it is already there, so ownership stays simple). */
+  to(device: Device): Tensor {
+    checkDevice("to", device);
+    return new Tensor(loadAddon().toDevice(this.handle("to"), deviceCode[device]), this.dtype, this.shape);
+  }
+
   /** Removes this tensor from the scope it was made in, so that scope's end does not free it. */
   keep(): this {
     adopt(this, undefined);
@@ -96,7 +112,8 @@ export class Tensor {
   }
 
   toString(): string {
-    return `Tensor(${this.dtype}, [${this.shape.join(", ")}]${this.disposed ? ", disposed" : ""})`;
+    const where = this.device === "cpu" ? "" : `, ${this.device}`;
+    return `Tensor(${this.dtype}, [${this.shape.join(", ")}]${where}${this.disposed ? ", disposed" : ""})`;
   }
 }
 
@@ -175,9 +192,21 @@ export function keep<T extends Tensor>(t: T): T {
   return t.keep();
 }
 
-/** Tensors not yet disposed (or collected), and the bytes of storage they hold. */
-export function liveTensors(): { count: number; bytes: number } {
-  return { count: liveCount, bytes: loadAddon().liveBytes() };
+export interface LiveTensors {
+  /** Tensors not yet disposed (or collected), on every device. */
+  count: number;
+  /** Bytes of host storage they hold. */
+  bytes: number;
+  /** Of count, those on cuda. */
+  cudaCount: number;
+  /** Bytes of device storage they hold (as asked for; the allocator's size classes are in cudaMemoryStats). */
+  cudaBytes: number;
+}
+
+/** What live tensors hold, so that tests can prove a step leaks nothing (views share storage). */
+export function liveTensors(): LiveTensors {
+  const a = loadAddon();
+  return { count: liveCount, bytes: a.liveBytes(0), cudaCount: liveCudaCount, cudaBytes: a.liveBytes(1) };
 }
 
 export interface TensorOptions {
@@ -201,7 +230,12 @@ function checkTensor(op: string, name: string, t: Tensor): void {
 }
 
 function checkDevice(op: string, device: Device | undefined): void {
-  if (device !== undefined && device !== "cpu") throw new Error(`${op}: device "${device}" is not available in this build`);
+  if (device === undefined || device === "cpu") return;
+  if (device === "cuda") {
+    cudaAddon(op);
+    return;
+  }
+  throw new Error(`${op}: unknown device ${String(device)}`);
 }
 
 /** A tensor holding a copy of data. number[] and mismatched typed arrays are converted. */
@@ -234,17 +268,30 @@ export function tensor(
       typed = data instanceof BigInt64Array ? data : BigInt64Array.from(data as ArrayLike<number>, (v) => BigInt(v));
       break;
   }
-  return new Tensor(loadAddon().fromArray(dtypeCode[dtype], s, typed), dtype, s);
+  return new Tensor(loadAddon().fromArray(dtypeCode[dtype], s, typed, deviceCode[opts.device ?? "cpu"]), dtype, s);
 }
 
-export function zeros(shape: readonly number[], dtype: DType = "float32"): Tensor {
+export function zeros(shape: readonly number[], dtype: DType = "float32", device: Device = "cpu"): Tensor {
   const s = checkShape("zeros", shape);
   checkDtype("zeros", dtype);
-  return new Tensor(loadAddon().zeros(dtypeCode[dtype], s), dtype, s);
+  checkDevice("zeros", device);
+  return new Tensor(loadAddon().zeros(dtypeCode[dtype], s, deviceCode[device]), dtype, s);
 }
 
-/** Normal samples, the same for a given seed whatever the thread count. */
-export function randn(shape: readonly number[], opts: { seed: number; std?: number; dtype?: DType }): Tensor {
+/**
+ * Normal samples, the same for a given seed whatever the thread count and device (cuda
+ * tensors are drawn on the host and copied).
+ */
+export function randn(shape: readonly number[], opts: { seed: number; std?: number; dtype?: DType; device?: Device }): Tensor {
+  if (opts.device !== undefined && opts.device !== "cpu") {
+    checkDevice("randn", opts.device);
+    const host = randn(shape, { ...opts, device: "cpu" });
+    try {
+      return host.to(opts.device);
+    } finally {
+      host.dispose();
+    }
+  }
   const s = checkShape("randn", shape);
   const dtype = opts.dtype ?? "float32";
   if (dtype !== "float32" && dtype !== "float64" && dtype !== "bfloat16") throw new Error(`randn: dtype ${dtype} is not a float type`);
@@ -252,14 +299,15 @@ export function randn(shape: readonly number[], opts: { seed: number; std?: numb
   return new Tensor(loadAddon().randn(dtypeCode[dtype], s, opts.seed, opts.std ?? 1), dtype, s);
 }
 
-/** Converts to another dtype (to bfloat16: round to nearest even). */
+/** Converts to another dtype (to bfloat16: round to nearest even); on cuda, float32 <-> bfloat16. */
 export function cast(t: Tensor, dtype: DType): Tensor {
   checkTensor("cast", "t", t);
   checkDtype("cast", dtype);
-  return new Tensor(loadAddon().cast(t.handle("cast"), dtypeCode[dtype]), dtype, t.shape);
+  const raw = t.device === "cuda" ? cudaAddon("cast").cast : loadAddon().cast;
+  return new Tensor(raw(t.handle("cast"), dtypeCode[dtype]), dtype, t.shape);
 }
 
-/** dst <- src, same dtype and element count. */
+/** dst <- src, same dtype and element count, between any two devices (a host batch into a device buffer). */
 export function copyInto(dst: Tensor, src: Tensor): void {
   checkTensor("copyInto", "dst", dst);
   checkTensor("copyInto", "src", src);

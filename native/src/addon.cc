@@ -44,6 +44,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tessera::RegisterAttentionBindings(env, exports);
   tessera::RegisterLossBindings(env, exports);
   tessera::RegisterOptimBindings(env, exports);
+#ifdef TESSERA_CUDA
+  tessera::RegisterCudaBindings(env, exports);
+#endif
   return exports;
 }
 

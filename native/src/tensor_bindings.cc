@@ -28,62 +28,94 @@ const void* TypedData(const Napi::Value& v, napi_typedarray_type want, const cha
   return a.Data();
 }
 
+Device DeviceArg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || info[i].IsUndefined()) return Device::CPU;
+  int code = static_cast<int>(NumberArg(info, i));
+  if (code != 0 && code != 1) throw OpError("unknown device code " + std::to_string(code));
+  return static_cast<Device>(code);
+}
+
+// Host memory a device copy passes through; from the block cache, but not a tensor's storage (not
+// counted in LiveBytes nor reported to V8).
+class Staging {
+ public:
+  explicit Staging(size_t bytes) : block_(HostAlloc(bytes)) {}
+  ~Staging() { HostFree(block_); }
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+  void* data() const { return block_.data; }
+
+ private:
+  HostBlock block_;
+};
+
+// Fills host memory dst (the tensor's bytes) from a JS typed array.
+void FillFromTyped(const Napi::Value& v, DType dt, int64_t n, void* dst) {
+  switch (dt) {
+    case DType::F32:
+      std::memcpy(dst, TypedData<Napi::Float32Array>(v, napi_float32_array, "Float32Array", n), n * 4);
+      break;
+    case DType::F64:
+      std::memcpy(dst, TypedData<Napi::Float64Array>(v, napi_float64_array, "Float64Array", n), n * 8);
+      break;
+    case DType::I32:
+      std::memcpy(dst, TypedData<Napi::Int32Array>(v, napi_int32_array, "Int32Array", n), n * 4);
+      break;
+    case DType::I64:
+      std::memcpy(dst, TypedData<Napi::BigInt64Array>(v, napi_bigint64_array, "BigInt64Array", n), n * 8);
+      break;
+    case DType::BF16: {
+      auto* src = static_cast<const float*>(TypedData<Napi::Float32Array>(v, napi_float32_array, "Float32Array", n));
+      auto* d = static_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) d[i] = FloatToBf16(src[i]);
+      break;
+    }
+  }
+}
+
+// fromArray(dtype, shape, data, device?): a device tensor is staged through host memory.
 Napi::Value FromArray(const Napi::CallbackInfo& info) {
   DType dt = DTypeArg(info, 0);
   auto shape = ShapeArg(info, 1);
-  Out out = NewTensor(info.Env(), dt, shape);
+  Device dev = DeviceArg(info, 3);
+  Out out = NewTensor(info.Env(), dt, shape, dev);
   int64_t n = out.t->numel;
-  switch (dt) {
-    case DType::F32:
-      std::memcpy(out.t->data<void>(), TypedData<Napi::Float32Array>(info[2], napi_float32_array, "Float32Array", n), n * 4);
-      break;
-    case DType::F64:
-      std::memcpy(out.t->data<void>(), TypedData<Napi::Float64Array>(info[2], napi_float64_array, "Float64Array", n), n * 8);
-      break;
-    case DType::I32:
-      std::memcpy(out.t->data<void>(), TypedData<Napi::Int32Array>(info[2], napi_int32_array, "Int32Array", n), n * 4);
-      break;
-    case DType::I64:
-      std::memcpy(out.t->data<void>(), TypedData<Napi::BigInt64Array>(info[2], napi_bigint64_array, "BigInt64Array", n), n * 8);
-      break;
-    case DType::BF16: {
-      auto* src = static_cast<const float*>(TypedData<Napi::Float32Array>(info[2], napi_float32_array, "Float32Array", n));
-      auto* dst = out.t->data<uint16_t>();
-      for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBf16(src[i]);
-      break;
-    }
+  if (dev == Device::CPU) {
+    FillFromTyped(info[2], dt, n, out.t->data<void>());
+  } else {
+    Staging staging(out.t->bytes());
+    FillFromTyped(info[2], dt, n, staging.data());
+    DeviceCopy("tensor", out.t->data<void>(), dev, staging.data(), Device::CPU, out.t->bytes());
   }
   return out.value;
 }
 
-Napi::Value ToArray(const Napi::CallbackInfo& info) {
-  TensorImpl& t = TensorArg(info, 0);
-  Napi::Env env = info.Env();
-  size_t n = static_cast<size_t>(t.numel);
-  switch (t.dtype) {
+// A JS typed array with a copy of host bytes src holding n elements of dt (bf16 widens to fp32).
+Napi::Value TypedFromHost(Napi::Env env, DType dt, const void* src, size_t n) {
+  switch (dt) {
     case DType::F32: {
       auto a = Napi::Float32Array::New(env, n);
-      std::memcpy(a.Data(), t.data<void>(), n * 4);
+      std::memcpy(a.Data(), src, n * 4);
       return a;
     }
     case DType::F64: {
       auto a = Napi::Float64Array::New(env, n);
-      std::memcpy(a.Data(), t.data<void>(), n * 8);
+      std::memcpy(a.Data(), src, n * 8);
       return a;
     }
     case DType::I32: {
       auto a = Napi::Int32Array::New(env, n);
-      std::memcpy(a.Data(), t.data<void>(), n * 4);
+      std::memcpy(a.Data(), src, n * 4);
       return a;
     }
     case DType::I64: {
       auto a = Napi::BigInt64Array::New(env, n);
-      std::memcpy(a.Data(), t.data<void>(), n * 8);
+      std::memcpy(a.Data(), src, n * 8);
       return a;
     }
     case DType::BF16: {
       auto a = Napi::Float32Array::New(env, n);
-      const uint16_t* s = t.data<uint16_t>();
+      const uint16_t* s = static_cast<const uint16_t*>(src);
       for (size_t i = 0; i < n; ++i) a[i] = Bf16ToFloat(s[i]);
       return a;
     }
@@ -91,9 +123,35 @@ Napi::Value ToArray(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// toArray(t): a device tensor is copied to host first (this waits for the compute stream).
+Napi::Value ToArray(const Napi::CallbackInfo& info) {
+  TensorImpl& t = AnyTensorArg(info, 0);
+  size_t n = static_cast<size_t>(t.numel);
+  if (t.device() == Device::CPU) return TypedFromHost(info.Env(), t.dtype, t.data<void>(), n);
+  Staging staging(t.bytes());
+  DeviceCopy("toArray", staging.data(), Device::CPU, t.data<void>(), t.device(), t.bytes());
+  return TypedFromHost(info.Env(), t.dtype, staging.data(), n);
+}
+
+// toDevice(t, device): a copy of t on device.
+Napi::Value ToDevice(const Napi::CallbackInfo& info) {
+  TensorImpl& t = AnyTensorArg(info, 0);
+  Device dev = DeviceArg(info, 1);
+  Out out = NewTensor(info.Env(), t.dtype, t.shape, dev);
+  if (dev == Device::CPU && t.device() == Device::CPU) std::memcpy(out.t->data<void>(), t.data<void>(), t.bytes());
+  else DeviceCopy("to", out.t->data<void>(), dev, t.data<void>(), t.device(), t.bytes());
+  return out.value;
+}
+
+Napi::Value DeviceOf(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<int>(AnyTensorArg(info, 0).device()));
+}
+
 Napi::Value Zeros(const Napi::CallbackInfo& info) {
-  Out out = NewTensor(info.Env(), DTypeArg(info, 0), ShapeArg(info, 1));
-  std::memset(out.t->data<void>(), 0, out.t->storage->bytes);
+  Device dev = DeviceArg(info, 2);
+  Out out = NewTensor(info.Env(), DTypeArg(info, 0), ShapeArg(info, 1), dev);
+  if (dev == Device::CPU) std::memset(out.t->data<void>(), 0, out.t->storage->bytes);
+  else DeviceZero("zeros", out.t->data<void>(), out.t->storage->bytes);
   return out.value;
 }
 
@@ -134,24 +192,27 @@ Napi::Value Randn(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value View(const Napi::CallbackInfo& info) {
-  TensorImpl& t = TensorArg(info, 0);
+  TensorImpl& t = AnyTensorArg(info, 0);
   auto shape = ShapeArg(info, 1);
   if (Numel(shape) != t.numel) throw OpError("reshape: element count changes");
   return NewView(info.Env(), t, shape);
 }
 
 Napi::Value Clone(const Napi::CallbackInfo& info) {
-  TensorImpl& t = TensorArg(info, 0);
-  Out out = NewTensor(info.Env(), t.dtype, t.shape);
-  std::memcpy(out.t->data<void>(), t.data<void>(), t.numel * DTypeSize(t.dtype));
+  TensorImpl& t = AnyTensorArg(info, 0);
+  Out out = NewTensor(info.Env(), t.dtype, t.shape, t.device());
+  if (t.device() == Device::CPU) std::memcpy(out.t->data<void>(), t.data<void>(), t.bytes());
+  else DeviceCopy("clone", out.t->data<void>(), t.device(), t.data<void>(), t.device(), t.bytes());
   return out.value;
 }
 
+// copyInto(dst, src): any pair of devices (a host batch into a preallocated device buffer).
 Napi::Value CopyInto(const Napi::CallbackInfo& info) {
-  TensorImpl& dst = TensorArg(info, 0);
-  TensorImpl& src = TensorArg(info, 1);
+  TensorImpl& dst = AnyTensorArg(info, 0);
+  TensorImpl& src = AnyTensorArg(info, 1);
   if (dst.dtype != src.dtype || dst.numel != src.numel) throw OpError("copyInto: dtype or size differ");
-  std::memmove(dst.data<void>(), src.data<void>(), src.numel * DTypeSize(src.dtype));
+  if (dst.device() == Device::CPU && src.device() == Device::CPU) std::memmove(dst.data<void>(), src.data<void>(), src.bytes());
+  else DeviceCopy("copyInto", dst.data<void>(), dst.device(), src.data<void>(), src.device(), src.bytes());
   return info.Env().Undefined();
 }
 
@@ -222,8 +283,9 @@ Napi::Value Cast(const Napi::CallbackInfo& info) {
   return out.value;
 }
 
+// liveBytes(device?)
 Napi::Value LiveBytesBinding(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(LiveBytes()));
+  return Napi::Number::New(info.Env(), static_cast<double>(LiveBytes(DeviceArg(info, 0))));
 }
 
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
@@ -243,6 +305,8 @@ Napi::Value NumThreadsBinding(const Napi::CallbackInfo& info) {
 void RegisterTensorBindings(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "fromArray", FromArray);
   Export(env, exports, "toArray", ToArray);
+  Export(env, exports, "toDevice", ToDevice);
+  Export(env, exports, "deviceOf", DeviceOf);
   Export(env, exports, "zeros", Zeros);
   Export(env, exports, "randn", Randn);
   Export(env, exports, "view", View);

@@ -9,6 +9,7 @@ namespace tessera {
 namespace {
 
 std::atomic<int64_t> gLiveBytes{0};
+std::atomic<int64_t> gLiveDeviceBytes{0};
 // Bytes freed since V8 was last told. V8 sees native memory only through
 // AdjustExternalMemory; keeping it informed lets it collect leaked tensors (the backstop) under
 // memory pressure. Frees happen where no env is at hand, so they are reported at the next
@@ -28,7 +29,14 @@ Napi::Value Wrap(Napi::Env env, TensorImpl* t) {
 
 }  // namespace
 
-Storage::Storage(size_t n) : bytes(n) {
+Storage::Storage(size_t n, Device dev) : bytes(n), device(dev) {
+  if (dev == Device::CUDA) {
+    DeviceBlock b = DeviceAlloc(n);
+    data = b.data;
+    capacity = b.capacity;
+    gLiveDeviceBytes += static_cast<int64_t>(n);
+    return;
+  }
   HostBlock b;
   try {
     b = HostAlloc(n);
@@ -41,12 +49,17 @@ Storage::Storage(size_t n) : bytes(n) {
 }
 
 Storage::~Storage() {
-  HostFree({data, capacity});
-  gLiveBytes -= static_cast<int64_t>(bytes);
+  if (device == Device::CUDA) {
+    DeviceFree({data, capacity});
+    gLiveDeviceBytes -= static_cast<int64_t>(bytes);
+  } else {
+    HostFree({data, capacity});
+    gLiveBytes -= static_cast<int64_t>(bytes);
+  }
   gUnreportedFrees += static_cast<int64_t>(bytes);
 }
 
-int64_t LiveBytes() { return gLiveBytes.load(); }
+int64_t LiveBytes(Device device) { return device == Device::CUDA ? gLiveDeviceBytes.load() : gLiveBytes.load(); }
 
 int64_t Numel(const std::vector<int64_t>& shape) {
   int64_t n = 1;
@@ -54,14 +67,14 @@ int64_t Numel(const std::vector<int64_t>& shape) {
   return n;
 }
 
-Out NewTensor(Napi::Env env, DType dtype, std::vector<int64_t> shape) {
+Out NewTensor(Napi::Env env, DType dtype, std::vector<int64_t> shape, Device device) {
   auto* t = new TensorImpl();
   t->dtype = dtype;
   t->numel = Numel(shape);
   t->shape = std::move(shape);
   size_t bytes = static_cast<size_t>(t->numel) * DTypeSize(dtype);
   try {
-    t->storage = std::make_shared<Storage>(bytes);
+    t->storage = std::make_shared<Storage>(bytes, device);
   } catch (...) {
     delete t;
     throw;
@@ -84,11 +97,23 @@ TensorImpl* AsTensor(const Napi::Value& v) {
   return v.As<Napi::External<TensorImpl>>().Data();
 }
 
-TensorImpl& TensorArg(const Napi::CallbackInfo& info, size_t i) {
+TensorImpl& AnyTensorArg(const Napi::CallbackInfo& info, size_t i) {
   TensorImpl* t = AsTensor(info[i]);
   if (!t) throw OpError("argument " + std::to_string(i) + " is not a tensor handle");
   if (!t->storage) throw OpError("argument " + std::to_string(i) + " is a disposed tensor");
   return *t;
+}
+
+TensorImpl& TensorArg(const Napi::CallbackInfo& info, size_t i) {
+  TensorImpl& t = AnyTensorArg(info, i);
+  if (t.device() != Device::CPU) throw OpError("argument " + std::to_string(i) + " is a cuda tensor; this kernel runs on the CPU");
+  return t;
+}
+
+TensorImpl& CudaTensorArg(const Napi::CallbackInfo& info, size_t i) {
+  TensorImpl& t = AnyTensorArg(info, i);
+  if (t.device() != Device::CUDA) throw OpError("argument " + std::to_string(i) + " is a cpu tensor; this kernel runs on cuda");
+  return t;
 }
 
 double NumberArg(const Napi::CallbackInfo& info, size_t i) {

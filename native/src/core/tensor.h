@@ -6,31 +6,31 @@
 
 #include <cstdint>
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "core/device.h"
 #include "core/dtype.h"
+#include "core/error.h"
 
 namespace tessera {
 
-/** An error whose message names the op and the problem; bindings turn it into a JS Error. */
-struct OpError : std::runtime_error {
-  explicit OpError(const std::string& msg) : std::runtime_error(msg) {}
-};
-
-/** 64-byte aligned host memory (from the block cache); its size counts toward LiveBytes() while it exists. */
+/**
+ * 64-byte aligned host memory (from the host block cache) or device memory (from the caching
+ * device allocator); its size counts toward LiveBytes(device) while it exists.
+ */
 struct Storage {
-  explicit Storage(size_t bytes);
+  explicit Storage(size_t bytes, Device device = Device::CPU);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   void* data;
   size_t bytes;
   size_t capacity;
+  Device device;
 };
 
-int64_t LiveBytes();
+int64_t LiveBytes(Device device = Device::CPU);
 
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
@@ -42,6 +42,8 @@ struct TensorImpl {
   T* data() const { return static_cast<T*>(storage->data); }
   int64_t dim(int i) const { return shape[i < 0 ? static_cast<int>(shape.size()) + i : i]; }
   int ndim() const { return static_cast<int>(shape.size()); }
+  Device device() const { return storage->device; }
+  size_t bytes() const { return static_cast<size_t>(numel) * DTypeSize(dtype); }
 };
 
 int64_t Numel(const std::vector<int64_t>& shape);
@@ -51,14 +53,21 @@ struct Out {
   Napi::Value value;
   TensorImpl* t;
 };
-Out NewTensor(Napi::Env env, DType dtype, std::vector<int64_t> shape);
+Out NewTensor(Napi::Env env, DType dtype, std::vector<int64_t> shape, Device device = Device::CPU);
 /** A tensor sharing `base`'s storage under another shape. */
 Napi::Value NewView(Napi::Env env, const TensorImpl& base, std::vector<int64_t> shape);
 
 /** The tensor behind a handle (live or released), or nullptr when it is not one of ours. */
 TensorImpl* AsTensor(const Napi::Value& v);
-/** The live tensor at argument i; throws when it is not a tensor handle or was released. */
+/**
+ * The live host tensor at argument i; throws when it is not a tensor handle, was released, or
+ * lives on a device (CPU kernels must never dereference device pointers).
+ */
 TensorImpl& TensorArg(const Napi::CallbackInfo& info, size_t i);
+/** The live tensor at argument i, on whichever device. */
+TensorImpl& AnyTensorArg(const Napi::CallbackInfo& info, size_t i);
+/** The live CUDA tensor at argument i. */
+TensorImpl& CudaTensorArg(const Napi::CallbackInfo& info, size_t i);
 double NumberArg(const Napi::CallbackInfo& info, size_t i);
 bool BoolArg(const Napi::CallbackInfo& info, size_t i);
 std::vector<int64_t> ShapeArg(const Napi::CallbackInfo& info, size_t i);
@@ -81,5 +90,7 @@ void RegisterNnBindings(Napi::Env env, Napi::Object exports);
 void RegisterAttentionBindings(Napi::Env env, Napi::Object exports);
 void RegisterLossBindings(Napi::Env env, Napi::Object exports);
 void RegisterOptimBindings(Napi::Env env, Napi::Object exports);
+/** Sets exports.cuda to the CUDA ops (only in builds with CUDA). */
+void RegisterCudaBindings(Napi::Env env, Napi::Object exports);
 
 }  // namespace tessera

@@ -1,0 +1,405 @@
+// The CUDA half of the addon's bindings, exported as `exports.cuda`: the device ops (the same
+// signatures as their CPU counterparts where both exist), the allocator's figures, and stream
+// events. Inputs arrive checked by the TypeScript face; this rechecks what memory safety needs.
+#include <cmath>
+#include <vector>
+
+#include "core/tensor.h"
+#include "cuda/kernels.h"
+#include "cuda/runtime.h"
+
+namespace tessera {
+namespace {
+
+using cuda::Scratch;
+
+void NeedFloat(const char* op, const TensorImpl& t) {
+  if (t.dtype != DType::F32 && t.dtype != DType::BF16) {
+    throw OpError(std::string(op) + ": dtype " + DTypeName(t.dtype) + " is not supported on cuda (float32 or bfloat16)");
+  }
+}
+
+void NeedSame(const char* op, const TensorImpl& a, const TensorImpl& b) {
+  if (a.dtype != b.dtype || a.numel != b.numel) throw OpError(std::string(op) + ": inputs differ in dtype or size");
+}
+
+Napi::Value Pair(Napi::Env env, Napi::Value a, Napi::Value b) {
+  Napi::Array res = Napi::Array::New(env, 2);
+  res.Set(0u, a);
+  res.Set(1u, b);
+  return res;
+}
+
+// A device flag set by kernels that meet bad data (ids out of range); reading it waits for the stream.
+class BadFlag {
+ public:
+  explicit BadFlag(const char* op) : op_(op), mem_(sizeof(int)) {
+    TESSERA_CUDA_CHECK(op, cudaMemsetAsync(mem_.as<int>(), 0, sizeof(int), cuda::ComputeStream()));
+  }
+  int* ptr() const { return mem_.as<int>(); }
+  bool Raised() const {
+    int v = 0;
+    DeviceCopy(op_, &v, Device::CPU, mem_.as<int>(), Device::CUDA, sizeof(int));
+    return v != 0;
+  }
+
+ private:
+  const char* op_;
+  Scratch mem_;
+};
+
+// ---------------------------------------------------------------- memory, streams, events
+
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  cuda::MemoryStats s = cuda::GetMemoryStats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("allocated", static_cast<double>(s.allocated));
+  o.Set("reserved", static_cast<double>(s.reserved));
+  o.Set("peak", static_cast<double>(s.peak));
+  o.Set("mallocs", static_cast<double>(s.mallocs));
+  o.Set("frees", static_cast<double>(s.frees));
+  return o;
+}
+
+Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
+  cuda::ResetPeak();
+  return info.Env().Undefined();
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(cuda::EmptyCache()));
+}
+
+Napi::Value SetDebugFill(const Napi::CallbackInfo& info) {
+  cuda::SetDebugFill(BoolArg(info, 0));
+  return info.Env().Undefined();
+}
+
+Napi::Value Init(const Napi::CallbackInfo& info) {
+  cuda::EnsureInit("cuda");
+  return info.Env().Undefined();
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  cuda::EnsureInit("synchronize");
+  TESSERA_CUDA_CHECK("synchronize", cudaDeviceSynchronize());
+  return info.Env().Undefined();
+}
+
+const napi_type_tag kEventTag = {0x3c1d0e7a55aa4e21ULL, 0x8f0b2d6c9e4a7b13ULL};
+
+cudaStream_t StreamArg(const Napi::CallbackInfo& info, size_t i) {
+  int which = static_cast<int>(NumberArg(info, i));
+  if (which == 0) return cuda::ComputeStream();
+  if (which == 1) return cuda::CommStream();
+  throw OpError("stream must be 0 (compute) or 1 (comm)");
+}
+
+cudaEvent_t EventArg(const Napi::CallbackInfo& info, size_t i) {
+  if (!info[i].IsExternal() || !info[i].As<Napi::External<CUevent_st>>().CheckTypeTag(&kEventTag)) {
+    throw OpError("argument " + std::to_string(i) + " is not a cuda event");
+  }
+  return info[i].As<Napi::External<CUevent_st>>().Data();
+}
+
+// recordEvent(stream) -> event: marks the work queued on stream so far.
+Napi::Value RecordEvent(const Napi::CallbackInfo& info) {
+  cudaStream_t s = StreamArg(info, 0);
+  cudaEvent_t e;
+  TESSERA_CUDA_CHECK("recordEvent", cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  cudaError_t err = cudaEventRecord(e, s);
+  if (err != cudaSuccess) {
+    cudaEventDestroy(e);
+    cuda::Check("recordEvent", "cudaEventRecord", err);
+  }
+  auto ext = Napi::External<CUevent_st>::New(info.Env(), e, [](Napi::Env, CUevent_st* ev) { cudaEventDestroy(ev); });
+  ext.TypeTag(&kEventTag);
+  return ext;
+}
+
+// waitEvent(stream, event): work queued on stream from now on runs after the event's work.
+Napi::Value WaitEvent(const Napi::CallbackInfo& info) {
+  TESSERA_CUDA_CHECK("waitEvent", cudaStreamWaitEvent(StreamArg(info, 0), EventArg(info, 1), 0));
+  return info.Env().Undefined();
+}
+
+Napi::Value EventSynchronize(const Napi::CallbackInfo& info) {
+  TESSERA_CUDA_CHECK("eventSynchronize", cudaEventSynchronize(EventArg(info, 0)));
+  return info.Env().Undefined();
+}
+
+Napi::Value DebugBadLaunch(const Napi::CallbackInfo& info) {
+  cuda::BadLaunch();
+  return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------- elementwise, casts, norms
+
+Napi::Value Cast(const Napi::CallbackInfo& info) {
+  TensorImpl& s = CudaTensorArg(info, 0);
+  int code = static_cast<int>(NumberArg(info, 1));
+  if (code < 0 || code > 4) throw OpError("cast: unknown dtype code " + std::to_string(code));
+  DType to = static_cast<DType>(code);
+  if (s.dtype != to) {
+    NeedFloat("cast", s);
+    if (to != DType::F32 && to != DType::BF16) throw OpError(std::string("cast: to ") + DTypeName(to) + " is not supported on cuda");
+  }
+  Out out = NewTensor(info.Env(), to, s.shape, Device::CUDA);
+  cuda::Cast(s.dtype, s.data<void>(), to, out.t->data<void>(), s.numel);
+  return out.value;
+}
+
+Napi::Value Binary(const Napi::CallbackInfo& info, const char* op, void (*f)(DType, const void*, const void*, void*, int64_t)) {
+  TensorImpl& a = CudaTensorArg(info, 0);
+  TensorImpl& b = CudaTensorArg(info, 1);
+  NeedFloat(op, a);
+  NeedSame(op, a, b);
+  Out out = NewTensor(info.Env(), a.dtype, a.shape, Device::CUDA);
+  f(a.dtype, a.data<void>(), b.data<void>(), out.t->data<void>(), a.numel);
+  return out.value;
+}
+
+Napi::Value Add(const Napi::CallbackInfo& info) { return Binary(info, "add", cuda::Add); }
+Napi::Value Mul(const Napi::CallbackInfo& info) { return Binary(info, "mul", cuda::Mul); }
+
+Napi::Value Scale(const Napi::CallbackInfo& info) {
+  TensorImpl& a = CudaTensorArg(info, 0);
+  NeedFloat("scale", a);
+  Out out = NewTensor(info.Env(), a.dtype, a.shape, Device::CUDA);
+  cuda::Scale(a.dtype, a.data<void>(), static_cast<float>(NumberArg(info, 1)), out.t->data<void>(), a.numel);
+  return out.value;
+}
+
+Napi::Value ScaleInPlace(const Napi::CallbackInfo& info) {
+  TensorImpl& a = CudaTensorArg(info, 0);
+  NeedFloat("scaleInPlace", a);
+  cuda::Scale(a.dtype, a.data<void>(), static_cast<float>(NumberArg(info, 1)), a.data<void>(), a.numel);
+  return info.Env().Undefined();
+}
+
+// addInto(dst, src, alpha): dst and src may differ in float dtype (bf16 into fp32 accumulators).
+Napi::Value AddInto(const Napi::CallbackInfo& info) {
+  TensorImpl& d = CudaTensorArg(info, 0);
+  TensorImpl& s = CudaTensorArg(info, 1);
+  NeedFloat("addInto", d);
+  NeedFloat("addInto", s);
+  if (d.numel != s.numel) throw OpError("addInto: sizes differ");
+  cuda::AddInto(d.dtype, d.data<void>(), s.dtype, s.data<void>(), static_cast<float>(NumberArg(info, 2)), d.numel);
+  return info.Env().Undefined();
+}
+
+double SumSquaresOf(const Napi::CallbackInfo& info, const std::vector<TensorImpl*>& ts) {
+  Scratch acc(sizeof(double));
+  TESSERA_CUDA_CHECK("sumSquares", cudaMemsetAsync(acc.as<double>(), 0, sizeof(double), cuda::ComputeStream()));
+  for (TensorImpl* t : ts) {
+    NeedFloat("sumSquares", *t);
+    Scratch partial(cuda::SumSquaresPartials(t->numel) * sizeof(double));
+    cuda::SumSquares(t->dtype, t->data<void>(), t->numel, partial.as<double>(), acc.as<double>());
+  }
+  double out = 0;
+  DeviceCopy("sumSquares", &out, Device::CPU, acc.as<double>(), Device::CUDA, sizeof(double));
+  return out;
+}
+
+Napi::Value SumSquares(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), SumSquaresOf(info, {&CudaTensorArg(info, 0)}));
+}
+
+// sumSquaresMany(tensors[]): one number, one wait for the device.
+Napi::Value SumSquaresMany(const Napi::CallbackInfo& info) {
+  if (!info[0].IsArray()) throw OpError("sumSquares: expected an array of tensors");
+  auto arr = info[0].As<Napi::Array>();
+  std::vector<TensorImpl*> ts;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    TensorImpl* t = AsTensor(arr.Get(i));
+    if (!t || !t->storage || t->device() != Device::CUDA) throw OpError("sumSquares: entry " + std::to_string(i) + " is not a live cuda tensor");
+    ts.push_back(t);
+  }
+  return Napi::Number::New(info.Env(), SumSquaresOf(info, ts));
+}
+
+// matmul(a, b, transA, transB): 2-D, or batched 3-D; the reference GEMM (matmul.cu).
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  TensorImpl& a = CudaTensorArg(info, 0);
+  TensorImpl& b = CudaTensorArg(info, 1);
+  bool ta = BoolArg(info, 2), tb = BoolArg(info, 3);
+  NeedFloat("matmul", a);
+  if (a.dtype != b.dtype || a.ndim() != b.ndim() || (a.ndim() != 2 && a.ndim() != 3)) {
+    throw OpError("matmul: a and b must share a dtype and both be 2-D or 3-D");
+  }
+  int r = a.ndim();
+  int64_t batch = r == 3 ? a.dim(0) : 1;
+  int64_t M = a.dim(ta ? r - 1 : r - 2), K = a.dim(ta ? r - 2 : r - 1);
+  int64_t K2 = b.dim(tb ? r - 1 : r - 2), N = b.dim(tb ? r - 2 : r - 1);
+  if (K != K2 || (r == 3 && b.dim(0) != batch)) throw OpError("matmul: shapes do not match");
+  std::vector<int64_t> shape = r == 3 ? std::vector<int64_t>{batch, M, N} : std::vector<int64_t>{M, N};
+  Out c = NewTensor(info.Env(), a.dtype, shape, Device::CUDA);
+  cuda::Matmul(a.dtype, a.data<void>(), b.data<void>(), c.t->data<void>(), batch, M, N, K, ta, tb);
+  return c.value;
+}
+
+// ---------------------------------------------------------------- layers
+
+Napi::Value Embedding(const Napi::CallbackInfo& info) {
+  TensorImpl& w = CudaTensorArg(info, 0);
+  TensorImpl& ids = CudaTensorArg(info, 1);
+  NeedFloat("embedding", w);
+  if (ids.dtype != DType::I32 || w.ndim() != 2) throw OpError("embedding: weight must be [V,D] and ids int32");
+  int64_t V = w.dim(0), D = w.dim(1), T = ids.numel;
+  Out out = NewTensor(info.Env(), w.dtype, {T, D}, Device::CUDA);
+  BadFlag bad("embedding");
+  cuda::Embedding(w.dtype, w.data<void>(), ids.data<int32_t>(), out.t->data<void>(), T, D, V, bad.ptr());
+  if (bad.Raised()) throw OpError("embedding: an id is out of range [0, " + std::to_string(V) + ")");
+  return out.value;
+}
+
+// embeddingBackward(dy, ids, V) -> dW [V,D] float32 (a parameter gradient: fp32 whatever dy is).
+Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
+  TensorImpl& dy = CudaTensorArg(info, 0);
+  TensorImpl& ids = CudaTensorArg(info, 1);
+  int64_t V = static_cast<int64_t>(NumberArg(info, 2));
+  NeedFloat("embeddingBackward", dy);
+  if (ids.dtype != DType::I32 || dy.ndim() != 2 || dy.dim(0) != ids.numel) throw OpError("embeddingBackward: dy must be [T,D] and ids int32 [T]");
+  int64_t T = dy.dim(0), D = dy.dim(1);
+  Out out = NewTensor(info.Env(), DType::F32, {V, D}, Device::CUDA);
+  BadFlag bad("embeddingBackward");
+  cuda::EmbeddingBackward(dy.dtype, dy.data<void>(), ids.data<int32_t>(), out.t->data<float>(), T, D, V, bad.ptr());
+  if (bad.Raised()) throw OpError("embeddingBackward: an id is out of range [0, " + std::to_string(V) + ")");
+  return out.value;
+}
+
+// rmsnorm(x, w, eps) -> [y (x's dtype), rstd float32]
+Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
+  TensorImpl& x = CudaTensorArg(info, 0);
+  TensorImpl& w = CudaTensorArg(info, 1);
+  NeedFloat("rmsnorm", x);
+  if (w.dtype != x.dtype || x.ndim() < 1 || w.numel != x.dim(-1)) throw OpError("rmsnorm: w must be [D] of x's dtype");
+  int64_t D = w.numel, R = D ? x.numel / D : 0;
+  Out y = NewTensor(info.Env(), x.dtype, x.shape, Device::CUDA);
+  Out rstd = NewTensor(info.Env(), DType::F32, {R}, Device::CUDA);
+  cuda::Rmsnorm(x.dtype, x.data<void>(), w.data<void>(), y.t->data<void>(), rstd.t->data<float>(), R, D,
+                static_cast<float>(NumberArg(info, 2)));
+  return Pair(info.Env(), y.value, rstd.value);
+}
+
+// rmsnormBackward(dy, x, w, rstd) -> [dx (x's dtype), dw float32]
+Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
+  TensorImpl& dy = CudaTensorArg(info, 0);
+  TensorImpl& x = CudaTensorArg(info, 1);
+  TensorImpl& w = CudaTensorArg(info, 2);
+  TensorImpl& rstd = CudaTensorArg(info, 3);
+  NeedFloat("rmsnormBackward", x);
+  NeedSame("rmsnormBackward", dy, x);
+  int64_t D = w.numel, R = D ? x.numel / D : 0;
+  if (w.dtype != x.dtype || x.ndim() < 1 || D != x.dim(-1) || rstd.dtype != DType::F32 || rstd.numel != R) {
+    throw OpError("rmsnormBackward: w must be [D] of x's dtype and rstd float32 [rows]");
+  }
+  Out dx = NewTensor(info.Env(), x.dtype, x.shape, Device::CUDA);
+  Out dw = NewTensor(info.Env(), DType::F32, {D}, Device::CUDA);
+  Scratch partial(cuda::RmsnormPartialRows(R) * D * sizeof(double));
+  cuda::RmsnormBackward(x.dtype, dy.data<void>(), x.data<void>(), w.data<void>(), rstd.data<float>(), dx.t->data<void>(),
+                        dw.t->data<float>(), partial.as<double>(), R, D);
+  return Pair(info.Env(), dx.value, dw.value);
+}
+
+// rope(x, positions, invFreq: Float64Array, attentionScaling, inverse)
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  TensorImpl& x = CudaTensorArg(info, 0);
+  TensorImpl& pos = CudaTensorArg(info, 1);
+  NeedFloat("rope", x);
+  if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    throw OpError("rope: invFreq must be a Float64Array");
+  }
+  auto invFreq = info[2].As<Napi::Float64Array>();
+  if (x.ndim() != 3 || pos.dtype != DType::I32 || pos.numel != x.dim(0)) throw OpError("rope: x must be [T,H,Dh] with int32 positions[T]");
+  int64_t T = x.dim(0), H = x.dim(1), Dh = x.dim(2);
+  if (Dh % 2 != 0 || static_cast<int64_t>(invFreq.ElementLength()) != Dh / 2) throw OpError("rope: head dim must be even and invFreq hold Dh/2 entries");
+  std::vector<float> f(invFreq.Data(), invFreq.Data() + Dh / 2);
+  Out y = NewTensor(info.Env(), x.dtype, x.shape, Device::CUDA);
+  cuda::Rope(x.dtype, x.data<void>(), pos.data<int32_t>(), f.data(), static_cast<float>(NumberArg(info, 3)), BoolArg(info, 4),
+             y.t->data<void>(), T, H, Dh);
+  return y.value;
+}
+
+Napi::Value Swiglu(const Napi::CallbackInfo& info) {
+  TensorImpl& g = CudaTensorArg(info, 0);
+  TensorImpl& u = CudaTensorArg(info, 1);
+  NeedFloat("swiglu", g);
+  NeedSame("swiglu", g, u);
+  Out h = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);
+  cuda::Swiglu(g.dtype, g.data<void>(), u.data<void>(), h.t->data<void>(), g.numel);
+  return h.value;
+}
+
+Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
+  TensorImpl& dh = CudaTensorArg(info, 0);
+  TensorImpl& g = CudaTensorArg(info, 1);
+  TensorImpl& u = CudaTensorArg(info, 2);
+  NeedFloat("swigluBackward", g);
+  NeedSame("swigluBackward", g, u);
+  NeedSame("swigluBackward", g, dh);
+  Out dg = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);
+  Out du = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);
+  cuda::SwigluBackward(g.dtype, dh.data<void>(), g.data<void>(), u.data<void>(), dg.t->data<void>(), du.t->data<void>(), g.numel);
+  return Pair(info.Env(), dg.value, du.value);
+}
+
+// adamwStep(p, g, m, v, lr, beta1, beta2, eps, weightDecay, step, copy?): p, m, v float32;
+// g float32 or bfloat16; copy (bfloat16, optional) receives the updated weights.
+Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
+  TensorImpl& p = CudaTensorArg(info, 0);
+  TensorImpl& g = CudaTensorArg(info, 1);
+  TensorImpl& m = CudaTensorArg(info, 2);
+  TensorImpl& v = CudaTensorArg(info, 3);
+  if (p.dtype != DType::F32 || m.dtype != DType::F32 || v.dtype != DType::F32) throw OpError("adamwStep: param, m and v must be float32 on cuda");
+  NeedFloat("adamwStep", g);
+  if (g.numel != p.numel || m.numel != p.numel || v.numel != p.numel) throw OpError("adamwStep: sizes differ");
+  TensorImpl* copy = nullptr;
+  if (info.Length() > 10 && !info[10].IsUndefined() && !info[10].IsNull()) {
+    copy = &CudaTensorArg(info, 10);
+    if (copy->dtype != DType::BF16 || copy->numel != p.numel) throw OpError("adamwStep: copy must be bfloat16 of the param's size");
+  }
+  double lr = NumberArg(info, 4), b1 = NumberArg(info, 5), b2 = NumberArg(info, 6), eps = NumberArg(info, 7);
+  double wd = NumberArg(info, 8), step = NumberArg(info, 9);
+  if (step < 1) throw OpError("adamwStep: step counts from 1");
+  double bc1 = 1 - std::pow(b1, step), bc2 = 1 - std::pow(b2, step);
+  cuda::AdamW(p.data<float>(), g.dtype, g.data<void>(), m.data<float>(), v.data<float>(), copy ? copy->data<void>() : nullptr, p.numel,
+              float(b1), float(b2), float(eps), float(1 - lr * wd), float(lr / bc1), float(1 / std::sqrt(bc2)));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
+  Napi::Object c = Napi::Object::New(env);
+  Export(env, c, "init", Init);
+  Export(env, c, "memoryStats", MemoryStats);
+  Export(env, c, "resetPeak", ResetPeak);
+  Export(env, c, "emptyCache", EmptyCache);
+  Export(env, c, "setDebugFill", SetDebugFill);
+  Export(env, c, "synchronize", Synchronize);
+  Export(env, c, "recordEvent", RecordEvent);
+  Export(env, c, "waitEvent", WaitEvent);
+  Export(env, c, "eventSynchronize", EventSynchronize);
+  Export(env, c, "debugBadLaunch", DebugBadLaunch);
+  Export(env, c, "cast", Cast);
+  Export(env, c, "matmul", Matmul);
+  Export(env, c, "add", Add);
+  Export(env, c, "mul", Mul);
+  Export(env, c, "scale", Scale);
+  Export(env, c, "scaleInPlace", ScaleInPlace);
+  Export(env, c, "addInto", AddInto);
+  Export(env, c, "sumSquares", SumSquares);
+  Export(env, c, "sumSquaresMany", SumSquaresMany);
+  Export(env, c, "embedding", Embedding);
+  Export(env, c, "embeddingBackward", EmbeddingBackward);
+  Export(env, c, "rmsnorm", Rmsnorm);
+  Export(env, c, "rmsnormBackward", RmsnormBackward);
+  Export(env, c, "rope", Rope);
+  Export(env, c, "swiglu", Swiglu);
+  Export(env, c, "swigluBackward", SwigluBackward);
+  Export(env, c, "adamwStep", AdamwStep);
+  exports.Set("cuda", c);
+}
+
+}  // namespace tessera

@@ -1,0 +1,40 @@
+// Shared by the kernel files: bf16/fp32 loads and stores (bf16 is storage only: kernels
+// compute in fp32), launch geometry and warp reductions.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/runtime.h"
+
+namespace tessera::cuda {
+
+using bf16 = __nv_bfloat16;
+
+__device__ __forceinline__ float Load(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float Load(const bf16* p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void Store(float* p, int64_t i, float v) { p[i] = v; }
+// Round to nearest even, as the CPU's FloatToBf16.
+__device__ __forceinline__ void Store(bf16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+
+constexpr int kThreads = 256;
+
+/** Blocks for a grid-stride loop over n elements: enough to fill the GPU, never more than needed. */
+inline unsigned GridFor(int64_t n, int threads = kThreads) {
+  int64_t blocks = (n + threads - 1) / threads;
+  constexpr int64_t kMax = 132 * 32;  // H100 SXM: 132 SMs; grid-stride beyond that
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > kMax ? kMax : blocks));
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double WarpSum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+}  // namespace tessera::cuda

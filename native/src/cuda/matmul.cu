@@ -1,0 +1,81 @@
+// A plain tiled GEMM (64x64 output tiles, 4x4 per thread, fp32 accumulation, fp32 or bf16
+// in and out): correctness first. It is the cuda matmul until the cuBLASLt path lands, and
+// stays afterwards as the reference the cuBLASLt GEMMs are tested against. No tensor cores:
+// expect a few percent of the H100's bf16 peak.
+// Floor: 2*M*N*K FLOPs (at 989 TFLOP/s bf16 dense, what cuBLASLt should approach).
+#include "cuda/common.cuh"
+#include "cuda/kernels.h"
+
+namespace tessera::cuda {
+namespace {
+
+constexpr int kTile = 64;
+constexpr int kTileK = 16;
+
+// C[b] = op(A[b]) op(B[b]); op(A) is [M,K] (A stored [K,M] when ta), op(B) is [K,N] (B stored [N,K] when tb).
+template <class T>
+__global__ void __launch_bounds__(256) MatmulKernel(const T* A, const T* B, T* C, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  A += blockIdx.z * M * K;
+  B += blockIdx.z * K * N;
+  C += blockIdx.z * M * N;
+  __shared__ float As[kTileK][kTile + 1];
+  __shared__ float Bs[kTileK][kTile + 1];
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const int64_t m0 = int64_t(blockIdx.y) * kTile, n0 = int64_t(blockIdx.x) * kTile;
+  float acc[4][4] = {};
+  for (int64_t k0 = 0; k0 < K; k0 += kTileK) {
+    for (int e = threadIdx.x; e < kTile * kTileK; e += blockDim.x) {
+      int mm = e / kTileK, ka = e % kTileK;
+      int64_t m = m0 + mm, k = k0 + ka;
+      As[ka][mm] = (m < M && k < K) ? Load(A, ta ? k * M + m : m * K + k) : 0.f;
+      int kb = e / kTile, nn = e % kTile;
+      int64_t n = n0 + nn, k2 = k0 + kb;
+      Bs[kb][nn] = (n < N && k2 < K) ? Load(B, tb ? n * K + k2 : k2 * N + n) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kTileK; ++kk) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    int64_t m = m0 + ty + 16 * i;
+    if (m >= M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      int64_t n = n0 + tx + 16 * j;
+      if (n < N) Store(C, m * N + n, acc[i][j]);
+    }
+  }
+}
+
+}  // namespace
+
+void Matmul(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  if (batch * M * N == 0) return;
+  cudaStream_t s = ComputeStream();
+  if (K == 0) {
+    Check("matmul", "cudaMemsetAsync", cudaMemsetAsync(c, 0, batch * M * N * DTypeSize(dt), s));
+    return;
+  }
+  if ((M + kTile - 1) / kTile > 65535 || batch > 65535) throw OpError("matmul: too many rows or batches for the reference GEMM");
+  dim3 grid(static_cast<unsigned>((N + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile), static_cast<unsigned>(batch));
+  if (dt == DType::F32) {
+    MatmulKernel<<<grid, 256, 0, s>>>(static_cast<const float*>(a), static_cast<const float*>(b), static_cast<float*>(c), M, N, K, ta, tb);
+  } else {
+    MatmulKernel<<<grid, 256, 0, s>>>(static_cast<const bf16*>(a), static_cast<const bf16*>(b), static_cast<bf16*>(c), M, N, K, ta, tb);
+  }
+  CheckLaunch("matmul");
+}
+
+}  // namespace tessera::cuda

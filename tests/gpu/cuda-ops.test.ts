@@ -1,0 +1,357 @@
+// The CUDA backend against the CPU backend, op by op, on the GPU machine (`npm run test:gpu`).
+// Inputs are random and fresh per run (the base seed is in every failure message); bf16 cases
+// give both backends the same bf16-rounded values, so the tolerance covers only the kernels'
+// arithmetic and the rounding of their outputs. Every allocation is NaN-filled (debug fill),
+// so an output element a kernel forgets to write fails the finiteness check.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { randomInt } from "node:crypto";
+import {
+  type DType,
+  type RopeOptions,
+  type Tensor,
+  CudaEvent,
+  add,
+  addInto,
+  adamwStep,
+  cast,
+  copyInto,
+  cudaEmptyCache,
+  cudaMemoryStats,
+  cudaResetPeak,
+  cudaSetDebugFill,
+  cudaSynchronize,
+  embedding,
+  embeddingBackward,
+  gelu,
+  globalNorm,
+  liveTensors,
+  matmul,
+  mul,
+  randn,
+  rmsnorm,
+  rmsnormBackward,
+  rope,
+  ropeBackward,
+  scale,
+  scaleInPlace,
+  scope,
+  sumSquares,
+  swiglu,
+  swigluBackward,
+  tensor,
+  zeros,
+} from "../../native/index.ts";
+// The launch-check self test is not part of the public face; tests may reach the raw addon.
+import { loadAddon } from "../../native/addon.ts";
+
+const BASE_SEED = randomInt(1, 2 ** 40);
+let seedCounter = 0;
+const nextSeed = () => BASE_SEED + seedCounter++;
+const F32 = 1e-5;
+const BF16 = 1e-2;
+
+before(() => cudaSetDebugFill(true));
+after(() => cudaSetDebugFill(false));
+
+/** The same random values on both backends: cpu float32, gpu in dtype (bf16-rounded for both when bf16). */
+function pairOf(shape: number[], dtype: "float32" | "bfloat16", std = 1): { cpu: Tensor; gpu: Tensor } {
+  const host = randn(shape, { seed: nextSeed(), std, dtype });
+  const cpu = cast(host, "float32");
+  const gpu = host.to("cuda");
+  host.dispose();
+  return { cpu, gpu };
+}
+
+function values(t: Tensor): Float64Array {
+  return t.toFloat64Array();
+}
+
+/** Every element finite (written), and max |got - want| <= tol * max |want|. */
+function assertClose(label: string, got: Tensor, want: Tensor, tol: number): void {
+  assert.equal(got.device, "cuda", `${label}: result should stay on cuda`);
+  assert.deepEqual(got.shape, want.shape, `${label}: shape`);
+  const g = values(got);
+  const w = values(want);
+  let bad = 0;
+  let maxErr = 0;
+  let maxRef = 0;
+  for (let i = 0; i < g.length; i++) {
+    if (!Number.isFinite(g[i]!)) bad++;
+    maxErr = Math.max(maxErr, Math.abs(g[i]! - w[i]!));
+    maxRef = Math.max(maxRef, Math.abs(w[i]!));
+  }
+  assert.equal(bad, 0, `${label}: ${bad} of ${g.length} elements are not finite (unwritten?) [seed ${BASE_SEED}]`);
+  assert.ok(maxRef > 0, `${label}: the reference is all zeros; the test proves nothing`);
+  assert.ok(maxErr <= tol * maxRef, `${label}: max error ${maxErr} exceeds ${tol} x max |ref| ${maxRef} [seed ${BASE_SEED}]`);
+}
+
+const DTYPES: { dtype: "float32" | "bfloat16"; tol: number }[] = [
+  { dtype: "float32", tol: F32 },
+  { dtype: "bfloat16", tol: BF16 },
+];
+
+test("device tensors: creation, copies both ways, views, zeros, liveTensors", () => {
+  const start = liveTensors();
+  scope(() => {
+    const data = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i) * 3);
+    const a = tensor(data, [10, 100], { device: "cuda" });
+    assert.equal(a.device, "cuda");
+    assert.deepEqual(Array.from(a.toFloat64Array()), Array.from(data));
+    const b = tensor(data, [1000], { device: "cuda", dtype: "bfloat16" });
+    assert.deepEqual(Array.from(b.toFloat64Array()), Array.from(cast(tensor(data, [1000]), "bfloat16").toFloat64Array()), "bf16 rounds as the CPU does");
+    const ids = tensor(Int32Array.from([5, -3, 7]), [3], { device: "cuda" });
+    assert.deepEqual(Array.from(ids.toFloat64Array()), [5, -3, 7]);
+    assert.deepEqual(Array.from(a.to("cpu").toFloat64Array()), Array.from(data));
+    assert.deepEqual(Array.from(a.reshape([100, 10]).clone().toFloat64Array()), Array.from(data));
+    assert.deepEqual(Array.from(zeros([7], "float32", "cuda").toFloat64Array()), [0, 0, 0, 0, 0, 0, 0]);
+    const dst = zeros([1000], "float32", "cuda");
+    copyInto(dst, tensor(data, [1000]));
+    assert.deepEqual(Array.from(dst.toFloat64Array()), Array.from(data), "host into device");
+    const back = zeros([1000]);
+    copyInto(back, dst);
+    assert.deepEqual(Array.from(back.toFloat64Array()), Array.from(data), "device into host");
+    const live = liveTensors();
+    // a, b, ids, the reshape view, its clone, zeros([7]), dst
+    assert.ok(live.cudaCount >= 7, `cudaCount ${live.cudaCount}`);
+    assert.ok(live.cudaBytes >= 4000 + 2000 + 12, `cudaBytes ${live.cudaBytes}`);
+  });
+  assert.deepEqual(liveTensors(), start, "the scope freed every device tensor");
+});
+
+test("cast float32 <-> bfloat16 on cuda is bitwise the CPU's", () => {
+  scope(() => {
+    const x = randn([4097], { seed: nextSeed(), std: 10 });
+    const onGpu = cast(x.to("cuda"), "bfloat16");
+    assert.equal(onGpu.dtype, "bfloat16");
+    assert.deepEqual(Array.from(onGpu.toFloat64Array()), Array.from(cast(x, "bfloat16").toFloat64Array()));
+    assert.deepEqual(Array.from(cast(onGpu, "float32").toFloat64Array()), Array.from(cast(x, "bfloat16").toFloat64Array()));
+    assert.throws(() => cast(x.to("cuda"), "float64"), /cast: .*not supported on cuda/);
+  });
+});
+
+test("elementwise add, mul, scale, scaleInPlace, addInto (fp32 and bf16, mixed addInto)", () => {
+  for (const { dtype, tol } of DTYPES) {
+    scope(() => {
+      const a = pairOf([33, 129], dtype);
+      const b = pairOf([33, 129], dtype);
+      assertClose(`add ${dtype}`, add(a.gpu, b.gpu), add(a.cpu, b.cpu), tol);
+      assertClose(`mul ${dtype}`, mul(a.gpu, b.gpu), mul(a.cpu, b.cpu), tol);
+      assertClose(`scale ${dtype}`, scale(a.gpu, -0.37), scale(a.cpu, -0.37), tol);
+      const g = a.gpu.clone();
+      const c = a.cpu.clone();
+      scaleInPlace(g, 1.7);
+      scaleInPlace(c, 1.7);
+      assertClose(`scaleInPlace ${dtype}`, g, c, tol);
+      addInto(g, b.gpu, 0.5);
+      addInto(c, b.cpu, 0.5);
+      assertClose(`addInto ${dtype}`, g, c, tol);
+    });
+  }
+  scope(() => {
+    const acc = pairOf([1000], "float32");
+    const grad = pairOf([1000], "bfloat16");
+    addInto(acc.gpu, grad.gpu, 2);
+    addInto(acc.cpu, grad.cpu, 2);
+    assertClose("addInto float32 += bfloat16", acc.gpu, acc.cpu, F32);
+  });
+});
+
+test("embedding forward and backward; a bad id is an Error naming the op", () => {
+  for (const { dtype, tol } of DTYPES) {
+    scope(() => {
+      const [V, D, T] = [301, 72, 517];
+      const w = pairOf([V, D], dtype);
+      const idsHost = tensor(Int32Array.from({ length: T }, () => randomInt(0, V)), [T], { dtype: "int32" });
+      const ids = idsHost.to("cuda");
+      assertClose(`embedding ${dtype}`, embedding(w.gpu, ids), embedding(w.cpu, idsHost), dtype === "float32" ? 0 : tol);
+      const dy = pairOf([T, D], dtype);
+      const dW = embeddingBackward(dy.gpu, ids, V);
+      assert.equal(dW.dtype, "float32", "parameter gradients are float32 on cuda");
+      assertClose(`embeddingBackward ${dtype}`, dW, embeddingBackward(dy.cpu, idsHost, V), F32);
+      const badIds = tensor(Int32Array.from([1, V]), [2], { device: "cuda", dtype: "int32" });
+      assert.throws(() => embedding(w.gpu, badIds), /^Error: embedding: an id is out of range/);
+      assert.throws(() => embeddingBackward(dy.gpu.reshape([-1, D]).clone(), ids.clone(), 3), /^Error: embeddingBackward: an id is out of range/);
+    });
+  }
+});
+
+test("rmsnorm forward and backward, rows of model and head width", () => {
+  for (const { dtype, tol } of DTYPES) {
+    for (const shape of [[37, 1536], [129, 7, 64], [3, 5]]) {
+      scope(() => {
+        const D = shape.at(-1)!;
+        const x = pairOf(shape, dtype);
+        const w = pairOf([D], dtype);
+        const g = rmsnorm(x.gpu, w.gpu, 1e-6);
+        const c = rmsnorm(x.cpu, w.cpu, 1e-6);
+        assert.equal(g.rstd.dtype, "float32");
+        assertClose(`rmsnorm y ${dtype} ${shape}`, g.y, c.y, tol);
+        assertClose(`rmsnorm rstd ${dtype} ${shape}`, g.rstd, c.rstd, F32);
+        const dy = pairOf(shape, dtype);
+        const gb = rmsnormBackward(dy.gpu, x.gpu, w.gpu, g.rstd);
+        const cb = rmsnormBackward(dy.cpu, x.cpu, w.cpu, c.rstd);
+        assertClose(`rmsnormBackward dx ${dtype} ${shape}`, gb.dx, cb.dx, tol);
+        assert.equal(gb.dw.dtype, "float32");
+        assertClose(`rmsnormBackward dw ${dtype} ${shape}`, gb.dw, cb.dw, dtype === "float32" ? F32 : 1e-3);
+      });
+    }
+  }
+});
+
+test("swiglu forward and backward", () => {
+  for (const { dtype, tol } of DTYPES) {
+    scope(() => {
+      const gate = pairOf([65, 1000], dtype, 3);
+      const up = pairOf([65, 1000], dtype);
+      const dh = pairOf([65, 1000], dtype);
+      assertClose(`swiglu ${dtype}`, swiglu(gate.gpu, up.gpu), swiglu(gate.cpu, up.cpu), tol);
+      const g = swigluBackward(dh.gpu, gate.gpu, up.gpu);
+      const c = swigluBackward(dh.cpu, gate.cpu, up.cpu);
+      assertClose(`swigluBackward dgate ${dtype}`, g.dgate, c.dgate, tol);
+      assertClose(`swigluBackward dup ${dtype}`, g.dup, c.dup, tol);
+    });
+  }
+});
+
+test("rope forward and backward, plain and scaled schedules, long positions", () => {
+  const schedules: RopeOptions[] = [
+    { theta: 1e6 },
+    { theta: 5e5, scaling: { type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } },
+    { theta: 1e4, scaling: { type: "yarn", factor: 4, originalMaxPositionEmbeddings: 4096 } },
+  ];
+  for (const { dtype, tol } of DTYPES) {
+    for (const opts of schedules) {
+      for (const Dh of [64, 128]) {
+        scope(() => {
+          const T = 300;
+          const posHost = tensor(Int32Array.from({ length: T }, () => randomInt(0, 32768)), [T], { dtype: "int32" });
+          const pos = posHost.to("cuda");
+          const x = pairOf([T, 3, Dh], dtype);
+          const label = `${dtype} Dh=${Dh} ${opts.scaling?.type ?? "default"}`;
+          // Angles reach 3e4 rad: cos/sin of fp32 arguments differ in the last bits between libm and CUDA.
+          const ropeTol = dtype === "float32" ? 1e-5 : tol;
+          assertClose(`rope ${label}`, rope(x.gpu, pos, opts), rope(x.cpu, posHost, opts), ropeTol);
+          assertClose(`ropeBackward ${label}`, ropeBackward(x.gpu, pos, opts), ropeBackward(x.cpu, posHost, opts), ropeTol);
+        });
+      }
+    }
+  }
+});
+
+test("AdamW: fp32 master weights, fp32 or bf16 gradients, bf16 copy written", () => {
+  for (const gradDtype of ["float32", "bfloat16"] as const) {
+    scope(() => {
+      const n = 10_001;
+      const p = pairOf([n], "float32", 0.5);
+      const m = { cpu: zeros([n]), gpu: zeros([n], "float32", "cuda") };
+      const v = { cpu: zeros([n]), gpu: zeros([n], "float32", "cuda") };
+      const copy = zeros([n], "bfloat16", "cuda");
+      for (let step = 1; step <= 3; step++) {
+        const g = pairOf([n], gradDtype, 0.1);
+        const o = { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step };
+        adamwStep(p.gpu, g.gpu, m.gpu, v.gpu, { ...o, bf16Copy: copy });
+        adamwStep(p.cpu, g.cpu, m.cpu, v.cpu, o);
+      }
+      assertClose(`adamw param (grad ${gradDtype})`, p.gpu, p.cpu, F32);
+      assertClose(`adamw m (grad ${gradDtype})`, m.gpu, m.cpu, F32);
+      assertClose(`adamw v (grad ${gradDtype})`, v.gpu, v.cpu, F32);
+      assert.deepEqual(Array.from(copy.toFloat64Array()), Array.from(cast(p.gpu, "bfloat16").toFloat64Array()), "bf16 copy of the updated weights");
+    });
+  }
+});
+
+test("matmul (the reference GEMM): every transpose, batched, ragged sizes", () => {
+  for (const { dtype, tol } of DTYPES) {
+    for (const [M, K, N] of [[65, 130, 97], [1, 7, 1], [128, 64, 256]] as [number, number, number][]) {
+      for (const transA of [false, true]) {
+        for (const transB of [false, true]) {
+          scope(() => {
+            const a = pairOf(transA ? [K, M] : [M, K], dtype);
+            const b = pairOf(transB ? [N, K] : [K, N], dtype);
+            const opts = { transA, transB };
+            assertClose(`matmul ${dtype} ${M}x${K}x${N} ${transA} ${transB}`, matmul(a.gpu, b.gpu, opts), matmul(a.cpu, b.cpu, opts), tol);
+          });
+        }
+      }
+    }
+    scope(() => {
+      const a = pairOf([3, 33, 40], dtype);
+      const b = pairOf([3, 50, 40], dtype);
+      assertClose(`batched matmul ${dtype}`, matmul(a.gpu, b.gpu, { transB: true }), matmul(a.cpu, b.cpu, { transB: true }), tol);
+    });
+  }
+});
+
+test("sumSquares and globalNorm match the CPU's float64 sums", () => {
+  for (const { dtype } of DTYPES) {
+    scope(() => {
+      const ts = [pairOf([1], dtype), pairOf([1000, 17], dtype), pairOf([3_000_001], dtype, 0.01)];
+      for (const t of ts) {
+        const want = sumSquares(t.cpu);
+        const got = sumSquares(t.gpu);
+        assert.ok(Math.abs(got - want) <= 1e-9 * want, `sumSquares ${dtype}: ${got} vs ${want} [seed ${BASE_SEED}]`);
+      }
+      const want = globalNorm(ts.map((t) => t.cpu));
+      const got = globalNorm(ts.map((t) => t.gpu));
+      assert.ok(Math.abs(got - want) <= 1e-9 * want, `globalNorm ${dtype}: ${got} vs ${want}`);
+    });
+  }
+});
+
+test("inputs on different devices, and ops without a cuda kernel, are Errors naming the op", () => {
+  scope(() => {
+    const a = randn([4, 4], { seed: nextSeed() });
+    const b = a.to("cuda");
+    assert.throws(() => add(b, a), /^Error: add: b is on cpu but a is on cuda/);
+    assert.throws(() => gelu(b), /^Error: gelu: x is on cuda, and gelu has no cuda kernel yet/);
+    assert.throws(() => rmsnorm(b, zeros([4]), 1e-6), /^Error: rmsnorm: w is on cpu but x is on cuda/);
+  });
+});
+
+test("a failed kernel launch surfaces as an Error naming the op and the CUDA error", () => {
+  assert.throws(() => loadAddon().cuda!.debugBadLaunch(), /^Error: debugBadLaunch: kernel launch failed: cudaError\w+: /);
+  // The error is not sticky: the next op works.
+  scope(() => {
+    const x = tensor([1, 2, 3], [3], { device: "cuda" });
+    assert.deepEqual(Array.from(scale(x, 2).toFloat64Array()), [2, 4, 6]);
+  });
+});
+
+test("the caching allocator reuses blocks: a loop of the same sizes does not grow reserved or call cudaMalloc", () => {
+  const sizes: [number[], DType][] = [[[1024, 1536], "bfloat16"], [[8192], "float32"], [[3, 5], "float32"], [[4_000_000], "float32"]];
+  const round = () =>
+    scope(() => {
+      for (const [shape, dtype] of sizes) zeros(shape, dtype, "cuda");
+      const x = tensor(new Float32Array(4096).fill(1), [4096], { device: "cuda" });
+      scale(add(x, x), 0.5);
+    });
+  round();
+  cudaSynchronize();
+  const warm = cudaMemoryStats();
+  for (let i = 0; i < 50; i++) round();
+  cudaSynchronize();
+  const after = cudaMemoryStats();
+  assert.equal(after.reserved, warm.reserved, "reserved grew");
+  assert.equal(after.mallocs, warm.mallocs, "cudaMalloc was called in the loop");
+  assert.ok(after.peak >= 4_000_000 * 4, `peak ${after.peak}`);
+  assert.ok(after.allocated <= after.reserved);
+  cudaResetPeak();
+  assert.equal(cudaMemoryStats().peak, cudaMemoryStats().allocated);
+  const freed = cudaEmptyCache();
+  assert.ok(freed > 0, "emptyCache gave back the cached blocks");
+  const emptied = cudaMemoryStats();
+  assert.equal(emptied.reserved, emptied.allocated, "after emptyCache only blocks in use stay reserved");
+});
+
+test("events order the communication stream after compute", () => {
+  scope(() => {
+    const x = randn([1 << 20], { seed: nextSeed(), device: "cuda" });
+    scaleInPlace(x, 2);
+    const done = CudaEvent.record("compute");
+    done.waitOn("comm");
+    CudaEvent.record("comm").synchronize();
+    done.synchronize();
+    assert.ok(Number.isFinite(sumSquares(x)));
+  });
+});
