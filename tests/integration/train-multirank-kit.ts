@@ -1,14 +1,15 @@
 // Shared by the multi-rank trainer tests: a small job (tiny.yaml's model at hidden 32, one
 // layer, 64-token packs, over a byte-level tokenizer of 257 tokens so that the embedding, the
 // collectives and the checkpoints are small: a step takes milliseconds), a single-rank
-// in-process reference run, the `tessera` CLI as a child process, and finding a rank process
-// by its rank to kill it.
+// in-process reference run, the `tessera` CLI as a child process, finding a rank process by
+// its rank to kill it, and comparing two runs' final checkpoints (to a tolerance, or bit for bit).
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadConfig, type JobConfig } from "../../runtime/index.ts";
 import { startTraining, type EvalRecord, type TrainRecord } from "../../actors/index.ts";
+import { loadShard, openCheckpoint } from "../../models/index.ts";
 import { SMALL, tempDir } from "./train-testkit.ts";
 
 export const root = join(import.meta.dirname, "..", "..");
@@ -168,4 +169,73 @@ export const sets = (xs: readonly string[]) => xs.flatMap((x) => ["--set", x]);
 /** `tessera train` of FAILURE_STEPS steps under fsdp=2 (two rank processes), a checkpoint every 2 steps. */
 export function trainFsdp2(out: string, extra: readonly string[], o: { group?: boolean } = {}) {
   return cli(["train", TINY, "-o", out, ...sets([...MULTI, ...FAILURE_STEPS, "mesh.fsdp=2", ...extra])], o);
+}
+
+/** How far one checkpoint's tensor is from another's: the largest |a - b|, and that over the reference's largest |b|. */
+export interface TensorDiff {
+  readonly name: string;
+  readonly maxAbs: number;
+  readonly maxRel: number;
+}
+
+/**
+ * Every tensor of `want`'s checkpoint (parameters and optimizer buffers), read whole from both
+ * with loadShard (which joins the shards of whatever mesh saved it), compared elementwise.
+ * Both must hold the same tensors with the same shapes at the same step.
+ */
+export async function diffCheckpoints(got: string, want: string): Promise<TensorDiff[]> {
+  const [a, b] = await Promise.all([openCheckpoint(got), openCheckpoint(want)]);
+  try {
+    assert.equal(a.step, b.step, "the same step");
+    const names = Object.keys(b.manifest.tensors).sort();
+    assert.deepEqual(Object.keys(a.manifest.tensors).sort(), names, "the same tensors");
+    const out: TensorDiff[] = [];
+    for (const name of names) {
+      assert.deepEqual(a.entry(name).shape, b.entry(name).shape, `${name}: shape`);
+      const [x, y] = await Promise.all([loadShard(a, name), loadShard(b, name)]);
+      let maxAbs = 0;
+      let scale = 0;
+      for (let i = 0; i < y.length; i++) {
+        // A NaN would compare as within any tolerance: count it as an infinite difference.
+        const d = Math.abs(x[i]! - y[i]!);
+        maxAbs = Math.max(maxAbs, Number.isNaN(d) ? Infinity : d);
+        scale = Math.max(scale, Math.abs(y[i]!));
+      }
+      out.push({ name, maxAbs, maxRel: scale > 0 ? maxAbs / scale : maxAbs });
+    }
+    return out;
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
+}
+
+/** The final checkpoints of two runs agree tensor by tensor within `rtol` of each tensor's largest magnitude; the worst difference. */
+export async function assertSameWeights(got: string, want: string, rtol: number): Promise<TensorDiff> {
+  const diffs = await diffCheckpoints(got, want);
+  const bad = diffs.filter((d) => !(d.maxRel <= rtol));
+  assert.deepEqual(bad, [], `tensors beyond rtol ${rtol} of their largest magnitude`);
+  return diffs.reduce((w, d) => (d.maxRel > w.maxRel ? d : w));
+}
+
+/** Two checkpoints hold the same tensors bit for bit (NaN payloads and -0 included), and the same optimizer, data and RNG state. */
+export async function assertSameCheckpointBits(got: string, want: string): Promise<void> {
+  const [a, b] = await Promise.all([openCheckpoint(got), openCheckpoint(want)]);
+  try {
+    assert.equal(a.step, b.step, "the same step");
+    const names = Object.keys(b.manifest.tensors).sort();
+    assert.deepEqual(Object.keys(a.manifest.tensors).sort(), names, "the same tensors");
+    for (const name of names) {
+      const [x, y] = await Promise.all([loadShard(a, name), loadShard(b, name)]);
+      const xb = new Uint32Array(x.buffer, x.byteOffset, x.length);
+      const yb = new Uint32Array(y.buffer, y.byteOffset, y.length);
+      assert.equal(xb.length, yb.length, `${name}: length`);
+      const i = xb.findIndex((v, k) => v !== yb[k]);
+      assert.equal(i, -1, `${name}: first difference at element ${i}: ${x[i]} vs ${y[i]}`);
+    }
+    assert.deepEqual(a.manifest.optimizer, b.manifest.optimizer, "optimizer scalars (step counts)");
+    assert.deepEqual(a.dataState, b.dataState, "data pipeline state");
+    assert.deepEqual(a.rngState, b.rngState, "RNG state");
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
 }
