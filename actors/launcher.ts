@@ -24,7 +24,6 @@ import { ADDRESS } from "./job.ts";
 import { startLocalNats, type LocalNats } from "./local-nats.ts";
 import { resolveModelSpec, type ModelSpec } from "./model-spec.ts";
 import { nodeAgent } from "./node-agent.ts";
-import { checkShardedOptimizer } from "./parallel-plan.ts";
 import type { ProgressStream } from "./progress.ts";
 import { CoordinatorProtocol, JobProtocol, NodeProtocol, RankProtocol, type RunSummary } from "./protocols.ts";
 
@@ -55,7 +54,6 @@ export async function launch(cfg: JobConfig, o: LaunchOptions): Promise<Launched
   // Checked before anything starts: a mesh that does not fit the world is a config mistake.
   const spec = resolveModelSpec(cfg);
   const mesh = new DeviceMesh(cfg.mesh, o.nnodes * o.nprocPerNode, spec.kind === "config" ? headsOfHF(spec.hf) : {});
-  if (mesh.shape.fsdp * mesh.shape.sp > 1) checkShardedOptimizer(cfg);
   const servers = o.natsUrl ?? cfg.nats.url;
   if (servers === undefined && o.nnodes > 1) throw new Error("a job over several nodes needs a NATS server every node reaches: --nats URL or nats.url");
   let local: LocalNats | undefined;

@@ -7,17 +7,19 @@
 // parameter over the shard group (fsdp x sp) and replicate the shards over dp, so the dp=0
 // replica writes them; replicated plans (DP only) hold whole parameters everywhere, so rank
 // 0 writes them. Optimizer state covers exactly the ranges a rank holds (its shards, or
-// whole tensors), so it is written and read with the same ranges, under any mesh.
+// whole tensors), so it is written and read with the same ranges, under any mesh; sharded
+// Muon's momentum too (rank-optimizer.ts).
 import type { CausalLM, LossResult, PackedBatch } from "../models/index.ts";
-import { clipGradNorm, createOptimizer, noDecay, type ClipResult, type Optimizer } from "../models/optim/index.ts";
+import { clipGradNorm, type ClipResult } from "../models/optim/index.ts";
 import type { Checkpoint, RankShardInput } from "../models/checkpoint/index.ts";
 import { createParallelPlan, type GroupSource, type ParallelPlan, type RankLayout } from "../mesh/index.ts";
 import type { JobConfig } from "../runtime/index.ts";
+import { createRankOptimizer, type RankOptimizer } from "./rank-optimizer.ts";
 
 export interface RankPlan {
   /** "replicated" or "sharded", for notes. */
   readonly name: string;
-  readonly optimizer: Optimizer;
+  readonly optimizer: RankOptimizer;
   /** Forward and backward of this rank's part of a micro-batch; gradients of gradScale * loss sum are accumulated. */
   microStep(batch: PackedBatch, gradScale: number): Promise<LossResult>;
   /** After a step's last micro-batch: sums gradients over the ranks that share parameters. */
@@ -28,7 +30,7 @@ export interface RankPlan {
    * Clips this rank's gradients by the global `norm` to `maxNorm` (0: off), steps the
    * optimizer unless the norm is not finite, and zeroes the gradients.
    */
-  optimStep(lr: number, maxNorm: number, norm: number): ClipResult;
+  optimStep(lr: number, maxNorm: number, norm: number): Promise<ClipResult>;
   /** This rank's part of a batch's loss without gradients (every rank of the group must call it). */
   evalLoss(batch: PackedBatch): Promise<LossResult>;
   /** What this rank writes into a checkpoint. */
@@ -57,20 +59,15 @@ export function createRankPlan(
   const modelElements = model.params().reduce((a, p) => a + numel(p.shape), 0);
   const heads = headsOf(model);
   const plan: ParallelPlan = createParallelPlan(model, { layout, comm, ...heads });
-  if (plan.sharded) {
+  const rankParams = plan.rankParams();
+  const optimizer = ((): RankOptimizer => {
     try {
-      checkShardedOptimizer(cfg);
+      return createRankOptimizer(cfg, plan);
     } catch (err) {
       plan.dispose();
       throw err;
     }
-  }
-  // Shards are flat: decay and routing rules must see the logical shapes.
-  const shapeOf = (n: string) => plan.logicalShape(n);
-  const rankParams = plan.rankParams();
-  const optimizer = createOptimizer(cfg.optimizer, rankParams, {
-    noDecay: (n) => noDecay(n, shapeOf(n)),
-  });
+  })();
   const writes = plan.sharded ? layout.coord.dp === 0 : layout.rank === 0;
   const attention = plan.attention ? { attention: plan.attention } : {};
 
@@ -81,9 +78,10 @@ export function createRankPlan(
     microStep: (batch, gradScale) => model.lossAsync(plan.shardBatch(batch), { gradScale, hooks: plan, ...attention }),
     finishGradients: () => plan.finishGrads(),
     gradSumSquares: () => plan.gradSumSquares(),
-    optimStep(lr, maxNorm, norm) {
+    async optimStep(lr, maxNorm, norm) {
       const clip = clipGradNorm(rankParams, maxNorm, { norm });
-      if (clip.finite) optimizer.step(lr);
+      // The norm is global, so every rank of a shard group skips or steps together.
+      if (clip.finite) await optimizer.step(lr);
       plan.zeroGrad();
       return clip;
     },
@@ -115,13 +113,6 @@ export function createRankPlan(
       plan.dispose();
     },
   };
-}
-
-/** What the sharded plans cannot run yet; the launcher checks it before starting any rank. */
-export function checkShardedOptimizer(cfg: Pick<JobConfig, "optimizer">): void {
-  if (cfg.optimizer.name === "muon") {
-    throw new Error("optimizer muon with parameters sharded (mesh.fsdp or mesh.sp > 1): checkpointing the sharded Muon's momentum is not built yet (use adamw, or shard nothing: mesh.fsdp=1, sp=1)");
-  }
 }
 
 function headsOf(model: CausalLM): { numHeads: number; numKvHeads: number } {

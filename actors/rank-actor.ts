@@ -98,7 +98,7 @@ export function rankActor(o: RankActorOptions) {
         const result = await withPhase("optimizer", { step }, async () => {
           await plan.finishGradients();
           const norm = Math.sqrt(await plan.gradSumSquares());
-          return { norm, clip: plan.optimStep(lr, max_norm, norm) };
+          return { norm, clip: await plan.optimStep(lr, max_norm, norm) };
         });
         const r: OptimResult = {
           step,

@@ -2,7 +2,7 @@
 // for a step's sequence and types.ts for what a plan needs of a model.
 export { createParallelPlan, type ParallelPlan, type ParallelPlanOptions } from "./plan.ts";
 export { UlyssesAttention, sequenceShard, queryHeads, kvHeads } from "./ulysses.ts";
-export { ShardedMuon, type ShardedMuonOptions } from "./sharded-muon.ts";
+export { ShardedMuon, type ShardedMuonOptions, type ShardedMuonParamState } from "./sharded-muon.ts";
 export { ShardedUnit, flatShardRange } from "./sharded-unit.ts";
 export { unitsOf, type UnitId, type Units } from "./units.ts";
 export type {

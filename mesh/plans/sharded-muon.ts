@@ -3,7 +3,10 @@
 // whole matrix. Matrices get owner ranks round-robin over the shard group; one all-to-all
 // brings every rank's ranges of the NS input to each owner, owners orthogonalise their
 // matrices, a second all-to-all brings each rank its ranges of the result, and the update
-// is applied to the shards. The arithmetic is native muonStep's:
+// is applied to the shards. For checkpoints each rank's state is the momentum of its flat
+// ranges, exactly the ranges of its parameter shards, so a checkpoint stores it like the
+// shards (as models/optim's ParamState over a [length] shard) and reshards it the same way
+// on load. The arithmetic is native muonStep's:
 //   buf = mu*buf + g; u = NS(nesterov ? g + mu*buf : buf); p = p*(1 - lr*wd) - lr*0.2*sqrt(max(M,N))*u.
 import { copyInto, newtonSchulz5, type Tensor } from "../../native/index.ts";
 import type { Collectives, HostBuffer } from "../collectives/index.ts";
@@ -32,7 +35,18 @@ interface Entry {
   offset: number;
   /** This rank's momentum over its range (allocated on the first step). */
   buf: FloatBuffer | undefined;
+  /** Updates applied so far (models/optim's ParamState.step; Muon's arithmetic does not use it). */
+  step: number;
   decay: boolean;
+}
+
+/** One parameter's sharded Muon state: models/optim's ParamState over this rank's flat range. */
+export interface ShardedMuonParamState {
+  algorithm: "muon";
+  step: number;
+  /** [length of this rank's range]. */
+  shape: number[];
+  buffers: { momentum_buffer: FloatBuffer };
 }
 
 export class ShardedMuon {
@@ -61,7 +75,7 @@ export class ShardedMuon {
         if (!o.usesMuon(param.name, param.shape)) return;
         if (param.shape.length !== 2) throw new Error(`Muon: parameter "${param.name}" is ${param.shape.length}-D; Muon updates 2-D matrices only`);
         const owner = this.entries.length % this.k;
-        this.entries.push({ unit, index, param, owner, offset: fill[owner]!, buf: undefined, decay: !o.noDecay(param.name, param.shape) });
+        this.entries.push({ unit, index, param, owner, offset: fill[owner]!, buf: undefined, step: 0, decay: !o.noDecay(param.name, param.shape) });
         fill[owner]! += Math.ceil(numel(param.shape) / this.k);
       });
     }
@@ -86,6 +100,7 @@ export class ShardedMuon {
       const len = r.end - r.start;
       if (len === 0) continue;
       if (!grad) throw new Error(`Muon: parameter "${e.param.name}" has no gradient on this rank (finishGrads before the step)`);
+      e.step++;
       const g = hostOf(grad);
       const buf = (e.buf ??= floatArray(dtype, len));
       const at = e.owner * B + e.offset;
@@ -128,9 +143,42 @@ export class ShardedMuon {
     }
   }
 
-  /** This rank's momentum ranges by parameter name (for checkpoints; absent before the first step). */
-  momentumShards(): Map<string, FloatBuffer> {
-    return new Map(this.entries.filter((e) => e.buf).map((e) => [e.param.name, e.buf!]));
+  /** This rank's state by parameter name: the momentum of its ranges (none before the first step, nor for an empty range). */
+  stateDict(): Record<string, ShardedMuonParamState> {
+    const out: Record<string, ShardedMuonParamState> = {};
+    for (const e of this.entries) {
+      if (e.buf) out[e.param.name] = { algorithm: "muon", step: e.step, shape: [e.buf.length], buffers: { momentum_buffer: e.buf.slice() } };
+    }
+    return out;
+  }
+
+  /**
+   * Replaces the state of every Muon parameter with `params`' entries over this rank's
+   * ranges (a parameter without one starts fresh, as it would have); entries of parameters
+   * Muon does not update are not looked at (AdamW's). Validates everything before changing anything.
+   */
+  loadStateDict(params: Readonly<Record<string, { algorithm: string; step: number; shape: readonly number[]; buffers: Readonly<Record<string, FloatBuffer>> }>>): void {
+    const me = this.group.index;
+    const loaded = this.entries.map((e) => {
+      const ps = params[e.param.name];
+      if (!ps) return undefined;
+      const where = `Muon state: parameter "${e.param.name}"`;
+      const r = e.unit.range(e.param, me);
+      const len = r.end - r.start;
+      if (ps.algorithm !== "muon") throw new Error(`${where} holds ${ps.algorithm} state`);
+      if (!Number.isInteger(ps.step) || ps.step < 1) throw new Error(`${where}: step must be an integer >= 1, got ${ps.step}`);
+      const b = ps.buffers.momentum_buffer;
+      if (!b || b.length !== len || ps.shape.length !== 1 || ps.shape[0] !== len) {
+        throw new Error(`${where}: expected momentum_buffer over this rank's range of ${len} elements, got shape [${ps.shape.join(", ")}]`);
+      }
+      const buf = floatArray(e.param.dtype, len);
+      buf.set(b);
+      return { buf, step: ps.step };
+    });
+    this.entries.forEach((e, i) => {
+      e.buf = loaded[i]?.buf;
+      e.step = loaded[i]?.step ?? 0;
+    });
   }
 }
 

@@ -71,7 +71,7 @@ test("a one-rank plan asks for no collectives and steps like the model alone", a
   const refSq = ref.params().reduce((a, p) => a + (p.grad!.toArray() as Float32Array).reduce((s, x) => s + x * x, 0), 0);
   const sq = await plan.gradSumSquares();
   assert.ok(Math.abs(sq - refSq) <= 1e-9 * refSq, `${sq} vs ${refSq}`);
-  const clip = plan.optimStep(1e-3, 1.0, Math.sqrt(sq));
+  const clip = await plan.optimStep(1e-3, 1.0, Math.sqrt(sq));
   assert.equal(clip.finite, true);
   assert.ok(model.params().every((p) => p.grad === undefined || (p.grad.toArray() as Float32Array).every((x) => x === 0)), "gradients zeroed");
   plan.dispose();

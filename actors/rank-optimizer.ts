@@ -1,0 +1,75 @@
+// The optimizer of one rank over what its plan gives it. Whole parameters (one rank, DP) take
+// models/optim's optimizer as it is. Sharded parameters take AdamW over their shards; Muon's
+// matrices need the whole matrix for Newton-Schulz, so with `optimizer.name: muon` they go
+// to the plan's ShardedMuon (a collective step) and the rest to AdamW, as MuonWithAdamW
+// splits them on one rank. Either way the state is models/optim's OptimizerStateDict over
+// this rank's ranges, so checkpoints save and reshard it alike.
+import { createOptimizer, noDecay, usesMuon, type OptimizerStateDict, type ParamState } from "../models/optim/index.ts";
+import type { ParallelPlan } from "../mesh/index.ts";
+import type { JobConfig } from "../runtime/index.ts";
+
+export interface RankOptimizer {
+  /** Optimizer steps taken so far (what the LR schedule is indexed by). */
+  readonly stepCount: number;
+  /** One update with learning rate `lr`; every rank of the shard group must call it (sharded Muon exchanges matrices). */
+  step(lr: number): Promise<void>;
+  /** This rank's state over its ranges, for checkpoints. */
+  stateDict(): OptimizerStateDict;
+  /** Replaces the state with a checkpoint's, over this rank's ranges. */
+  loadStateDict(state: OptimizerStateDict): void;
+  dispose(): void;
+}
+
+export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: ParallelPlan): RankOptimizer {
+  // Shards are flat: decay and routing rules must see the logical shapes.
+  const shapeOf = (n: string) => plan.logicalShape(n);
+  const decayRule = { noDecay: (n: string) => noDecay(n, shapeOf(n)) };
+  const c = cfg.optimizer;
+  const muon =
+    c.name === "muon"
+      ? plan.createShardedMuon({
+          usesMuon: (n) => usesMuon(n, shapeOf(n)),
+          noDecay: (n) => noDecay(n, shapeOf(n)),
+          momentum: c.muon.momentum,
+          nesterov: c.muon.nesterov,
+          nsSteps: c.muon.ns_steps,
+          weightDecay: c.weight_decay,
+        })
+      : undefined;
+  if (!muon) {
+    const opt = createOptimizer(c, plan.rankParams(), decayRule);
+    return {
+      get stepCount() {
+        return opt.stepCount;
+      },
+      step: async (lr) => opt.step(lr),
+      stateDict: () => opt.stateDict(),
+      loadStateDict: (s) => opt.loadStateDict(s),
+      dispose: () => opt.dispose(),
+    };
+  }
+  const adamw = createOptimizer({ ...c, name: "adamw" }, plan.rankParams().filter((p) => !muon.has(p.name)), decayRule);
+  const split = (s: OptimizerStateDict) => {
+    const rest: Record<string, ParamState> = {};
+    for (const [name, ps] of Object.entries(s.params)) if (!muon.has(name)) rest[name] = ps;
+    return { step: s.step, params: rest };
+  };
+  return {
+    get stepCount() {
+      return adamw.stepCount;
+    },
+    async step(lr) {
+      await muon.step(lr);
+      adamw.step(lr);
+    },
+    stateDict: () => {
+      const s = adamw.stateDict();
+      return { step: s.step, params: { ...s.params, ...muon.stateDict() } };
+    },
+    loadStateDict(s) {
+      adamw.loadStateDict(split(s));
+      muon.loadStateDict(s.params);
+    },
+    dispose: () => adamw.dispose(),
+  };
+}
