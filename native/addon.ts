@@ -33,6 +33,12 @@ export interface CudaMemoryStats {
   frees: number;
 }
 
+/** GEMMs run on cuda so far, by path: cuBLASLt, or the tiled reference kernel. */
+export interface CudaMatmulCounts {
+  cublasLt: number;
+  reference: number;
+}
+
 /**
  * The CUDA ops (present in builds with CUDA). Where a CPU op of the same name exists the
  * signature is the same; float tensors are float32 or bfloat16, and parameter gradients
@@ -54,6 +60,7 @@ export interface CudaAddon
   waitEvent(stream: number, event: EventHandle): void;
   eventSynchronize(event: EventHandle): void;
   debugBadLaunch(): void;
+  matmulCounts(): CudaMatmulCounts;
   sumSquaresMany(ts: H[]): number;
   adamwStep(
     p: H, g: H, m: H, v: H, lr: number, b1: number, b2: number, eps: number, wd: number, step: number, copy?: H,
@@ -77,7 +84,8 @@ export interface Addon {
   copyInto(dst: H, src: H): void;
   release(t: H): void;
   cast(t: H, dtype: number): H;
-  matmul(a: H, b: H, transA: boolean, transB: boolean): H;
+  /** `reference` (cuda only; the CPU ignores it) forces the tiled GEMM over cuBLASLt. */
+  matmul(a: H, b: H, transA: boolean, transB: boolean, reference?: boolean): H;
   add(a: H, b: H): H;
   mul(a: H, b: H): H;
   scale(a: H, s: number): H;

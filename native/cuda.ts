@@ -1,7 +1,7 @@
 // The CUDA side of the TypeScript face: choosing the backend of an op from its inputs' device,
 // the caching allocator's figures, and stream events. Ops call `backendFor`; everything else
 // here is public (re-exported by index.ts).
-import { loadAddon, type Addon, type CudaAddon, type CudaMemoryStats, type EventHandle } from "./addon.ts";
+import { loadAddon, type Addon, type CudaAddon, type CudaMatmulCounts, type CudaMemoryStats, type EventHandle } from "./addon.ts";
 import type { Device } from "./dtype.ts";
 
 let cudaChecked: CudaAddon | undefined;
@@ -66,6 +66,11 @@ export function cudaEmptyCache(): number {
 /** Debug: fresh device blocks are filled with NaN bytes, so an unwritten output element shows. */
 export function cudaSetDebugFill(on: boolean): void {
   cudaAddon("cudaSetDebugFill").setDebugFill(on);
+}
+
+/** How many cuda GEMMs ran through cuBLASLt and through the reference kernel (tests: which path served). */
+export function cudaMatmulCounts(): CudaMatmulCounts {
+  return cudaAddon("cudaMatmulCounts").matmulCounts();
 }
 
 /** Waits for all queued device work; an asynchronous kernel fault surfaces here. */

@@ -1,7 +1,8 @@
 // The TypeScript face of the native addon. Everything outside native/ imports from here.
-export { buildInfo, cpuThreads, cachedBytes, emptyCache, type BuildInfo, type CudaMemoryStats } from "./addon.ts";
+export { buildInfo, cpuThreads, cachedBytes, emptyCache, type BuildInfo, type CudaMatmulCounts, type CudaMemoryStats } from "./addon.ts";
 export {
   cudaAvailable,
+  cudaMatmulCounts,
   cudaMemoryStats,
   cudaResetPeak,
   cudaEmptyCache,

@@ -7,11 +7,14 @@ import { fail, fmt, needCpu, needFinite, needFloat, needRank, needSameDtype, nee
 export interface MatmulOptions {
   transA?: boolean;
   transB?: boolean;
+  /** On cuda: run the tiled reference GEMM even where cuBLASLt is built in (tests, benchmarks). */
+  reference?: boolean;
 }
 
 /**
- * op(a) @ op(b): 2-D [M,K]x[K,N], or batched when both are 3-D [B,M,K]x[B,K,N]. On cuda, a
- * plain tiled GEMM with fp32 accumulation (the reference until the cuBLASLt path lands).
+ * op(a) @ op(b): 2-D [M,K]x[K,N], or batched when both are 3-D [B,M,K]x[B,K,N]. On cuda,
+ * cuBLASLt with fp32 accumulation (fp32 inputs: exact fp32, no TF32) where the addon was built
+ * with it (`buildInfo().cublasLt`); else, or with `reference`, a plain tiled GEMM.
  */
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const op = "matmul";
@@ -30,7 +33,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   if (r === 3 && a.shape[0] !== b.shape[0]) fail(op, `batch sizes differ: ${a.shape[0]} and ${b.shape[0]}`);
   const shape = r === 3 ? [a.shape[0]!, M, N] : [M, N];
   const raw = backendFor(op, "matmul", ["a", a], ["b", b]);
-  return new Tensor(raw(a.handle(op, "a"), b.handle(op, "b"), ta, tb), a.dtype, shape);
+  return new Tensor(raw(a.handle(op, "a"), b.handle(op, "b"), ta, tb, opts.reference ?? false), a.dtype, shape);
 }
 
 function binary(op: "add" | "mul", a: Tensor, b: Tensor): Tensor {

@@ -1,14 +1,15 @@
 // Throughput of the first CUDA kernels at the Qwen2.5-1.5B step's shapes (T = 8192, D = 1536,
 // FFN 8960, 12 q heads of 128): GB/s for the memory-bound ones (bytes as in native/NOTES.md:
 // each tensor read or written once, re-reads counted where the kernel re-reads), TFLOP/s for
-// the reference matmul. Fills the "measured" column of native/NOTES.md.
+// the GEMMs (cuBLASLt, the default where built in, beside the tiled reference) at the step's
+// projection shapes. Fills the "measured" column of native/NOTES.md.
 //
 //   node --import tsx tests/gpu/cuda-ops.bench.ts      (on the GPU machine; not a test)
 //
 // Each figure: REPS launches back to back, then one wait, over REPS (launch overhead included,
 // as in a step); the median of 5 such rounds after a warm-up.
 import {
-  addInto, adamwStep, cast, cudaMemoryStats, cudaSynchronize, embedding, embeddingBackward, globalNorm, matmul, randn,
+  addInto, adamwStep, buildInfo, cast, cudaMemoryStats, cudaSynchronize, embedding, embeddingBackward, globalNorm, matmul, randn,
   rmsnorm, rmsnormBackward, rope, scope, swiglu, swigluBackward, tensor, zeros, type Tensor,
 } from "../../native/index.ts";
 
@@ -78,10 +79,28 @@ bytes("addInto fp32 += bf16", `${N_OPT}`, N_OPT * 10, () => addInto(p, g, 1e-3))
   rows.push({ kernel: "globalNorm (fp32, host read)", shape: `${N_OPT}`, us: s * 1e6, gbs: (N_OPT * 4) / s / 1e9 });
 }
 
-const wUp = bf([D, F], 9);
-{
-  const s = seconds(() => void matmul(x, wUp));
-  rows.push({ kernel: "matmul (reference)", shape: `[${T},${D}]x[${D},${F}] bf16`, us: s * 1e6, tflops: (2 * T * D * F) / s / 1e12 });
+// Each product is disposed at once: REPS live lm-head outputs ([T, V] bf16, 2.5 GB each) would not fit.
+const gemms: { name: string; m: number; k: number; n: number }[] = [
+  { name: "mlp up / gate", m: T, k: D, n: F },
+  { name: "mlp down", m: T, k: F, n: D },
+  { name: "qkv", m: T, k: D, n: D + 2 * 2 * 128 },
+  { name: "lm head", m: T, k: D, n: V },
+];
+const fastPath = buildInfo().cublasLt ? "cuBLASLt" : "reference (no cuBLASLt in this build)";
+for (const [i, { name, m, k, n }] of gemms.entries()) {
+  const a = bf([m, k], 20 + i);
+  const b = bf([k, n], 30 + i);
+  for (const reference of [false, true]) {
+    const s = seconds(() => matmul(a, b, { reference }).dispose());
+    rows.push({
+      kernel: `matmul ${name} (${reference ? "reference" : fastPath})`,
+      shape: `[${m},${k}]x[${k},${n}] bf16`,
+      us: s * 1e6,
+      tflops: (2 * m * n * k) / s / 1e12,
+    });
+  }
+  a.dispose();
+  b.dispose();
 }
 
 console.table(rows.map((r) => ({ ...r, us: r.us.toFixed(1), gbs: r.gbs?.toFixed(0), tflops: r.tflops?.toFixed(1) })));

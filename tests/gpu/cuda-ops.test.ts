@@ -14,9 +14,11 @@ import {
   add,
   addInto,
   adamwStep,
+  buildInfo,
   cast,
   copyInto,
   cudaEmptyCache,
+  cudaMatmulCounts,
   cudaMemoryStats,
   cudaResetPeak,
   cudaSetDebugFill,
@@ -262,6 +264,8 @@ test("AdamW: fp32 master weights, fp32 or bf16 gradients, bf16 copy written", ()
 });
 
 test("matmul (the reference GEMM): every transpose, batched, ragged sizes", () => {
+  const before = cudaMatmulCounts();
+  let calls = 0;
   for (const { dtype, tol } of DTYPES) {
     for (const [M, K, N] of [[65, 130, 97], [1, 7, 1], [128, 64, 256]] as [number, number, number][]) {
       for (const transA of [false, true]) {
@@ -270,7 +274,13 @@ test("matmul (the reference GEMM): every transpose, batched, ragged sizes", () =
             const a = pairOf(transA ? [K, M] : [M, K], dtype);
             const b = pairOf(transB ? [N, K] : [K, N], dtype);
             const opts = { transA, transB };
-            assertClose(`matmul ${dtype} ${M}x${K}x${N} ${transA} ${transB}`, matmul(a.gpu, b.gpu, opts), matmul(a.cpu, b.cpu, opts), tol);
+            assertClose(
+              `matmul ${dtype} ${M}x${K}x${N} ${transA} ${transB}`,
+              matmul(a.gpu, b.gpu, { ...opts, reference: true }),
+              matmul(a.cpu, b.cpu, opts),
+              tol,
+            );
+            calls++;
           });
         }
       }
@@ -278,8 +288,61 @@ test("matmul (the reference GEMM): every transpose, batched, ragged sizes", () =
     scope(() => {
       const a = pairOf([3, 33, 40], dtype);
       const b = pairOf([3, 50, 40], dtype);
-      assertClose(`batched matmul ${dtype}`, matmul(a.gpu, b.gpu, { transB: true }), matmul(a.cpu, b.cpu, { transB: true }), tol);
+      assertClose(
+        `batched matmul ${dtype}`,
+        matmul(a.gpu, b.gpu, { transB: true, reference: true }),
+        matmul(a.cpu, b.cpu, { transB: true }),
+        tol,
+      );
+      calls++;
     });
+  }
+  const after = cudaMatmulCounts();
+  assert.equal(after.reference - before.reference, calls, "every call ran the reference GEMM");
+  assert.equal(after.cublasLt, before.cublasLt, "no call went to cuBLASLt");
+});
+
+// cuBLASLt may sum in another order than the CPU (split-K, tensor-core fragments): fp32 gets 1e-4
+// of the largest reference value rather than the reference GEMM's 1e-5.
+const LT_DTYPES: { dtype: "float32" | "bfloat16"; tol: number }[] = [
+  { dtype: "float32", tol: 1e-4 },
+  { dtype: "bfloat16", tol: BF16 },
+];
+
+test("matmul (the default path: cuBLASLt where built in): every transpose, odd and batched shapes", () => {
+  const viaLt = buildInfo().cublasLt;
+  const before = cudaMatmulCounts();
+  let calls = 0;
+  for (const { dtype, tol } of LT_DTYPES) {
+    const shapes: [number, number, number, number][] = [
+      // [batch, M, K, N]; batch 0 means 2-D
+      [0, 37, 61, 129],
+      [0, 1, 7, 1],
+      [0, 256, 1024, 512],
+      [3, 33, 40, 50],
+      [4, 37, 129, 61],
+    ];
+    for (const [B, M, K, N] of shapes) {
+      for (const transA of [false, true]) {
+        for (const transB of [false, true]) {
+          scope(() => {
+            const lead = B > 0 ? [B] : [];
+            const a = pairOf([...lead, ...(transA ? [K, M] : [M, K])], dtype);
+            const b = pairOf([...lead, ...(transB ? [N, K] : [K, N])], dtype);
+            const opts = { transA, transB };
+            assertClose(`matmul ${dtype} ${B}x${M}x${K}x${N} ${transA} ${transB}`, matmul(a.gpu, b.gpu, opts), matmul(a.cpu, b.cpu, opts), tol);
+            calls++;
+          });
+        }
+      }
+    }
+  }
+  const after = cudaMatmulCounts();
+  if (viaLt) {
+    assert.equal(after.cublasLt - before.cublasLt, calls, "a build with cuBLASLt runs every one of these GEMMs through it");
+    assert.equal(after.reference, before.reference, "no fallback to the reference GEMM");
+  } else {
+    assert.equal(after.reference - before.reference, calls, "without cuBLASLt the reference GEMM runs");
   }
 });
 

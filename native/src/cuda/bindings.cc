@@ -218,11 +218,20 @@ Napi::Value SumSquaresMany(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), SumSquaresOf(info, ts));
 }
 
-// matmul(a, b, transA, transB): 2-D, or batched 3-D; the reference GEMM (matmul.cu).
+// How many GEMMs each path ran, so tests can tell which one served them.
+struct MatmulCounts {
+  double cublasLt = 0;
+  double reference = 0;
+};
+MatmulCounts gMatmulCounts;
+
+// matmul(a, b, transA, transB, reference?): 2-D, or batched 3-D. cuBLASLt where the build has
+// it and it has an algorithm for the case; else, or when `reference` is true, the tiled GEMM.
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   TensorImpl& a = CudaTensorArg(info, 0);
   TensorImpl& b = CudaTensorArg(info, 1);
   bool ta = BoolArg(info, 2), tb = BoolArg(info, 3);
+  bool reference = info.Length() > 4 && !info[4].IsUndefined() && BoolArg(info, 4);
   NeedFloat("matmul", a);
   if (a.dtype != b.dtype || a.ndim() != b.ndim() || (a.ndim() != 2 && a.ndim() != 3)) {
     throw OpError("matmul: a and b must share a dtype and both be 2-D or 3-D");
@@ -234,8 +243,24 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   if (K != K2 || (r == 3 && b.dim(0) != batch)) throw OpError("matmul: shapes do not match");
   std::vector<int64_t> shape = r == 3 ? std::vector<int64_t>{batch, M, N} : std::vector<int64_t>{M, N};
   Out c = NewTensor(info.Env(), a.dtype, shape, Device::CUDA);
+#ifdef TESSERA_CUBLASLT
+  if (!reference && cuda::MatmulLt(a.dtype, a.data<void>(), b.data<void>(), c.t->data<void>(), batch, M, N, K, ta, tb)) {
+    gMatmulCounts.cublasLt++;
+    return c.value;
+  }
+#else
+  (void)reference;
+#endif
   cuda::Matmul(a.dtype, a.data<void>(), b.data<void>(), c.t->data<void>(), batch, M, N, K, ta, tb);
+  gMatmulCounts.reference++;
   return c.value;
+}
+
+Napi::Value MatmulCountsOf(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("cublasLt", gMatmulCounts.cublasLt);
+  o.Set("reference", gMatmulCounts.reference);
+  return o;
 }
 
 // ---------------------------------------------------------------- layers
@@ -384,6 +409,7 @@ void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   Export(env, c, "debugBadLaunch", DebugBadLaunch);
   Export(env, c, "cast", Cast);
   Export(env, c, "matmul", Matmul);
+  Export(env, c, "matmulCounts", MatmulCountsOf);
   Export(env, c, "add", Add);
   Export(env, c, "mul", Mul);
   Export(env, c, "scale", Scale);

@@ -56,6 +56,12 @@ int64_t SumSquaresPartials(int64_t n);
 /** c[b] = op(a[b]) op(b[b]) for b < batch: op(a) [M,K], op(b) [K,N] (stored transposed when ta / tb); fp32 accumulation. */
 void Matmul(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb);
 
+#ifdef TESSERA_CUBLASLT
+// matmul_lt.cc
+/** Matmul's contract through cuBLASLt; false (nothing queued) when it has no algorithm for the case, or an extent is 0. */
+bool MatmulLt(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb);
+#endif
+
 /** A launch with an impossible block size, for the tests of the launch check. */
 void BadLaunch();
 

@@ -1,6 +1,7 @@
 // A plain tiled GEMM (64x64 output tiles, 4x4 per thread, fp32 accumulation, fp32 or bf16
-// in and out): correctness first. It is the cuda matmul until the cuBLASLt path lands, and
-// stays afterwards as the reference the cuBLASLt GEMMs are tested against. No tensor cores:
+// in and out): correctness first. It is the cuda matmul in builds without cuBLASLt, the
+// fallback where cuBLASLt has no algorithm, and the reference the cuBLASLt GEMMs (matmul_lt.cc)
+// are tested against (`{ reference: true }`). No tensor cores:
 // expect a few percent of the H100's bf16 peak.
 // Floor: 2*M*N*K FLOPs (at 989 TFLOP/s bf16 dense, what cuBLASLt should approach).
 #include "cuda/common.cuh"

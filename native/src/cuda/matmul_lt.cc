@@ -1,0 +1,157 @@
+// GEMMs through cuBLASLt (builds that link it: TESSERA_CUBLASLT): the fast cuda matmul, with
+// the tiled kernel of matmul.cu kept as its reference and fallback.
+//
+// Row-major tensors meet cuBLASLt's column-major convention by swapping the operands: a
+// row-major [M,N] C is a column-major [N,M] C^T, and C^T = op(B)^T op(A)^T, so cuBLASLt's A is
+// our b and its B is our a, each read with the transpose flag the caller gave (a row-major
+// stored matrix is its own column-major transpose). No CUBLASLT_ORDER_ROW layouts: the default
+// column order is the one every cuBLASLt kernel supports.
+//
+// bf16 in / bf16 out and fp32 in / fp32 out, both with CUBLAS_COMPUTE_32F (fp32 accumulation;
+// for fp32 inputs that means exact fp32 products, no TF32) and fp32 alpha / beta.
+//
+// One handle per process. The descriptors and the algorithm (cublasLtMatmulAlgoGetHeuristic's
+// first choice) are made once per (dtype, batch, M, N, K, transposes, pointer alignments) and
+// kept for the process's life: a training step repeats a few dozen shapes. The workspace comes
+// from the caching allocator on the compute stream, sized by what the algorithm asked for (at
+// most kMaxWorkspaceBytes).
+#ifdef TESSERA_CUBLASLT
+
+#include <cublasLt.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "cuda/kernels.h"
+#include "cuda/runtime.h"
+
+namespace tessera::cuda {
+namespace {
+
+constexpr size_t kMaxWorkspaceBytes = size_t{32} << 20;
+
+void LtCheck(const char* what, cublasStatus_t status) {
+  if (status == CUBLAS_STATUS_SUCCESS) return;
+  throw OpError(std::string("matmul: ") + what + " failed: " + cublasLtGetStatusName(status) + ": " +
+                cublasLtGetStatusString(status));
+}
+#define TESSERA_LT_CHECK(call) LtCheck(#call, (call))
+
+cublasLtHandle_t Handle() {
+  static std::mutex mu;
+  static cublasLtHandle_t handle = nullptr;  // never destroyed: GEMMs may run until exit
+  std::lock_guard<std::mutex> lk(mu);
+  if (!handle) {
+    EnsureInit("matmul");
+    TESSERA_LT_CHECK(cublasLtCreate(&handle));
+  }
+  return handle;
+}
+
+/** The largest power of two (up to 256, cuBLASLt's default assumption) that divides the address. */
+uint32_t AlignmentOf(const void* p) {
+  uintptr_t addr = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && addr % align != 0) align /= 2;
+  return align;
+}
+
+struct Plan {
+  bool found = false;  // false: no cuBLASLt algorithm for this case; the reference GEMM runs
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t ltA = nullptr, ltB = nullptr, ltC = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  size_t workspace = 0;
+};
+
+using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, bool, bool, uint32_t, uint32_t, uint32_t>;
+
+cublasLtMatrixLayout_t Layout(cudaDataType_t type, uint64_t rows, uint64_t cols, int64_t ld, int64_t batch) {
+  cublasLtMatrixLayout_t layout = nullptr;
+  TESSERA_LT_CHECK(cublasLtMatrixLayoutCreate(&layout, type, rows, cols, ld));
+  if (batch > 1) {
+    int32_t count = static_cast<int32_t>(batch);
+    int64_t stride = static_cast<int64_t>(rows * cols);
+    TESSERA_LT_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+    TESSERA_LT_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+  }
+  return layout;
+}
+
+Plan MakePlan(DType dt, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb, uint32_t alignA,
+              uint32_t alignB, uint32_t alignC) {
+  Plan p;
+  cudaDataType_t type = dt == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+  TESSERA_LT_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  // cuBLASLt's A is our b and its B our a (see the top of the file).
+  cublasOperation_t opA = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t opB = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof(opA)));
+  TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof(opB)));
+  // Stored shapes, column-major: b is [K,N] row-major (column-major N x K), or [N,K] when tb.
+  p.ltA = tb ? Layout(type, K, N, K, batch) : Layout(type, N, K, N, batch);
+  p.ltB = ta ? Layout(type, M, K, M, batch) : Layout(type, K, M, K, batch);
+  p.ltC = Layout(type, N, M, N, batch);
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  TESSERA_LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  try {
+    uint64_t maxWorkspace = kMaxWorkspaceBytes;
+    TESSERA_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &maxWorkspace,
+                                                          sizeof(maxWorkspace)));
+    // Operand roles swapped as above: cuBLASLt's A is b, its B is a.
+    TESSERA_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &alignB, sizeof(alignB)));
+    TESSERA_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &alignA, sizeof(alignA)));
+    TESSERA_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &alignC, sizeof(alignC)));
+    TESSERA_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &alignC, sizeof(alignC)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int returned = 0;
+    cublasStatus_t status =
+        cublasLtMatmulAlgoGetHeuristic(Handle(), p.desc, p.ltA, p.ltB, p.ltC, p.ltC, pref, 1, &result, &returned);
+    // NOT_SUPPORTED is the documented answer when no algorithm fits: not an error, a fallback.
+    if (status != CUBLAS_STATUS_NOT_SUPPORTED) LtCheck("cublasLtMatmulAlgoGetHeuristic", status);
+    if (status == CUBLAS_STATUS_SUCCESS && returned > 0) {
+      p.found = true;
+      p.algo = result.algo;
+      p.workspace = result.workspaceSize;
+    }
+  } catch (...) {
+    cublasLtMatmulPreferenceDestroy(pref);
+    throw;
+  }
+  TESSERA_LT_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+  return p;
+}
+
+const Plan& PlanFor(DType dt, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb, const void* a,
+                    const void* b, const void* c) {
+  static std::mutex mu;
+  static auto* plans = new std::map<PlanKey, Plan>();  // never destroyed, as the handle
+  uint32_t alignA = AlignmentOf(a), alignB = AlignmentOf(b), alignC = AlignmentOf(c);
+  PlanKey key{static_cast<int>(dt), batch, M, N, K, ta, tb, alignA, alignB, alignC};
+  std::lock_guard<std::mutex> lk(mu);
+  auto it = plans->find(key);
+  if (it == plans->end()) it = plans->emplace(key, MakePlan(dt, batch, M, N, K, ta, tb, alignA, alignB, alignC)).first;
+  return it->second;
+}
+
+}  // namespace
+
+bool MatmulLt(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  if (batch * M * N * K == 0 || batch > INT32_MAX) return false;
+  const Plan& p = PlanFor(dt, batch, M, N, K, ta, tb, a, b, c);
+  if (!p.found) return false;
+  Scratch workspace(p.workspace);
+  const float alpha = 1.f, beta = 0.f;
+  TESSERA_LT_CHECK(cublasLtMatmul(Handle(), p.desc, &alpha, b, p.ltA, a, p.ltB, &beta, c, p.ltC, c, p.ltC, &p.algo,
+                                  workspace.as<void>(), p.workspace, ComputeStream()));
+  CheckLaunch("matmul");
+  return true;
+}
+
+}  // namespace tessera::cuda
+
+#endif  // TESSERA_CUBLASLT
