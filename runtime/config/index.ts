@@ -19,4 +19,3 @@ export type {
 } from "./schema.ts";
 export { loadConfig, parseConfig, type LoadOptions } from "./load.ts";
 export { ConfigError, formatProblem, type ConfigProblem } from "./problems.ts";
-export { resolveMesh, type MeshShape } from "./mesh.ts";

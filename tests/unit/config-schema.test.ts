@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ConfigError, natsServers, parseConfig, resolveMesh, type JobConfigInput } from "../../runtime/config/index.ts";
+import { ConfigError, natsServers, parseConfig, type JobConfigInput } from "../../runtime/config/index.ts";
 
 const job = (mesh: unknown): JobConfigInput => ({
   job: "m",
@@ -34,21 +34,6 @@ test("at most one mesh dim may be -1", () => {
   assert.deepEqual(messages(() => parseConfig(job({ dp: -1, fsdp: -1, sp: 1 }))), [
     "mesh: at most one of mesh.dp, mesh.fsdp, mesh.sp may be -1 (inferred); got -1 for mesh.dp, mesh.fsdp",
   ]);
-});
-
-test("resolveMesh infers the -1 dim from the world size", () => {
-  assert.deepEqual(resolveMesh({ dp: 2, fsdp: -1, sp: 2 }, 16), { dp: 2, fsdp: 4, sp: 2 });
-  assert.deepEqual(resolveMesh({ dp: -1, fsdp: 1, sp: 1 }, 3), { dp: 3, fsdp: 1, sp: 1 });
-  assert.deepEqual(resolveMesh({ dp: 1, fsdp: 2, sp: 2 }, 4), { dp: 1, fsdp: 2, sp: 2 });
-});
-
-test("resolveMesh rejects shapes that do not fit the world", () => {
-  assert.deepEqual(messages(() => resolveMesh({ dp: 2, fsdp: -1, sp: 2 }, 6)), [
-    "mesh: dp=2 fsdp=-1 sp=2: world size 6 is not a multiple of 4",
-  ]);
-  assert.deepEqual(messages(() => resolveMesh({ dp: 1, fsdp: 2, sp: 2 }, 8)), ["mesh: dp=1 fsdp=2 sp=2 needs 4 ranks, the world has 8"]);
-  assert.deepEqual(messages(() => resolveMesh({ dp: -1, fsdp: -1, sp: 1 }, 8)), ["mesh: at most one dim may be -1, got -1 for dp, fsdp"]);
-  assert.deepEqual(messages(() => resolveMesh({ dp: 1, fsdp: -1, sp: 1 }, 0)), ["mesh: world size must be a positive integer, got 0"]);
 });
 
 test("nats.url takes one URL or a comma-separated list", () => {
