@@ -13,7 +13,8 @@ export interface LocalNats {
   stop(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
+/** A port that was free a moment ago: bind port 0 and let the kernel choose. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once("error", reject);
@@ -25,7 +26,8 @@ function freePort(): Promise<number> {
   });
 }
 
-function binary(): string {
+/** Debian's nats-server, else whatever `nats-server` PATH finds. */
+export function natsServerBinary(): string {
   for (const p of ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]) if (existsSync(p)) return p;
   return "nats-server";
 }
@@ -35,7 +37,7 @@ export async function startLocalNats(timeoutMs = 10_000): Promise<LocalNats> {
     const port = await freePort();
     // A process group of its own: a terminal's Ctrl-C goes to the launcher's group, and the
     // launcher, which finishes the step and checkpoints first, still needs the server.
-    const child = spawn(binary(), ["-a", HOST, "-p", String(port)], { stdio: ["ignore", "ignore", "pipe"], detached: true });
+    const child = spawn(natsServerBinary(), ["-a", HOST, "-p", String(port)], { stdio: ["ignore", "ignore", "pipe"], detached: true });
     const killOnExit = () => child.kill("SIGKILL");
     // Being in a group of its own, the server hears no hangup or kill meant for the launcher:
     // the launcher takes it along, then dies of the signal as it would have.
@@ -52,7 +54,7 @@ export async function startLocalNats(timeoutMs = 10_000): Promise<LocalNats> {
     for (const sig of signals) process.once(sig, onSignal);
     let log = "";
     try {
-      await ready(child, timeoutMs, (l) => (log = l));
+      await natsServerReady(child, timeoutMs, (l) => (log = l));
     } catch (err) {
       unhook();
       child.kill("SIGKILL");
@@ -77,7 +79,7 @@ export async function startLocalNats(timeoutMs = 10_000): Promise<LocalNats> {
 
 // Ready when this very process says so: a probe of the port could reach another server that
 // took the port between freePort() and our bind.
-function ready(c: ChildProcess, timeoutMs: number, onLog: (log: string) => void): Promise<void> {
+export function natsServerReady(c: ChildProcess, timeoutMs: number, onLog: (log: string) => void = () => {}): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let log = "";
     const timer = setTimeout(() => reject(new Error(`nats-server did not get ready within ${timeoutMs} ms:\n${log}`)), timeoutMs);

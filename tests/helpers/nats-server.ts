@@ -2,12 +2,12 @@
 // that same port (to test reconnects), and killed when the test process exits whatever
 // happens, so no server outlives its test.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort, natsServerBinary, natsServerReady } from "../../actors/local-nats.ts";
 
-const binary = existsSync("/usr/sbin/nats-server") ? "/usr/sbin/nats-server" : "nats-server";
+export { freePort };
 const host = "127.0.0.1";
 
 export interface NatsServerOptions {
@@ -42,19 +42,6 @@ for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   });
 }
 
-/** A port that was free a moment ago: bind port 0 and let the kernel choose. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 export async function startNatsServer(opts: NatsServerOptions = {}): Promise<NatsServer> {
   const config: string[] = [];
   if (opts.maxPayload !== undefined) {
@@ -75,31 +62,19 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
   const start = async () => {
     if (child) throw new Error("nats-server is already running");
     log = "";
-    const c = spawn(binary, ["-a", host, "-p", String(port), ...config], { stdio: ["ignore", "ignore", "pipe"] });
+    const c = spawn(natsServerBinary(), ["-a", host, "-p", String(port), ...config], { stdio: ["ignore", "ignore", "pipe"] });
     child = c;
     live.add(c);
-    const ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        c.kill("SIGKILL");
-        reject(new Error(`nats-server did not get ready on ${host}:${port} within ${startTimeoutMs} ms:\n${log}`));
-      }, startTimeoutMs);
-      c.stderr?.on("data", (b: Buffer) => {
-        log = (log + b.toString()).slice(-4000);
-        if (log.includes("Server is ready")) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      c.once("exit", () => {
-        clearTimeout(timer);
-        reject(new Error(`nats-server exited at start:\n${log}`));
-      });
-    });
     c.once("exit", () => {
       live.delete(c);
       if (child === c) child = undefined;
     });
-    await ready;
+    try {
+      await natsServerReady(c, startTimeoutMs, (l) => (log = l));
+    } catch (err) {
+      c.kill("SIGKILL");
+      throw err;
+    }
   };
 
   const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
