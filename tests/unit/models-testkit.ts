@@ -1,6 +1,6 @@
 // Shared helpers of the models-*.test.ts files: tiny configs of every family, parameter
 // randomisation, and central finite differences in float64.
-import { configFromHF, type CausalLM, type ModelConfig, type PackedBatch, type Param } from "../../models/index.ts";
+import { configFromHF, packSequences, type CausalLM, type ModelConfig, type PackedBatch, type Param } from "../../models/index.ts";
 import { randn, tensor, type Tensor } from "../../native/index.ts";
 
 export const VOCAB = 40;
@@ -65,23 +65,9 @@ export function tinyBatch(): PackedBatch {
     [8, 9, 7],
     [1, 2, 33, 38, 27, 0],
   ];
-  const T = seqs.reduce((a, s) => a + s.length, 0);
-  const tokens = new Int32Array(T);
-  const positions = new Int32Array(T);
-  const labels = new Int32Array(T);
-  const cuSeqlens = new Int32Array(seqs.length + 1);
-  let o = 0;
-  seqs.forEach((s, b) => {
-    s.forEach((t, i) => {
-      tokens[o + i] = t;
-      positions[o + i] = i;
-      labels[o + i] = i + 1 < s.length ? s[i + 1]! : -100;
-    });
-    o += s.length;
-    cuSeqlens[b + 1] = o;
-  });
-  labels[cuSeqlens[1]!] = -100;
-  return { tokens, positions, cuSeqlens, labels };
+  const batch = packSequences(seqs);
+  batch.labels![batch.cuSeqlens[1]!] = -100;
+  return batch;
 }
 
 /** Random values for every parameter (norm weights around 1), so no path is trivial. */
