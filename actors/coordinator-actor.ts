@@ -21,6 +21,7 @@ import { commitJobCheckpoint } from "./checkpointing.ts";
 import { MetricsFile, type TrainRecord } from "./metrics.ts";
 import { withPhase } from "./phases.ts";
 import { Progress, type ProgressStream } from "./progress.ts";
+import { StepMetrics, peakTflops } from "./step-metrics.ts";
 import { CoordinatorProtocol, DataProtocol, RankProtocol, type RunSummary } from "./protocols.ts";
 
 export interface CoordinatorOptions {
@@ -67,6 +68,7 @@ export function coordinatorActor(o: CoordinatorOptions) {
     const schedule = createSchedule(cfg.optimizer.schedule, { lr: cfg.optimizer.lr, maxSteps: t.max_steps });
     const progress = new Progress(o.stderr ?? process.stderr, t.max_steps, t.log_every);
     const metrics = new MetricsFile(`${cfg.output_dir}/metrics.jsonl`, o.resumed?.step);
+    const stepMetrics = new StepMetrics({ job: cfg.job, model: o.modelConfig, peakTflops: peakTflops(cfg), devices: o.ranks.length });
 
     const s: RunSummary = { state: "idle", step: o.resumed?.step ?? 0, tokens: o.resumed?.tokens ?? 0, reason: "", last_loss: null };
     let stopReason: string | undefined;
@@ -94,6 +96,7 @@ export function coordinatorActor(o: CoordinatorOptions) {
         s.tokens += r.tokens;
         s.last_loss = r.loss;
         metrics.write(r);
+        stepMetrics.record(r);
         const done = step - firstStep;
         const eta = ((performance.now() - runStart) / 1000 / done) * Math.max(0, t.max_steps - step);
         progress.step(r, eta);
@@ -147,6 +150,8 @@ export function coordinatorActor(o: CoordinatorOptions) {
         elapsed_s: elapsed(),
         live_tensors: status.live_tensors,
         live_bytes: status.live_bytes,
+        mfu: stepMetrics.mfu(status.params, info.tokens, info.seq_len_sq, stepS),
+        memory: { live_bytes: status.live_bytes, cuda: status.cuda_memory },
       };
     };
 

@@ -93,6 +93,7 @@ export function dataActor(o: DataActorOptions) {
       const micros: Batch[][] = [];
       let tokens = 0;
       let lossTokens = 0;
+      let seqLenSq = 0;
       for (let m = 0; m < o.gradAccum; m++) {
         const packs: PackedBatch[][] = Array.from({ length: o.groups }, () => []);
         for (let k = 0; k < o.packsPerMicro; k++) {
@@ -104,11 +105,12 @@ export function dataActor(o: DataActorOptions) {
         for (const b of micro) {
           tokens += b.tokens.length;
           for (const l of b.labels) if (l !== -100) lossTokens++;
+          for (let i = 1; i < b.cu_seqlens.length; i++) seqLenSq += (b.cu_seqlens[i]! - b.cu_seqlens[i - 1]!) ** 2;
         }
         micros.push(micro.map((b) => padToMultiple(b, multiple)));
       }
       const state = pipeline.state();
-      made.set(step, { info: { step, tokens, loss_tokens: lossTokens }, micros, state });
+      made.set(step, { info: { step, tokens, loss_tokens: lossTokens, seq_len_sq: seqLenSq }, micros, state });
       states.set(step, state);
       pending.delete(step);
       lastMade = step;

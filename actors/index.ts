@@ -22,6 +22,7 @@ export { createRankPlan, noCollectives, type RankPlan } from "./parallel-plan.ts
 export { resolveModelSpec, buildModel, tokenizerVocabSize, type ModelSpec } from "./model-spec.ts";
 export { findResume, modelConfigJson, commitJobCheckpoint, type ResumePoint, type CommitInput } from "./checkpointing.ts";
 export { MetricsFile, type MetricsRecord, type TrainRecord, type EvalRecord } from "./metrics.ts";
+export { StepMetrics, stepFlops, modelShape, peakTflops, type ModelShape, type StepMetricsOptions } from "./step-metrics.ts";
 export { Progress, formatProgress, formatDuration, type ProgressStream } from "./progress.ts";
 export {
   CoordinatorProtocol,

@@ -27,6 +27,13 @@ export interface TrainRecord {
   /** Rank 0's live tensors and their bytes after the step (the leak check reads this). */
   live_tensors: number;
   live_bytes: number;
+  /**
+   * Model FLOPs utilization (0..1, actors/step-metrics stepFlops over the step's time and
+   * every rank's peak); null when no peak is known: on cpu unless telemetry.peak_tflops is set.
+   */
+  mfu: number | null;
+  /** Rank 0's memory after the step: live tensor bytes, and the device allocator's on cuda (else null). */
+  memory: { live_bytes: number; cuda: { allocated: number; reserved: number; peak: number } | null };
 }
 
 export interface EvalRecord {

@@ -34,6 +34,8 @@ export const StepInfoSchema = z.object({
   tokens: z.int().min(0),
   /** Of those, tokens with a label: the denominator of the step's mean loss. */
   loss_tokens: z.int().min(0),
+  /** Sum over the step's sequences of length squared: attention's share of the step's FLOPs (MFU). */
+  seq_len_sq: z.number().min(0),
 });
 export type StepInfo = z.output<typeof StepInfoSchema>;
 
@@ -92,6 +94,8 @@ export const RankStatusSchema = z.object({
   live_tensors: z.int().min(0),
   live_bytes: z.number(),
   params: z.int().min(0),
+  /** The device allocator's bytes when the rank runs on cuda; null on cpu. */
+  cuda_memory: z.object({ allocated: z.number(), reserved: z.number(), peak: z.number() }).nullable(),
 });
 export type RankStatus = z.output<typeof RankStatusSchema>;
 

@@ -5,7 +5,7 @@
 // command already run is answered with the recorded result and runs nothing, so retries
 // after a lost reply never accumulate a gradient twice or step the optimizer twice.
 import { performance } from "node:perf_hooks";
-import { liveTensors } from "../native/index.ts";
+import { cudaMemoryStats, liveTensors } from "../native/index.ts";
 import type { PackedBatch } from "../models/index.ts";
 import { openCheckpoint, writeRankShard } from "../models/checkpoint/index.ts";
 import type { GroupSource, RankLayout } from "../mesh/index.ts";
@@ -144,6 +144,7 @@ export function rankActor(o: RankActorOptions) {
 
       status: () => {
         const live = liveTensors();
+        const cuda = o.config.device === "cuda" ? cudaMemoryStats() : null;
         return {
           rank: o.layout.rank,
           step: doneStep,
@@ -152,6 +153,7 @@ export function rankActor(o: RankActorOptions) {
           live_tensors: live.count,
           live_bytes: live.bytes,
           params: plan.modelElements,
+          cuda_memory: cuda && { allocated: cuda.allocated, reserved: cuda.reserved, peak: cuda.peak },
         };
       },
     };

@@ -51,8 +51,10 @@ async function main(): Promise<void> {
   const config = a.config as unknown as JobConfig;
   const layout = a.layout as unknown as RankLayout;
   // Each rank its own traces file (writers never interleave); spans join the coordinator's
-  // traces through the context that crosses NATS with every message.
-  telemetry = await setupTelemetry(config.telemetry, {
+  // traces through the context that crosses NATS with every message. No Prometheus endpoint:
+  // the coordinator's process records the training metrics, and ranks sharing a host would
+  // contend for the configured port.
+  telemetry = await setupTelemetry({ ...config.telemetry, prometheus_port: undefined }, {
     resourceAttributes: { "tessera.job": config.job, "tessera.rank": rank },
     jsonlPath: config.telemetry.jsonl_path.replace(/(\.jsonl)?$/, `.rank-${String(rank).padStart(5, "0")}.jsonl`),
   });

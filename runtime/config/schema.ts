@@ -164,8 +164,16 @@ const TelemetrySchema = z.strictObject({
   service_name: z.string().min(1).default("tessera"),
   /** jsonl exporter's file. Absent: <output_dir>/traces.jsonl. */
   jsonl_path: path.optional(),
-  /** Serve Prometheus metrics on this port (0: any free port). Absent: no endpoint. */
+  /**
+   * Serve Prometheus metrics on this port (0: any free port). Absent: no endpoint. Training
+   * metrics go to OpenTelemetry only through this endpoint (there is no OTLP metrics export).
+   */
   prometheus_port: z.int().min(0).max(65_535).optional(),
+  /**
+   * Peak dense TFLOP/s of one device, the denominator of MFU. Absent: 989 on cuda (H100
+   * SXM, bf16 dense); on cpu none is assumed and MFU is left out.
+   */
+  peak_tflops: z.number().positive().optional(),
 });
 
 const NatsSchema = z.strictObject({

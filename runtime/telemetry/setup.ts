@@ -1,13 +1,15 @@
 // Process-wide telemetry: registers the context manager (so trace context follows async
 // code: without one, a message handler's span would not parent the spans it starts) and a
-// tracer provider exporting to where the config says. Call once per process, early; call
-// shutdown() before exit so the last spans are flushed. The SDK is loaded only here, so a
-// process that never sets telemetry up does not pay for it.
+// tracer provider exporting to where the config says, and a meter provider when a Prometheus
+// port is configured. Call once per process, early; call shutdown() before exit so the last
+// spans are flushed. The SDK is loaded only here, so a process that never sets telemetry up
+// does not pay for it.
 import { hostname } from "node:os";
-import { context, trace, type Attributes } from "@opentelemetry/api";
+import { context, metrics, trace, type Attributes } from "@opentelemetry/api";
 import type { SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import type { TelemetrySection } from "../config/index.ts";
 import { JsonlSpanExporter } from "./jsonl-exporter.ts";
+import { startMetrics, type MetricsHandle } from "./metrics.ts";
 
 export interface TelemetryOptions {
   /** Overrides the config's service_name (e.g. "tessera-rank"). */
@@ -20,13 +22,16 @@ export interface TelemetryOptions {
 
 export interface TelemetryHandle {
   readonly exporter: TelemetrySection["exporter"];
+  /** The port the Prometheus endpoint (GET /metrics) listens on; undefined when none is configured. */
+  readonly prometheusPort: number | undefined;
   /** Exports every ended span now. */
   forceFlush(): Promise<void>;
   /** Flushes, stops exporting and unregisters the globals (a later setupTelemetry may register again). Idempotent. */
   shutdown(): Promise<void>;
 }
 
-type TelemetrySettings = Pick<TelemetrySection, "exporter" | "otlp_endpoint" | "otlp_headers" | "service_name" | "jsonl_path">;
+type TelemetrySettings = Pick<TelemetrySection, "exporter" | "otlp_endpoint" | "otlp_headers" | "service_name" | "jsonl_path"> &
+  Partial<Pick<TelemetrySection, "prometheus_port">>;
 
 export async function setupTelemetry(cfg: TelemetrySettings, opts: TelemetryOptions = {}): Promise<TelemetryHandle> {
   const { AsyncLocalStorageContextManager } = await import("@opentelemetry/context-async-hooks");
@@ -40,33 +45,48 @@ export async function setupTelemetry(cfg: TelemetrySettings, opts: TelemetryOpti
     context.disable();
     throw err;
   }
+  const { defaultResource, resourceFromAttributes } = await import("@opentelemetry/resources");
+  const resource = defaultResource().merge(
+    resourceFromAttributes({
+      "service.name": opts.serviceName ?? cfg.service_name,
+      "host.name": hostname(),
+      "process.pid": process.pid,
+      ...opts.resourceAttributes,
+    }),
+  );
   let provider: { forceFlush(): Promise<void>; shutdown(): Promise<void> } | undefined;
   if (processors.length) {
     const { BasicTracerProvider } = await import("@opentelemetry/sdk-trace-base");
-    const { defaultResource, resourceFromAttributes } = await import("@opentelemetry/resources");
-    const resource = defaultResource().merge(
-      resourceFromAttributes({
-        "service.name": opts.serviceName ?? cfg.service_name,
-        "host.name": hostname(),
-        "process.pid": process.pid,
-        ...opts.resourceAttributes,
-      }),
-    );
     const p = new BasicTracerProvider({ resource, spanProcessors: processors });
     trace.setGlobalTracerProvider(p);
     provider = p;
+  }
+  let meters: MetricsHandle | undefined;
+  if (cfg.prometheus_port !== undefined) {
+    try {
+      meters = await startMetrics(resource, cfg.prometheus_port);
+    } catch (err) {
+      await provider?.shutdown();
+      trace.disable();
+      context.disable();
+      throw err;
+    }
   }
 
   let closing: Promise<void> | undefined;
   return {
     exporter: cfg.exporter,
-    forceFlush: async () => provider?.forceFlush(),
+    prometheusPort: meters?.port,
+    forceFlush: async () => {
+      await Promise.all([provider?.forceFlush(), meters?.forceFlush()]);
+    },
     shutdown: () =>
       (closing ??= (async () => {
         try {
-          await provider?.shutdown();
+          await Promise.all([provider?.shutdown(), meters?.shutdown()]);
         } finally {
           trace.disable();
+          metrics.disable();
           context.disable();
         }
       })()),

@@ -52,6 +52,9 @@ test("six steps of tiny.yaml: metrics per step and per eval, the loss falls, no 
     }
     assert.ok(r.tokens > 0 && r.tokens <= cfg.data.packing_length);
     assert.equal(r.skipped, false);
+    // cpu and no telemetry.peak_tflops: no peak to measure against.
+    assert.equal(r.mfu, null);
+    assert.deepEqual(r.memory, { live_bytes: r.live_bytes, cuda: null });
   }
   assert.equal(summary.tokens, train.reduce((a, r) => a + r.tokens, 0));
   assert.equal(train[0]!.lr, 3e-3);

@@ -24,6 +24,8 @@ function record(step: number, over: Partial<TrainRecord> = {}): TrainRecord {
     elapsed_s: step * 0.08,
     live_tensors: 10,
     live_bytes: 100,
+    mfu: null,
+    memory: { live_bytes: 100, cuda: null },
     ...over,
   };
 }

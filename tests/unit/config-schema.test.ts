@@ -45,3 +45,9 @@ test("nats.url takes one URL or a comma-separated list", () => {
     "nats.url: expected a URL or comma-separated URLs without spaces: nats://host:4222,nats://host2:4222",
   ]);
 });
+
+test("telemetry.peak_tflops: optional, a positive number", () => {
+  assert.equal(parseConfig(job({})).telemetry.peak_tflops, undefined);
+  assert.equal(parseConfig({ ...job({}), telemetry: { peak_tflops: 312 } }).telemetry.peak_tflops, 312);
+  assert.deepEqual(messages(() => parseConfig({ ...job({}), telemetry: { peak_tflops: 0 } })), ["telemetry.peak_tflops: expected > 0, received 0"]);
+});
