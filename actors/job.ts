@@ -109,7 +109,8 @@ export async function startTraining(cfg: JobConfig, o: TrainOptions = {}): Promi
     system,
     done,
     stop: async (reason = "stop requested") => {
-      await coordinator.ask({ type: "stop", reason });
+      // A stop that arrives while the run is already shutting down has nothing left to stop.
+      await coordinator.ask({ type: "stop", reason }).catch(() => undefined);
     },
   };
 }

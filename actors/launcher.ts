@@ -22,7 +22,7 @@ import { coordinatorActor } from "./coordinator-actor.ts";
 import { dataActor } from "./data-actor.ts";
 import { ADDRESS } from "./job.ts";
 import { startLocalNats, type LocalNats } from "./local-nats.ts";
-import { resolveModelSpec, type ModelSpec } from "./model-spec.ts";
+import { checkTrainable, resolveModelSpec, type ModelSpec } from "./model-spec.ts";
 import { nodeAgent } from "./node-agent.ts";
 import type { ProgressStream } from "./progress.ts";
 import { CoordinatorProtocol, JobProtocol, NodeProtocol, RankProtocol, type RunSummary } from "./protocols.ts";
@@ -52,8 +52,9 @@ export async function launch(cfg: JobConfig, o: LaunchOptions): Promise<Launched
   const stderr = o.stderr ?? process.stderr;
   const note = (line: string) => void stderr.write(line + "\n");
   // Checked before anything starts: a mesh that does not fit the world is a config mistake.
+  checkTrainable(cfg);
   const spec = resolveModelSpec(cfg);
-  const mesh = new DeviceMesh(cfg.mesh, o.nnodes * o.nprocPerNode, spec.kind === "config" ? headsOfHF(spec.hf) : {});
+  const mesh = new DeviceMesh(cfg.mesh, o.nnodes * o.nprocPerNode, headsOfHF(spec.kind === "config" ? spec.hf : await modelConfigJson(spec)));
   const servers = o.natsUrl ?? cfg.nats.url;
   if (servers === undefined && o.nnodes > 1) throw new Error("a job over several nodes needs a NATS server every node reaches: --nats URL or nats.url");
   let local: LocalNats | undefined;

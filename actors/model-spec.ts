@@ -40,10 +40,15 @@ export function tokenizerVocabSize(dir: string): number {
   return max + 1;
 }
 
-/** Builds the model a spec names, in the dtype the job computes in (CPU: float32). */
-export async function buildModel(spec: ModelSpec, cfg: Pick<JobConfig, "device" | "model">): Promise<CausalLM> {
+/** What the ranks can train today; checked before any rank process starts, and again by each. */
+export function checkTrainable(cfg: Pick<JobConfig, "device" | "model">): void {
   if (cfg.device !== "cpu") throw new Error(`device ${cfg.device}: only the cpu backend can train yet (set device: cpu)`);
   if (cfg.model.dtype === "bfloat16") throw new Error("model.dtype bfloat16: the cpu backend computes in float32 (use auto or float32)");
+}
+
+/** Builds the model a spec names, in the dtype the job computes in (CPU: float32). */
+export async function buildModel(spec: ModelSpec, cfg: Pick<JobConfig, "device" | "model">): Promise<CausalLM> {
+  checkTrainable(cfg);
   const model =
     spec.kind === "path"
       ? (await loadHF(spec.path, { dtype: "float32" })).model

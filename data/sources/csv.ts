@@ -1,5 +1,6 @@
 // CSV per RFC 4180: a header row names the columns; fields may be quoted; inside quotes a
-// doubled quote is a quote and commas and line breaks are data; records end at LF or CRLF.
+// doubled quote is a quote and commas and line breaks are data; records end at LF, CRLF or a
+// lone CR.
 // The parser works on bytes (the delimiters are ASCII, which never occurs inside a UTF-8
 // multi-byte sequence) in chunks, so a file of any size streams and byte offsets are exact.
 // Leniency: a quote inside an unquoted field is kept as data; blank lines are skipped.
@@ -69,8 +70,7 @@ export async function* csvRows(path: string, from: FilePosition): AsyncGenerator
       if (state === AFTER_CR) {
         state = FIELD_START;
         if (b === LF) {
-          line++;
-          recordLine = line + 1;
+          // CRLF: the CR already counted the line break; the record resumes after the LF
           const last = out[out.length - 1];
           if (last) last.next = { offset: base + i + 1, row: line };
           continue;
@@ -94,7 +94,7 @@ export async function* csvRows(path: string, from: FilePosition): AsyncGenerator
         } else if (b === LF || b === CR) {
           parts.push(buf.subarray(seg, i));
           takeField();
-          if (b === LF) line++;
+          line++;
           const r = takeRecord(base + i + 1);
           if (r) out.push(r);
           state = b === CR ? AFTER_CR : FIELD_START;
@@ -113,7 +113,7 @@ export async function* csvRows(path: string, from: FilePosition): AsyncGenerator
           state = FIELD_START;
         } else if (b === LF || b === CR) {
           takeField();
-          if (b === LF) line++;
+          line++;
           const r = takeRecord(base + i + 1);
           if (r) out.push(r);
           state = b === CR ? AFTER_CR : FIELD_START;
@@ -122,13 +122,13 @@ export async function* csvRows(path: string, from: FilePosition): AsyncGenerator
           parts = [];
           state = SKIP_LINE;
         }
-      } else if (b === LF) {
-        // SKIP_LINE: resynchronise at the next line break
+      } else if (b === LF || b === CR) {
+        // SKIP_LINE: resynchronise at the next line break (LF, CRLF or a lone CR)
         line++;
         fields = [];
         const r = takeRecord(base + i + 1);
         if (r) out.push(r);
-        state = FIELD_START;
+        state = b === CR ? AFTER_CR : FIELD_START;
       }
     }
     if (state === QUOTED || state === UNQUOTED) parts.push(Buffer.from(buf.subarray(seg)));

@@ -1,6 +1,6 @@
 // A model folder as transformers reads and writes it: config.json + model.safetensors
 // (or shards + model.safetensors.index.json).
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { configFromHF, configToHF, type ModelConfig } from "../config.ts";
 import type { CausalLM, ModelOptions } from "../causal-lm.ts";
@@ -93,18 +93,28 @@ export async function saveHF(model: CausalLM, dir: string, opts: SaveOptions = {
     shards[shards.length - 1]!.push(t);
     size += t.bytes;
   }
+  const written = new Set<string>();
   if (shards.length === 1) {
     await writeSafetensors(join(dir, "model.safetensors"), tensors, { dtype: st });
+    written.add("model.safetensors");
   } else {
     const pad = (n: number) => String(n).padStart(5, "0");
     const weightMap: Record<string, string> = {};
     for (let i = 0; i < shards.length; i++) {
       const file = `model-${pad(i + 1)}-of-${pad(shards.length)}.safetensors`;
       await writeSafetensors(join(dir, file), shards[i]!, { dtype: st });
+      written.add(file);
       for (const t of shards[i]!) weightMap[t.name] = file;
     }
     const total = tensors.reduce((a, t) => a + t.bytes, 0);
     await atomicWriteText(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + "\n");
+    written.add("model.safetensors.index.json");
+  }
+  // Weights of an earlier save in another layout would win over these: readers (ours and
+  // transformers) take an index or a single file whichever is there, so remove the rest.
+  for (const name of await readdir(dir)) {
+    const weightFile = name === "model.safetensors" || name === "model.safetensors.index.json" || /^model-\d+-of-\d+\.safetensors$/.test(name);
+    if (weightFile && !written.has(name)) await rm(join(dir, name), { force: true });
   }
   const hf = configToHF(model.config, dtype);
   await atomicWriteText(join(dir, "config.json"), JSON.stringify(hf, null, 2) + "\n");

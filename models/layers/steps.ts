@@ -91,10 +91,24 @@ export function runSync<R>(steps: Steps<R>, hooks?: StepHooks): R {
   return r.value;
 }
 
-/** Runs steps to the end, awaiting the hooks and the attention exchange (local attention without one). */
+/** How long a step may compute before it gives the event loop a turn. */
+const YIELD_EVERY_MS = 100;
+
+/**
+ * Runs steps to the end, awaiting the hooks and the attention exchange (local attention without
+ * one). Ops are synchronous and an already-resolved hook only queues a microtask, so without a
+ * real turn of the event loop a whole step would starve the process's timers and sockets (a
+ * rank's heartbeats among them): every YIELD_EVERY_MS of compute, at the next step point, it
+ * yields one macrotask.
+ */
 export async function runAsync<R>(steps: Steps<R>, hooks?: AsyncStepHooks, exchange?: AttentionExchange): Promise<R> {
   let r = steps.next();
+  let lastTurn = performance.now();
   while (!r.done) {
+    if (performance.now() - lastTurn > YIELD_EVERY_MS) {
+      await new Promise((resolve) => setImmediate(resolve));
+      lastTurn = performance.now();
+    }
     const e = r.value;
     let out: unknown;
     if (e.op === "hook") await hooks?.[e.point]?.(e.block);

@@ -116,6 +116,20 @@ test("csv parser: rows as fields, a lone CR ends a record", async (t) => {
   ]);
 });
 
+test("csv parser: with lone-CR line ends a bad row is skipped alone, and lines count CRs", async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, "cr-bad.csv");
+  writeFileSync(path, 'text,x\r"a"b,1\r"ok",2\r\n"ok2",3\r');
+  const rows: { line: number; fields?: string[]; error?: string }[] = [];
+  for await (const r of csvRows(path, { offset: 0, row: 0 })) rows.push({ line: r.line, ...(r.fields ? { fields: r.fields } : {}), ...(r.error ? { error: r.error } : {}) });
+  assert.equal(rows.length, 4);
+  assert.deepEqual(rows[0], { line: 1, fields: ["text", "x"] });
+  assert.equal(rows[1]!.line, 2);
+  assert.match(rows[1]!.error ?? "", /after a closing quote/);
+  assert.deepEqual(rows[2], { line: 3, fields: ["ok", "2"] });
+  assert.deepEqual(rows[3], { line: 4, fields: ["ok2", "3"] });
+});
+
 test("json: one array streamed element by element; bad elements reported; non-arrays rejected", async (t) => {
   const dir = tempDir(t);
   const path = join(dir, "a.json");

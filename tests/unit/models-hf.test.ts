@@ -134,6 +134,30 @@ test("bf16 save rounds every weight to nearest-even bf16; sharded save loads the
   });
 });
 
+test("saving again into a folder in another layout leaves only the new weights", async () => {
+  await withDir(async (dir) => {
+    const a = createModel(tinyConfigs.qwen2!, { seed: 21 });
+    const b = createModel(tinyConfigs.qwen2!, { seed: 22 });
+    randomizeParams(a.params(), 5);
+    randomizeParams(b.params(), 6);
+    await saveHF(a, dir, { maxShardBytes: 4096 });
+    await saveHF(b, dir); // one file now: the shards and index of `a` must go
+    let files = await readdir(dir);
+    assert.deepEqual(files.filter((f) => f.includes("safetensors")), ["model.safetensors"]);
+    const single = await loadHF(dir);
+    assert.deepEqual(logitsOf(single.model), logitsOf(b));
+    single.model.dispose();
+    await saveHF(a, dir, { maxShardBytes: 4096 }); // and back: model.safetensors must go
+    files = await readdir(dir);
+    assert.ok(!files.includes("model.safetensors"), files.join(", "));
+    const sharded = await loadHF(dir);
+    assert.deepEqual(logitsOf(sharded.model), logitsOf(a));
+    sharded.model.dispose();
+    a.dispose();
+    b.dispose();
+  });
+});
+
 test("loadHF: a missing tensor or a shape that does not match config.json names the tensor and the file", async () => {
   await withDir(async (dir) => {
     const m = createModel(tinyConfigs.mistral!, { seed: 1 });
