@@ -5,7 +5,7 @@
 // (a peer blocked in one fails at once rather than at its deadline) and exits; so does the
 // death of the launcher that spawned it.
 import { HostCollectives, type RankLayout } from "../mesh/index.ts";
-import { ActorSystem, NatsTransport, setupTelemetry, startChildHeartbeats, type JobConfig } from "../runtime/index.ts";
+import { ActorSystem, NatsTransport, parseConfig, setupTelemetry, startChildHeartbeats } from "../runtime/index.ts";
 import { ADDRESS } from "./job.ts";
 import type { ModelSpec } from "./model-spec.ts";
 import { RANK_ENV } from "./node-agent.ts";
@@ -48,7 +48,8 @@ async function main(): Promise<void> {
 
   const job = system.ref(ADDRESS.job, JobProtocol);
   const a = await job.ask({ type: "assign", rank, generation }, { timeoutMs: 60_000 });
-  const config = a.config as unknown as JobConfig;
+  // The config crossed the wire as plain data: validate it as any inbound message is.
+  const config = parseConfig(a.config);
   const layout = a.layout as unknown as RankLayout;
   // Each rank its own traces file (writers never interleave); spans join the coordinator's
   // traces through the context that crosses NATS with every message. No Prometheus endpoint:
