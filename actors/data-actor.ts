@@ -154,6 +154,10 @@ export function dataActor(o: DataActorOptions) {
     let evalRound = -1;
     let evalPipeline: DataPipeline | undefined;
     let evalEnded = false;
+    // A round's batches from index evalBase on: ranks ask index by index in lockstep (the
+    // coordinator starts index i+1 only when every rank has had i), so older ones are dropped
+    // and an eval set never sits in memory whole.
+    let evalBase = 0;
     const evalBatches: PackedBatch[][] = [];
     ctx.onStop(() => evalPipeline?.close());
 
@@ -195,14 +199,24 @@ export function dataActor(o: DataActorOptions) {
           );
           evalRound = round;
           evalEnded = false;
+          evalBase = 0;
           evalBatches.length = 0;
         }
-        while (!evalEnded && evalBatches.length <= index) {
+        if (index < evalBase) throw new Error(`data: eval batch ${index} of round ${round} was already served and dropped`);
+        while (evalBase < index - 1 && evalBatches.length > 0) {
+          evalBatches.shift();
+          evalBase++;
+        }
+        while (!evalEnded && evalBase + evalBatches.length <= index) {
           const g = await evalPipeline!.nextGroup();
           if (g) evalBatches.push(g);
-          else evalEnded = true;
+          else {
+            evalEnded = true;
+            await evalPipeline!.close();
+            evalPipeline = undefined;
+          }
         }
-        const b = evalBatches[index]?.[group];
+        const b = evalBatches[index - evalBase]?.[group];
         return b ? padToMultiple(b, multiple) : null;
       },
       stats: () => ({ ...pipeline.stats(), committed, made: lastMade }),
