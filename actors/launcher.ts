@@ -166,6 +166,13 @@ async function leadNode(cfg: JobConfig, o: LaunchOptions, { system, url, note, s
   const joinedAll = new Promise<void>((r) => (allJoined = r));
   if (o.nnodes === 1) allJoined();
 
+  // A second job of this name on a shared NATS server would receive this one's messages.
+  const taken = await system.ref(ADDRESS.job, JobProtocol).ask({ type: "ping" }, { timeoutMs: 2000 }).then(
+    () => true,
+    () => false,
+  );
+  if (taken) throw new Error(`job "${cfg.job}" is already running on ${url}: stop it, or give this run another job name (--set job=...)`);
+
   await system.spawn(
     ADDRESS.job,
     defineActor(JobProtocol, () => ({

@@ -5,6 +5,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startNatsServer } from "../helpers/nats-server.ts";
+import { ActorSystem, NatsTransport } from "../../runtime/index.ts";
+import { ADDRESS, JobProtocol } from "../../actors/index.ts";
 import { assertSameCurve, cli, MULTI, referenceRun, sets, TINY, trainRecords } from "./train-multirank-kit.ts";
 import { tempDir } from "./train-testkit.ts";
 
@@ -29,6 +31,33 @@ test("tessera launch --nnodes 2: node 1 waits for node 0, both run their rank, b
     const want = await referenceRun(tempDir("tessera-launch-ref-"), ["trainer.max_steps=3", "checkpoint.every=0", "trainer.micro_batch_tokens=128"]);
     assertSameCurve(trainRecords(out), want, 1e-5);
   } finally {
+    await server.stop();
+  }
+});
+
+test("a second node 0 of the same job on one NATS server refuses to start", async () => {
+  const server = await startNatsServer();
+  const probe = await NatsTransport.connect({ servers: [server.url], job: "tiny", name: "probe" });
+  const system = new ActorSystem({ transport: probe, name: "probe" });
+  try {
+    // The first node 0 of a 2-node job serves the job actor and waits for node 1 to join.
+    const first = cli(["launch", TINY, "--nnodes", "2", "--node-rank", "0", "--nproc-per-node", "1", "--nats", server.url, "-o", tempDir("tessera-dup-a-"), ...sets([...MULTI, ...STEPS])]);
+    const job = system.ref(ADDRESS.job, JobProtocol);
+    for (let i = 0; ; i++) {
+      const up = await job.ask({ type: "ping" }, { timeoutMs: 1000 }).then(() => true, () => false);
+      if (up) break;
+      assert.ok(i < 120, "the first launcher never served the job actor");
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const second = cli(["launch", TINY, "--nnodes", "2", "--node-rank", "0", "--nproc-per-node", "1", "--nats", server.url, "-o", tempDir("tessera-dup-b-"), ...sets([...MULTI, ...STEPS])]);
+    const r2 = await second.exit;
+    assert.equal(r2.code, 1, r2.stderr);
+    assert.match(r2.stderr, /job "tiny" is already running on nats:\/\/127\.0\.0\.1:\d+/);
+    process.kill(first.pid, "SIGKILL");
+    await first.exit;
+  } finally {
+    await system.shutdown();
+    await probe.close();
     await server.stop();
   }
 });
