@@ -39,34 +39,10 @@ export function adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, o: 
   }
   for (const k of ["lr", "beta1", "beta2", "eps", "weightDecay", "step"] as const) needFinite(op, k, o[k]);
   if (!Number.isInteger(o.step) || o.step < 1) fail(op, `step must be an integer >= 1, got ${o.step}`);
-  if (cuda) {
-    cudaAddon(op).adamwStep(
-      param.handle(op, "param"),
-      grad.handle(op, "grad"),
-      m.handle(op, "m"),
-      v.handle(op, "v"),
-      o.lr,
-      o.beta1,
-      o.beta2,
-      o.eps,
-      o.weightDecay,
-      o.step,
-      o.bf16Copy?.handle(op, "bf16Copy"),
-    );
-    return;
-  }
-  loadAddon().adamwStep(
-    param.handle(op, "param"),
-    grad.handle(op, "grad"),
-    m.handle(op, "m"),
-    v.handle(op, "v"),
-    o.lr,
-    o.beta1,
-    o.beta2,
-    o.eps,
-    o.weightDecay,
-    o.step,
-  );
+  const args = [param.handle(op, "param"), grad.handle(op, "grad"), m.handle(op, "m"), v.handle(op, "v"), o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, o.step] as const;
+  // The CUDA kernel writes the bf16 copy in the same pass; on CPU it is a cast after the step.
+  if (cuda) return cudaAddon(op).adamwStep(...args, o.bf16Copy?.handle(op, "bf16Copy"));
+  loadAddon().adamwStep(...args);
   const copy = o.bf16Copy;
   if (copy) scope(() => copyInto(copy, cast(param, "bfloat16")));
 }

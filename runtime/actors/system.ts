@@ -300,13 +300,7 @@ class Cell {
 
   /** Undoes a spawn whose first start failed. */
   async discard(): Promise<void> {
-    this.status = "stopped";
-    await this.stopChildren("parent");
-    await this.runCleanups();
-    await this.served?.close();
-    this.rejectQueued();
-    this.parent?.children.delete(this);
-    this.system.forget(this);
+    await this.teardown();
   }
 
   fail(error: unknown, incarnation = this.incarnation): void {
@@ -322,6 +316,12 @@ class Cell {
 
   async stop(reason: StopReason): Promise<void> {
     if (this.status === "stopped") return;
+    await this.teardown();
+    this.system.emit("stopped", { address: this.address, reason });
+  }
+
+  /** Stops children, runs cleanups, stops serving, fails what waits, and leaves the tree. */
+  private async teardown(): Promise<void> {
     this.status = "stopped";
     await this.stopChildren("parent");
     await this.runCleanups();
@@ -329,7 +329,6 @@ class Cell {
     this.rejectQueued();
     this.parent?.children.delete(this);
     this.system.forget(this);
-    this.system.emit("stopped", { address: this.address, reason });
   }
 
   private async apply(directive: Directive, error: unknown): Promise<void> {

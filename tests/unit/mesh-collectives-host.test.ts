@@ -15,18 +15,9 @@ import {
   type HostBuffer,
   type ReduceOp,
 } from "../../mesh/collectives/index.ts";
+import { mulberry32 as rng } from "../../models/index.ts";
 import { InProcTransport, type Delivery, type Headers, type Reply, type Served, type Transport } from "../../runtime/index.ts";
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Values spread over many magnitudes, so that the order of a float sum shows in its bits. */
 function wideFloats(n: number, seed: number): Float32Array {

@@ -2,17 +2,10 @@
 // from the definitions, used to check the kernels. Arrays are row-major.
 export type F = Float64Array;
 
-export function rng(seed: number): () => number {
-  // mulberry32: a small deterministic generator for test data.
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic test data: the same small generator generation samples with. */
+import { mulberry32 as rng } from "../../../models/index.ts";
+
+export { rng };
 
 export function randArray(n: number, seed: number, scale = 1): F {
   const r = rng(seed);
