@@ -52,7 +52,7 @@ export async function launch(cfg: JobConfig, o: LaunchOptions): Promise<Launched
   const stderr = o.stderr ?? process.stderr;
   const note = (line: string) => void stderr.write(line + "\n");
   // Checked before anything starts: a mesh that does not fit the world is a config mistake.
-  checkTrainable(cfg);
+  checkTrainable(cfg, o.nnodes * o.nprocPerNode);
   const spec = resolveModelSpec(cfg);
   const mesh = new DeviceMesh(cfg.mesh, o.nnodes * o.nprocPerNode, headsOfHF(spec.kind === "config" ? spec.hf : await modelConfigJson(spec)));
   const servers = o.natsUrl ?? cfg.nats.url;

@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { JobConfig } from "../runtime/index.ts";
 import { configFromHF, createModel, loadHF, type CausalLM } from "../models/index.ts";
+import { cudaAvailable } from "../native/index.ts";
 
 /** Inline HF config.json fields (vocab_size filled), or an HF model folder. */
 export type ModelSpec =
@@ -40,19 +41,40 @@ export function tokenizerVocabSize(dir: string): number {
   return max + 1;
 }
 
-/** What the ranks can train today; checked before any rank process starts, and again by each. */
-export function checkTrainable(cfg: Pick<JobConfig, "device" | "model">): void {
-  if (cfg.device !== "cpu") throw new Error(`device ${cfg.device}: only the cpu backend can train yet (set device: cpu)`);
-  if (cfg.model.dtype === "bfloat16") throw new Error("model.dtype bfloat16: the cpu backend computes in float32 (use auto or float32)");
+/**
+ * What the ranks can train today; checked before any rank process starts (with the world
+ * size), and again by each rank.
+ */
+export function checkTrainable(cfg: Pick<JobConfig, "device" | "model">, world = 1): void {
+  if (cfg.device === "cpu") {
+    if (cfg.model.dtype === "bfloat16") throw new Error("model.dtype bfloat16: the cpu backend computes in float32 (use auto or float32)");
+    return;
+  }
+  if (!cudaAvailable()) {
+    throw new Error("device cuda: this addon was built without CUDA or sees no GPU (buildInfo() says which); set device: cpu");
+  }
+  if (world > 1) {
+    throw new Error(`device cuda: ${world} ranks need the NCCL backend of the collectives, which is not built yet; train on one GPU (mesh dp=fsdp=sp=1) or set device: cpu`);
+  }
 }
 
-/** Builds the model a spec names, in the dtype the job computes in (CPU: float32). */
+/** The dtype the layers compute in: bfloat16 on cuda unless model.dtype says float32; float32 on cpu. */
+export function computeDtypeOf(cfg: Pick<JobConfig, "device" | "model">): "float32" | "bfloat16" {
+  if (cfg.device === "cpu") return "float32";
+  return cfg.model.dtype === "float32" ? "float32" : "bfloat16";
+}
+
+/**
+ * Builds the model a spec names: fp32 master weights made (or read) on the host, then placed
+ * on the job's device computing in its compute dtype.
+ */
 export async function buildModel(spec: ModelSpec, cfg: Pick<JobConfig, "device" | "model">): Promise<CausalLM> {
   checkTrainable(cfg);
   const model =
     spec.kind === "path"
       ? (await loadHF(spec.path, { dtype: "float32" })).model
       : createModel(configFromHF(spec.hf, "model.config"), { seed: spec.seed, dtype: "float32" });
+  if (cfg.device === "cuda") model.place("cuda", computeDtypeOf(cfg));
   if (cfg.model.recompute === "full") model.recompute = true;
   return model;
 }

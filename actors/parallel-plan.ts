@@ -79,9 +79,10 @@ export function createRankPlan(
     finishGradients: () => plan.finishGrads(),
     gradSumSquares: () => plan.gradSumSquares(),
     async optimStep(lr, maxNorm, norm) {
-      const clip = clipGradNorm(rankParams, maxNorm, { norm });
+      // The clipping factor goes to the optimizer, which folds it into the update.
+      const clip = clipGradNorm(rankParams, maxNorm, { norm, scaleGrads: false });
       // The norm is global, so every rank of a shard group skips or steps together.
-      if (clip.finite) await optimizer.step(lr);
+      if (clip.finite) await optimizer.step(lr, clip.scale);
       plan.zeroGrad();
       return clip;
     },

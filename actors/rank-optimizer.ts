@@ -6,13 +6,17 @@
 // this rank's ranges, so checkpoints save and reshard it alike.
 import { createOptimizer, noDecay, usesMuon, type OptimizerStateDict, type ParamState } from "../models/optim/index.ts";
 import type { ParallelPlan } from "../mesh/index.ts";
+import { scaleInPlace } from "../native/index.ts";
 import type { JobConfig } from "../runtime/index.ts";
 
 export interface RankOptimizer {
   /** Optimizer steps taken so far (what the LR schedule is indexed by). */
   readonly stepCount: number;
-  /** One update with learning rate `lr`; every rank of the shard group must call it (sharded Muon exchanges matrices). */
-  step(lr: number): Promise<void>;
+  /**
+   * One update with learning rate `lr`, gradients multiplied by gradScale (clipping's factor);
+   * every rank of the shard group must call it (sharded Muon exchanges matrices).
+   */
+  step(lr: number, gradScale?: number): Promise<void>;
   /** This rank's state over its ranges, for checkpoints. */
   stateDict(): OptimizerStateDict;
   /** Replaces the state with a checkpoint's, over this rank's ranges. */
@@ -42,7 +46,7 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
       get stepCount() {
         return opt.stepCount;
       },
-      step: async (lr) => opt.step(lr),
+      step: async (lr, gradScale) => opt.step(lr, gradScale),
       stateDict: () => opt.stateDict(),
       loadStateDict: (s) => opt.loadStateDict(s),
       dispose: () => opt.dispose(),
@@ -58,7 +62,9 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
     get stepCount() {
       return adamw.stepCount;
     },
-    async step(lr) {
+    async step(lr, gradScale = 1) {
+      // Sharded Muon exchanges gradients as they are: scale them all first.
+      if (gradScale !== 1) for (const p of plan.rankParams()) if (p.grad) scaleInPlace(p.grad, gradScale);
       await muon.step(lr);
       adamw.step(lr);
     },

@@ -3,7 +3,7 @@
 // fused linear cross-entropy (full logits never exist), then backward in reverse, freeing
 // each block's activations as soon as its backward has run.
 import type { ModelConfig } from "./config.ts";
-import { ops, type DType, type Tensor } from "./ops.ts";
+import { ops, type Device, type DType, type Tensor } from "./ops.ts";
 import type { Layer } from "./layers/basic.ts";
 import type { Block } from "./layers/block.ts";
 import { Ctx, type BatchTensors } from "./layers/ctx.ts";
@@ -89,7 +89,34 @@ export abstract class CausalLM {
   /** The largest position the model can embed + 1 (absent: unbounded). */
   abstract readonly maxPositions: number | undefined;
 
-  constructor(readonly dtype: DType) {}
+  #device: Device = "cpu";
+  #compute: DType;
+
+  constructor(readonly dtype: DType) {
+    this.#compute = dtype;
+  }
+
+  /** Where the parameters live and the step runs. */
+  get device(): Device {
+    return this.#device;
+  }
+
+  /** The dtype activations and weights are computed in (dtype is the master weights'). */
+  get computeDtype(): DType {
+    return this.#compute;
+  }
+
+  /**
+   * Moves the parameters to device and computes in `compute` there: with bfloat16 on cuda each
+   * parameter keeps fp32 master weights and gradients beside its bf16 compute copy. Gradients
+   * are dropped.
+   */
+  place(device: Device, compute: DType = this.dtype): this {
+    for (const p of this.params()) p.place(device, compute);
+    this.#device = device;
+    this.#compute = compute;
+    return this;
+  }
 
   set recompute(on: boolean) {
     for (const b of this.blocks) b.recompute = on;
@@ -102,7 +129,7 @@ export abstract class CausalLM {
   /** Forward and backward on one packed batch; gradients are added to the parameters'. */
   loss(batch: PackedBatch, opts: LossOptions = {}): LossResult {
     const { labels, gradScale } = this.lossInputs(batch, opts.gradScale);
-    return ops.scope(() => runSync(this.lossSteps(uploadBatch(batch), labels, gradScale), opts.hooks));
+    return ops.scope(() => runSync(this.lossSteps(uploadBatch(batch, this.#device), labels, gradScale), opts.hooks));
   }
 
   /**
@@ -112,7 +139,7 @@ export abstract class CausalLM {
    */
   async lossAsync(batch: PackedBatch, opts: AsyncLossOptions = {}): Promise<LossResult> {
     const { labels, gradScale } = this.lossInputs(batch, opts.gradScale);
-    const bt = uploadBatch(batch);
+    const bt = uploadBatch(batch, this.#device);
     try {
       return await runAsync(this.lossSteps(bt, labels, gradScale), opts.hooks, opts.attention);
     } finally {
@@ -132,7 +159,7 @@ export abstract class CausalLM {
   private *lossSteps(bt: BatchTensors, labels: Int32Array, gradScale: number): Steps<LossResult> {
     const ctx = new Ctx(bt);
     const hn = yield* this.hiddenSteps(bt, ctx, false);
-    const lab = ops.tensor(labels, [labels.length], { dtype: "int32" });
+    const lab = ops.tensor(labels, [labels.length], { dtype: "int32", device: this.#device });
     const r = ops.linearCrossEntropy(hn, this.head.value, lab, { ignoreIndex: IGNORE_INDEX, gradScale });
     hn.dispose();
     lab.dispose();
@@ -163,9 +190,9 @@ export abstract class CausalLM {
     if (!labels) throw new Error("evalLoss: the batch has no labels");
     checkBatch(batch, this.config.vocabSize, this.maxPositions);
     return ops.scope(() => {
-      const bt = uploadBatch(batch);
+      const bt = uploadBatch(batch, this.#device);
       const hn = this.hiddenForward(bt, new Ctx(bt), true);
-      const lab = ops.tensor(labels, [labels.length], { dtype: "int32" });
+      const lab = ops.tensor(labels, [labels.length], { dtype: "int32", device: this.#device });
       const r = ops.linearCrossEntropyLoss(hn, this.head.value, lab, { ignoreIndex: IGNORE_INDEX });
       return { loss: r.count > 0 ? r.loss / r.count : 0, lossSum: r.loss, count: r.count };
     });
@@ -180,10 +207,10 @@ export abstract class CausalLM {
     const labels = batch.labels;
     if (!labels) throw new Error("evalLoss: the batch has no labels");
     checkBatch(batch, this.config.vocabSize, this.maxPositions);
-    const bt = uploadBatch(batch);
+    const bt = uploadBatch(batch, this.#device);
     try {
       const hn = await runAsync(this.hiddenSteps(bt, new Ctx(bt), true), opts.hooks, opts.attention);
-      const lab = ops.tensor(labels, [labels.length], { dtype: "int32" });
+      const lab = ops.tensor(labels, [labels.length], { dtype: "int32", device: this.#device });
       const r = ops.linearCrossEntropyLoss(hn, this.head.value, lab, { ignoreIndex: IGNORE_INDEX });
       hn.dispose();
       lab.dispose();
@@ -197,7 +224,7 @@ export abstract class CausalLM {
   logits(batch: PackedBatch): Tensor {
     checkBatch(batch, this.config.vocabSize, this.maxPositions);
     return ops.scope(() => {
-      const bt = uploadBatch(batch);
+      const bt = uploadBatch(batch, this.#device);
       const hn = this.hiddenForward(bt, new Ctx(bt), true);
       return ops.matmul(hn, this.head.value, { transB: true });
     });
@@ -240,12 +267,13 @@ function disposeBatch(bt: BatchTensors): void {
   bt.cuSeqlens.dispose();
 }
 
-function uploadBatch(b: PackedBatch): BatchTensors {
+function uploadBatch(b: PackedBatch, device: Device): BatchTensors {
   const T = b.tokens.length;
   return {
-    tokens: ops.tensor(b.tokens, [T], { dtype: "int32" }),
-    positions: ops.tensor(b.positions, [T], { dtype: "int32" }),
-    cuSeqlens: ops.tensor(b.cuSeqlens, [b.cuSeqlens.length], { dtype: "int32" }),
+    tokens: ops.tensor(b.tokens, [T], { dtype: "int32", device }),
+    positions: ops.tensor(b.positions, [T], { dtype: "int32", device }),
+    cuSeqlens: ops.tensor(b.cuSeqlens, [b.cuSeqlens.length], { dtype: "int32", device }),
+    cuSeqlensHost: b.cuSeqlens,
     numTokens: T,
   };
 }

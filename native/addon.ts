@@ -49,6 +49,8 @@ export interface CudaAddon
     Addon,
     | "cast" | "matmul" | "add" | "mul" | "scale" | "scaleInPlace" | "addInto" | "sumSquares" | "embedding" | "embeddingBackward"
     | "rmsnorm" | "rmsnormBackward" | "rope" | "swiglu" | "swigluBackward"
+    | "addBias" | "sumRows" | "linearCrossEntropy"
+    | "attention" | "attentionBackward"
   > {
   init(): void;
   memoryStats(): CudaMemoryStats;
@@ -56,15 +58,23 @@ export interface CudaAddon
   emptyCache(): number;
   setDebugFill(on: boolean): void;
   synchronize(): void;
-  recordEvent(stream: number): EventHandle;
+  recordEvent(stream: number, timed?: boolean): EventHandle;
+  eventElapsedMs(start: EventHandle, end: EventHandle): number;
   waitEvent(stream: number, event: EventHandle): void;
   eventSynchronize(event: EventHandle): void;
   debugBadLaunch(): void;
   matmulCounts(): CudaMatmulCounts;
+  embeddingBackwardInto(dw: H, dy: H, ids: H): void;
+  /** out (float32 or a's dtype) = op(a) op(b), or += with accumulate. */
+  matmulInto(out: H, a: H, b: H, transA: boolean, transB: boolean, accumulate: boolean, reference?: boolean): void;
+  /** [y, sum, rstd float32]: sum = x + residual, y = rmsnorm(sum). */
+  rmsnormResidual(x: H, residual: H, w: H, eps: number): [H, H, H];
   sumSquaresMany(ts: H[]): number;
   adamwStep(
     p: H, g: H, m: H, v: H, lr: number, b1: number, b2: number, eps: number, wd: number, step: number, copy?: H,
   ): void;
+  /** items: [p, g, m, v, copy | null, lr, weightDecay, step]. */
+  adamwStepMany(items: [H, H, H, H, H | null, number, number, number][], b1: number, b2: number, eps: number, gradScale: number): void;
 }
 
 export interface Addon {
@@ -78,14 +88,18 @@ export interface Addon {
   toDevice(t: H, device: number): H;
   deviceOf(t: H): number;
   zeros(dtype: number, shape: number[], device?: number): H;
+  empty(dtype: number, shape: number[], device?: number): H;
   randn(dtype: number, shape: number[], seed: number, std: number): H;
   view(t: H, shape: number[]): H;
   clone(t: H): H;
   copyInto(dst: H, src: H): void;
   release(t: H): void;
   cast(t: H, dtype: number): H;
-  /** `reference` (cuda only; the CPU ignores it) forces the tiled GEMM over cuBLASLt. */
-  matmul(a: H, b: H, transA: boolean, transB: boolean, reference?: boolean): H;
+  /**
+   * `reference` (cuda only; the CPU ignores it) forces the tiled GEMM over cuBLASLt; `bias` (cuda
+   * only; the CPU ignores it) is added to every row.
+   */
+  matmul(a: H, b: H, transA: boolean, transB: boolean, reference?: boolean, bias?: H): H;
   add(a: H, b: H): H;
   mul(a: H, b: H): H;
   scale(a: H, s: number): H;
@@ -107,9 +121,10 @@ export interface Addon {
   geluBackward(dy: H, x: H): H;
   softmax(x: H): H;
   softmaxBackward(dy: H, y: H): H;
-  attention(q: H, k: H, v: H, cu: H, causal: boolean, window: number, scale: number): [H, H];
+  /** cuHost: the offsets on the host (cuda: validated there instead of read back; the CPU ignores it). */
+  attention(q: H, k: H, v: H, cu: H, causal: boolean, window: number, scale: number, cuHost?: Int32Array): [H, H];
   attentionBackward(
-    dout: H, q: H, k: H, v: H, o: H, lse: H, cu: H, causal: boolean, window: number, scale: number,
+    dout: H, q: H, k: H, v: H, o: H, lse: H, cu: H, causal: boolean, window: number, scale: number, cuHost?: Int32Array,
   ): [H, H, H];
   linearCrossEntropy(
     x: H, w: H, labels: H, ignoreIndex: number, chunkSize: number, gradScale: number, wantGrad: boolean,

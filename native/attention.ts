@@ -1,9 +1,13 @@
 // Causal attention over packed variable-length sequences (flash-style, grouped-query heads,
 // optional sliding window). Layouts: q[T,Hq,Dh], k/v[T,Hkv,Dh], cuSeqlens int32[B+1] with
 // cuSeqlens[0] = 0 and cuSeqlens[B] = T; lse[Hq,T].
-import { loadAddon } from "./addon.ts";
+// On cuda q/k/v are bfloat16 (head dim 64 or 128) and lse is float32. The offsets are validated
+// on the host: given as `cuSeqlensHost` (a packed batch has them) nothing waits; otherwise the
+// binding copies the B+1 offsets back, and the host waits for the device there.
+import { backendFor } from "./cuda.ts";
+import type { DType } from "./dtype.ts";
 import { Tensor } from "./tensor.ts";
-import { fail, fmt, needCpu, needDtype, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
+import { fail, fmt, needDtype, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
 
 export interface AttentionOptions {
   causal: boolean;
@@ -11,6 +15,12 @@ export interface AttentionOptions {
   window?: number;
   /** Softmax scale; 1/sqrt(Dh) when absent. */
   scale?: number;
+  /**
+   * The same offsets as cuSeqlens, on the host: on cuda they are validated and used for the
+   * grid instead of reading cuSeqlens back (no wait for the device). The caller vouches that
+   * they equal cuSeqlens; the CPU backend reads cuSeqlens itself.
+   */
+  cuSeqlensHost?: Int32Array;
 }
 
 function geometry(op: string, q: Tensor, k: Tensor, v: Tensor, cu: Tensor, opts: AttentionOptions): { window: number; scale: number } {
@@ -30,8 +40,20 @@ function geometry(op: string, q: Tensor, k: Tensor, v: Tensor, cu: Tensor, opts:
   if (!Number.isInteger(window) || window < 0) fail(op, `window must be a positive integer, got ${window}`);
   if (window > 0 && !opts.causal) fail(op, "a sliding window needs causal attention");
   const scale = opts.scale ?? 1 / Math.sqrt(Dh);
+  if (opts.cuSeqlensHost && opts.cuSeqlensHost.length !== cu.shape[0]) {
+    fail(op, `cuSeqlensHost holds ${opts.cuSeqlensHost.length} offsets, cuSeqlens ${cu.shape[0]}`);
+  }
   if (!Number.isFinite(scale)) fail(op, `scale must be finite, got ${scale}`);
+  if (q.device === "cuda") {
+    if (q.dtype !== "bfloat16") fail(op, `q, k, v are ${q.dtype}, but attention on cuda takes bfloat16 (cast them first)`);
+    if (Dh !== 64 && Dh !== 128) fail(op, `head dim ${Dh} is not supported on cuda (64 or 128)`);
+  }
   return { window, scale };
+}
+
+/** The log-sum-exp's dtype: float32 on cuda (bf16 would cost the backward its precision), else q's. */
+function lseDtype(q: Tensor): DType {
+  return q.device === "cuda" ? "float32" : q.dtype;
 }
 
 export function attention(
@@ -42,9 +64,9 @@ export function attention(
   opts: AttentionOptions,
 ): { o: Tensor; lse: Tensor } {
   const op = "attention";
-  needCpu(op, ["q", q], ["k", k], ["v", v], ["cuSeqlens", cuSeqlens]);
+  const raw = backendFor(op, "attention", ["q", q], ["k", k], ["v", v], ["cuSeqlens", cuSeqlens]);
   const { window, scale } = geometry(op, q, k, v, cuSeqlens, opts);
-  const [o, lse] = loadAddon().attention(
+  const [o, lse] = raw(
     q.handle(op, "q"),
     k.handle(op, "k"),
     v.handle(op, "v"),
@@ -52,8 +74,9 @@ export function attention(
     opts.causal,
     window,
     scale,
+    opts.cuSeqlensHost,
   );
-  return { o: new Tensor(o, q.dtype, q.shape), lse: new Tensor(lse, q.dtype, [q.shape[1]!, q.shape[0]!]) };
+  return { o: new Tensor(o, q.dtype, q.shape), lse: new Tensor(lse, lseDtype(q), [q.shape[1]!, q.shape[0]!]) };
 }
 
 export function attentionBackward(
@@ -67,15 +90,16 @@ export function attentionBackward(
   opts: AttentionOptions,
 ): { dq: Tensor; dk: Tensor; dv: Tensor } {
   const op = "attentionBackward";
-  needCpu(op, ["dout", dout], ["q", q], ["k", k], ["v", v], ["o", o], ["lse", lse], ["cuSeqlens", cuSeqlens]);
+  const raw = backendFor(op, "attentionBackward", ["dout", dout], ["q", q], ["k", k], ["v", v], ["o", o], ["lse", lse], ["cuSeqlens", cuSeqlens]);
   const { window, scale } = geometry(op, q, k, v, cuSeqlens, opts);
   needSameShape(op, ["dout", dout], ["q", q]);
   needSameShape(op, ["o", o], ["q", q]);
-  needSameDtype(op, ["q", q], ["dout", dout], ["o", o], ["lse", lse]);
+  needSameDtype(op, ["q", q], ["dout", dout], ["o", o]);
+  needDtype(op, "lse", lse, lseDtype(q));
   if (lse.shape.length !== 2 || lse.shape[0] !== q.shape[1] || lse.shape[1] !== q.shape[0]) {
     fail(op, `lse must be [Hq, T] = [${q.shape[1]}, ${q.shape[0]}], got ${fmt(lse.shape)}`);
   }
-  const [dq, dk, dv] = loadAddon().attentionBackward(
+  const [dq, dk, dv] = raw(
     dout.handle(op, "dout"),
     q.handle(op, "q"),
     k.handle(op, "k"),
@@ -86,6 +110,7 @@ export function attentionBackward(
     opts.causal,
     window,
     scale,
+    opts.cuSeqlensHost,
   );
   return { dq: new Tensor(dq, q.dtype, q.shape), dk: new Tensor(dk, k.dtype, k.shape), dv: new Tensor(dv, v.dtype, v.shape) };
 }

@@ -46,7 +46,55 @@ export function backendFor<K extends keyof CudaAddon & keyof Addon>(
   fn: K,
   ...inputs: [string, DeviceTensorLike][]
 ): Addon[K] | CudaAddon[K] {
-  return deviceOfInputs(op, ...inputs) === "cuda" ? cudaAddon(op)[fn] : loadAddon()[fn];
+  if (deviceOfInputs(op, ...inputs) !== "cuda") return loadAddon()[fn];
+  const f = cudaAddon(op)[fn];
+  return profile ? (profiled(op, f as (...a: unknown[]) => unknown) as CudaAddon[K]) : f;
+}
+
+/** A cuda function by name for an op that dispatches itself (it still shows in profiles). */
+export function cudaFn<K extends keyof CudaAddon>(op: string, fn: K): CudaAddon[K] {
+  const f = cudaAddon(op)[fn];
+  return profile && typeof f === "function" ? (profiled(op, f as (...a: unknown[]) => unknown) as CudaAddon[K]) : f;
+}
+
+// ---- op profiling (benchmarks): timed events around every cuda op call
+
+interface OpSpan {
+  op: string;
+  start: EventHandle;
+  end: EventHandle;
+}
+let profile: OpSpan[] | undefined;
+
+function profiled(op: string, f: (...a: unknown[]) => unknown): (...a: unknown[]) => unknown {
+  return (...args) => {
+    const a = cudaAddon(op);
+    const start = a.recordEvent(streamCode.compute, true);
+    const r = f(...args);
+    profile?.push({ op, start, end: a.recordEvent(streamCode.compute, true) });
+    return r;
+  };
+}
+
+/** Device time of each cuda op from now until stopCudaProfile (recording events costs some host time). */
+export function startCudaProfile(): void {
+  profile = [];
+}
+
+/** Waits for the device and returns milliseconds and calls per op name since startCudaProfile. */
+export function stopCudaProfile(): Map<string, { ms: number; calls: number }> {
+  const spans = profile ?? [];
+  profile = undefined;
+  const a = cudaAddon("stopCudaProfile");
+  a.synchronize();
+  const out = new Map<string, { ms: number; calls: number }>();
+  for (const s of spans) {
+    const e = out.get(s.op) ?? { ms: 0, calls: 0 };
+    e.ms += a.eventElapsedMs(s.start, s.end);
+    e.calls++;
+    out.set(s.op, e);
+  }
+  return out;
 }
 
 /** The caching device allocator's figures (see CudaMemoryStats). */
@@ -81,13 +129,19 @@ export function cudaSynchronize(): void {
 export type CudaStream = "compute" | "comm";
 const streamCode: Record<CudaStream, number> = { compute: 0, comm: 1 };
 
+
 /** A point in a stream's queue; another stream can wait for it. Freed by the GC. */
 export class CudaEvent {
   private constructor(readonly handle: EventHandle) {}
 
-  /** Marks the work queued on stream so far. */
-  static record(stream: CudaStream): CudaEvent {
-    return new CudaEvent(cudaAddon("CudaEvent.record").recordEvent(streamCode[stream]));
+  /** Marks the work queued on stream so far; a timed event (profiling: it costs more) can be measured with elapsedMsSince. */
+  static record(stream: CudaStream, o: { timed?: boolean } = {}): CudaEvent {
+    return new CudaEvent(cudaAddon("CudaEvent.record").recordEvent(streamCode[stream], o.timed ?? false));
+  }
+
+  /** Device milliseconds from `start` to this event; both timed and done (synchronize first). */
+  elapsedMsSince(start: CudaEvent): number {
+    return cudaAddon("CudaEvent.elapsedMsSince").eventElapsedMs(start.handle, this.handle);
   }
 
   /** Work queued on stream from now on runs after this event's work (the host does not wait). */

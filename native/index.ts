@@ -8,17 +8,22 @@ export {
   cudaEmptyCache,
   cudaSetDebugFill,
   cudaSynchronize,
+  startCudaProfile,
+  stopCudaProfile,
   CudaEvent,
   type CudaStream,
 } from "./cuda.ts";
 export type { DType, Device } from "./dtype.ts";
-export { Tensor, tensor, zeros, randn, cast, copyInto, scope, keep, liveTensors, type TensorOptions, type LiveTensors } from "./tensor.ts";
+export { Tensor, tensor, zeros, empty, randn, cast, copyInto, scope, keep, liveTensors, type TensorOptions, type LiveTensors } from "./tensor.ts";
 export { matmul, add, mul, scale, scaleInPlace, addInto, addBias, sumRows, sumSquares, globalNorm, type MatmulOptions } from "./ops.ts";
+export { matmulInto, type MatmulIntoOptions } from "./ops.ts";
 export {
   embedding,
   embeddingBackward,
+  embeddingBackwardInto,
   rmsnorm,
   rmsnormBackward,
+  rmsnormResidual,
   layernorm,
   layernormBackward,
   swiglu,
@@ -31,4 +36,4 @@ export {
 export { rope, ropeBackward, ropeFrequencies, type RopeOptions, type RopeScaling, type RopeFrequencies } from "./rope.ts";
 export { attention, attentionBackward, type AttentionOptions } from "./attention.ts";
 export { linearCrossEntropy, linearCrossEntropyLoss, type LinearCrossEntropyOptions } from "./loss.ts";
-export { adamwStep, newtonSchulz5, muonStep, type AdamWOptions, type MuonOptions } from "./optim.ts";
+export { adamwStep, adamwStepMany, newtonSchulz5, muonStep, type AdamWOptions, type AdamWItem, type MuonOptions } from "./optim.ts";

@@ -1,14 +1,29 @@
 // Fused linear + cross-entropy, chunked over tokens so the [T,V] logits never exist.
-import { loadAddon } from "./addon.ts";
 import { Tensor } from "./tensor.ts";
-import { fail, needDtype, needFinite, needFloat, needRank, needSameDtype, needShape, needCpu } from "./check.ts";
+import { backendFor } from "./cuda.ts";
+import { fail, needDtype, needFinite, needFloat, needRank, needSameDtype, needShape } from "./check.ts";
 
 export interface LinearCrossEntropyOptions {
   ignoreIndex?: number;
-  /** Tokens per chunk; by default about 16M logits' worth. */
+  /**
+   * Tokens per chunk; by default about 16M logits' worth on the CPU, and on cuda equal chunks of
+   * at most 1.3 GB of logits (T = 8192 at V = 151936 in bf16: two of 4096): big GEMMs, few passes
+   * over the fp32 weight gradient, a bounded buffer.
+   */
   chunkSize?: number;
   /** The returned gradients are those of gradScale * (sum of token losses); 1/globalCount for a mean. */
   gradScale?: number;
+}
+const CUDA_LOGIT_BYTES = 1.3e9;
+
+function defaultChunk(x: Tensor, V: number): number {
+  if (x.device !== "cuda") return Math.max(16, Math.floor((1 << 24) / Math.max(V, 1)));
+  const bytes = x.dtype === "bfloat16" ? 2 : 4;
+  // Equal chunks of at most CUDA_LOGIT_BYTES, each a multiple of 128 rows (whole GEMM tiles):
+  // every chunk re-reads and re-writes the fp32 [V, D] weight gradient, so fewer is faster.
+  const T = Math.max(x.shape[0]!, 1);
+  const chunks = Math.ceil((T * Math.max(V, 1) * bytes) / CUDA_LOGIT_BYTES);
+  return Math.max(128, Math.ceil(T / chunks / 128) * 128);
 }
 
 function check(op: string, x: Tensor, w: Tensor, labels: Tensor, opts: LinearCrossEntropyOptions) {
@@ -21,7 +36,7 @@ function check(op: string, x: Tensor, w: Tensor, labels: Tensor, opts: LinearCro
   const ignoreIndex = opts.ignoreIndex ?? -100;
   if (!Number.isInteger(ignoreIndex)) fail(op, "ignoreIndex must be an integer");
   const V = w.shape[0]!;
-  const chunkSize = opts.chunkSize ?? Math.max(16, Math.floor((1 << 24) / Math.max(V, 1)));
+  const chunkSize = opts.chunkSize ?? defaultChunk(x, V);
   if (!Number.isInteger(chunkSize) || chunkSize < 1) fail(op, `chunkSize must be a positive integer, got ${chunkSize}`);
   const gradScale = opts.gradScale ?? 1;
   needFinite(op, "gradScale", gradScale);
@@ -30,7 +45,9 @@ function check(op: string, x: Tensor, w: Tensor, labels: Tensor, opts: LinearCro
 
 /**
  * Loss of logits = x @ w^T against labels: returns the summed loss over counted tokens
- * (labels != ignoreIndex), their count, and the gradients of gradScale * loss.
+ * (labels != ignoreIndex), their count, and the gradients of gradScale * loss. On cuda dw is
+ * float32 (a parameter gradient, accumulated over the chunks in fp32) and dx takes x's dtype;
+ * the host waits for the device once, to read the loss.
  */
 export function linearCrossEntropy(
   x: Tensor,
@@ -39,9 +56,9 @@ export function linearCrossEntropy(
   opts: LinearCrossEntropyOptions = {},
 ): { loss: number; count: number; dx: Tensor; dw: Tensor } {
   const op = "linearCrossEntropy";
-  needCpu(op, ["x", x], ["w", w], ["labels", labels]);
+  const raw = backendFor(op, "linearCrossEntropy", ["x", x], ["w", w], ["labels", labels]);
   const { ignoreIndex, chunkSize, gradScale } = check(op, x, w, labels, opts);
-  const [loss, count, dx, dw] = loadAddon().linearCrossEntropy(
+  const [loss, count, dx, dw] = raw(
     x.handle(op, "x"),
     w.handle(op, "w"),
     labels.handle(op, "labels"),
@@ -50,7 +67,8 @@ export function linearCrossEntropy(
     gradScale,
     true,
   );
-  return { loss, count, dx: new Tensor(dx!, x.dtype, x.shape), dw: new Tensor(dw!, w.dtype, w.shape) };
+  const dwDtype = x.device === "cuda" ? "float32" : w.dtype;
+  return { loss, count, dx: new Tensor(dx!, x.dtype, x.shape), dw: new Tensor(dw!, dwDtype, w.shape) };
 }
 
 /** The loss alone (evaluation): no gradients are formed. */
@@ -61,9 +79,9 @@ export function linearCrossEntropyLoss(
   opts: Omit<LinearCrossEntropyOptions, "gradScale"> = {},
 ): { loss: number; count: number } {
   const op = "linearCrossEntropyLoss";
-  needCpu(op, ["x", x], ["w", w], ["labels", labels]);
+  const raw = backendFor(op, "linearCrossEntropy", ["x", x], ["w", w], ["labels", labels]);
   const { ignoreIndex, chunkSize } = check(op, x, w, labels, opts);
-  const [loss, count] = loadAddon().linearCrossEntropy(
+  const [loss, count] = raw(
     x.handle(op, "x"),
     w.handle(op, "w"),
     labels.handle(op, "labels"),

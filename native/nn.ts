@@ -1,7 +1,8 @@
 // Row-wise layers: embedding, RMSNorm, LayerNorm, SwiGLU, GELU (tanh), softmax.
 import { loadAddon } from "./addon.ts";
 import { Tensor } from "./tensor.ts";
-import { backendFor } from "./cuda.ts";
+import { backendFor, cudaFn, deviceOfInputs } from "./cuda.ts";
+import { add, addInto } from "./ops.ts";
 import { fail, fmt, needCpu, needDtype, needFinite, needFloat, needRank, needSameDtype, needSameShape, needShape } from "./check.ts";
 
 /** weight[V,D] rows picked by ids[T] (int32) -> [T,D]. An id outside [0,V) throws. */
@@ -33,6 +34,28 @@ export function embeddingBackward(dy: Tensor, ids: Tensor, vocabSize: number): T
   ]);
 }
 
+/**
+ * dW[V,D] += embeddingBackward(dy, ids): into an existing gradient (a tied head's), with no
+ * [V,D] zero fill on cuda (dW float32 there; the CPU adds a fresh embeddingBackward).
+ */
+export function embeddingBackwardInto(dW: Tensor, dy: Tensor, ids: Tensor): void {
+  const op = "embeddingBackwardInto";
+  needFloat(op, "dy", dy);
+  needRank(op, "dy", dy, [2]);
+  needRank(op, "dW", dW, [2]);
+  needDtype(op, "ids", ids, "int32");
+  needShape(op, "ids", ids, [dy.shape[0]!]);
+  needShape(op, "dW", dW, [-1, dy.shape[1]!]);
+  if (deviceOfInputs(op, ["dW", dW], ["dy", dy], ["ids", ids]) === "cuda") {
+    needDtype(op, "dW", dW, "float32");
+    cudaFn(op, "embeddingBackwardInto")(dW.handle(op, "dW"), dy.handle(op, "dy"), ids.handle(op, "ids"));
+    return;
+  }
+  const g = embeddingBackward(dy, ids, dW.shape[0]!);
+  addInto(dW, g);
+  g.dispose();
+}
+
 function needLastDim(op: string, x: Tensor, w: Tensor, wName: string): number {
   needFloat(op, "x", x);
   needSameDtype(op, ["x", x], [wName, w]);
@@ -54,6 +77,24 @@ export function rmsnorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; rstd: T
   const [y, rstd] = raw(x.handle(op, "x"), w.handle(op, "w"), eps);
   const statDtype = x.device === "cuda" ? "float32" : x.dtype;
   return { y: new Tensor(y, x.dtype, x.shape), rstd: new Tensor(rstd, statDtype, [D ? x.numel / D : 0]) };
+}
+
+/**
+ * The pre-norm block's seam: sum = x + residual (the residual stream carried on), y =
+ * rmsnorm(sum). One pass on cuda; on the CPU, add then rmsnorm.
+ */
+export function rmsnormResidual(x: Tensor, residual: Tensor, w: Tensor, eps: number): { y: Tensor; sum: Tensor; rstd: Tensor } {
+  const op = "rmsnormResidual";
+  const D = needLastDim(op, x, w, "w");
+  needSameDtype(op, ["x", x], ["residual", residual]);
+  needSameShape(op, ["x", x], ["residual", residual]);
+  needFinite(op, "eps", eps);
+  if (deviceOfInputs(op, ["x", x], ["residual", residual], ["w", w]) === "cuda") {
+    const [y, sum, rstd] = cudaFn(op, "rmsnormResidual")(x.handle(op, "x"), residual.handle(op, "residual"), w.handle(op, "w"), eps);
+    return { y: new Tensor(y, x.dtype, x.shape), sum: new Tensor(sum, x.dtype, x.shape), rstd: new Tensor(rstd, "float32", [D ? x.numel / D : 0]) };
+  }
+  const sum = add(x, residual);
+  return { ...rmsnorm(sum, w, eps), sum };
 }
 
 /** On cuda, rstd is float32 (as rmsnorm made it) and dw comes back float32 (a parameter gradient). */

@@ -1,23 +1,34 @@
 // Matmul and elementwise / reduction helpers.
 import { loadAddon } from "./addon.ts";
-import { Tensor } from "./tensor.ts";
-import { backendFor, cudaAddon, deviceOfInputs } from "./cuda.ts";
-import { fail, fmt, needCpu, needFinite, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
+import { Tensor, cast, copyInto } from "./tensor.ts";
+import { backendFor, cudaFn, deviceOfInputs } from "./cuda.ts";
+import { fail, fmt, needFinite, needFloat, needRank, needSameDtype, needSameShape, needShape } from "./check.ts";
 
 export interface MatmulOptions {
   transA?: boolean;
   transB?: boolean;
   /** On cuda: run the tiled reference GEMM even where cuBLASLt is built in (tests, benchmarks). */
   reference?: boolean;
+  /** [N] of the inputs' dtype, added to every row of the product (y = x W^T + b); on cuda cuBLASLt's bias epilogue. */
+  bias?: Tensor;
 }
 
-/**
- * op(a) @ op(b): 2-D [M,K]x[K,N], or batched when both are 3-D [B,M,K]x[B,K,N]. On cuda,
- * cuBLASLt with fp32 accumulation (fp32 inputs: exact fp32, no TF32) where the addon was built
- * with it (`buildInfo().cublasLt`); else, or with `reference`, a plain tiled GEMM.
- */
-export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
-  const op = "matmul";
+export interface MatmulIntoOptions {
+  transA?: boolean;
+  transB?: boolean;
+  /** Add the product to out instead of overwriting it (weight gradients summed in float32). */
+  accumulate?: boolean;
+  /** On cuda: the tiled reference GEMM, as MatmulOptions.reference. */
+  reference?: boolean;
+}
+
+interface MatmulShape {
+  ta: boolean;
+  tb: boolean;
+  shape: number[];
+}
+
+function matmulShape(op: string, a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean }): MatmulShape {
   needFloat(op, "a", a);
   needSameDtype(op, ["a", a], ["b", b]);
   needRank(op, "a", a, [2, 3]);
@@ -31,9 +42,63 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const N = b.shape[tb ? r - 2 : r - 1]!;
   if (K !== K2) fail(op, `inner dimensions differ: a ${fmt(a.shape)}${ta ? "^T" : ""} x b ${fmt(b.shape)}${tb ? "^T" : ""}`);
   if (r === 3 && a.shape[0] !== b.shape[0]) fail(op, `batch sizes differ: ${a.shape[0]} and ${b.shape[0]}`);
-  const shape = r === 3 ? [a.shape[0]!, M, N] : [M, N];
-  const raw = backendFor(op, "matmul", ["a", a], ["b", b]);
-  return new Tensor(raw(a.handle(op, "a"), b.handle(op, "b"), ta, tb, opts.reference ?? false), a.dtype, shape);
+  return { ta, tb, shape: r === 3 ? [a.shape[0]!, M, N] : [M, N] };
+}
+
+/**
+ * op(a) @ op(b): 2-D [M,K]x[K,N], or batched when both are 3-D [B,M,K]x[B,K,N], plus `bias`
+ * [N] on every row when given. On cuda, cuBLASLt with fp32 accumulation (fp32 inputs: exact
+ * fp32, no TF32) where the addon was built with it (`buildInfo().cublasLt`); else, or with
+ * `reference`, a plain tiled GEMM.
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  const op = "matmul";
+  const { ta, tb, shape } = matmulShape(op, a, b, opts);
+  const bias = opts.bias;
+  if (bias === undefined) {
+    const raw = backendFor(op, "matmul", ["a", a], ["b", b]);
+    return new Tensor(raw(a.handle(op, "a"), b.handle(op, "b"), ta, tb, opts.reference ?? false), a.dtype, shape);
+  }
+  needSameDtype(op, ["a", a], ["bias", bias]);
+  needShape(op, "bias", bias, [shape.at(-1)!]);
+  if (deviceOfInputs(op, ["a", a], ["b", b], ["bias", bias]) === "cuda") {
+    const raw = cudaFn(op, "matmul");
+    return new Tensor(raw(a.handle(op, "a"), b.handle(op, "b"), ta, tb, opts.reference ?? false, bias.handle(op, "bias")), a.dtype, shape);
+  }
+  const y = new Tensor(loadAddon().matmul(a.handle(op, "a"), b.handle(op, "b"), ta, tb), a.dtype, shape);
+  try {
+    return addBias(y, bias);
+  } finally {
+    y.dispose();
+  }
+}
+
+/**
+ * out = op(a) @ op(b), or out += op(a) @ op(b) with `accumulate`; out has the product's shape
+ * and is float32 or the inputs' dtype (a bfloat16 product into a float32 gradient: on cuda
+ * cuBLASLt accumulates in fp32 straight into out, beta 1). On the CPU the product is formed,
+ * then cast and copied or added.
+ */
+export function matmulInto(out: Tensor, a: Tensor, b: Tensor, opts: MatmulIntoOptions = {}): void {
+  const op = "matmulInto";
+  const { ta, tb, shape } = matmulShape(op, a, b, opts);
+  needFloat(op, "out", out);
+  needShape(op, "out", out, shape);
+  if (out.dtype !== "float32" && out.dtype !== a.dtype) fail(op, `out must be float32 or ${a.dtype}, got ${out.dtype}`);
+  const accumulate = opts.accumulate ?? false;
+  if (deviceOfInputs(op, ["out", out], ["a", a], ["b", b]) === "cuda") {
+    cudaFn(op, "matmulInto")(out.handle(op, "out"), a.handle(op, "a"), b.handle(op, "b"), ta, tb, accumulate, opts.reference ?? false);
+    return;
+  }
+  const product = new Tensor(loadAddon().matmul(a.handle(op, "a"), b.handle(op, "b"), ta, tb), a.dtype, shape);
+  const same = product.dtype === out.dtype ? product : cast(product, out.dtype);
+  try {
+    if (accumulate) addInto(out, same);
+    else copyInto(out, same);
+  } finally {
+    if (same !== product) same.dispose();
+    product.dispose();
+  }
 }
 
 function binary(op: "add" | "mul", a: Tensor, b: Tensor): Tensor {
@@ -77,28 +142,31 @@ export function addInto(dst: Tensor, src: Tensor, alpha = 1): void {
   if (!cuda) needSameDtype(op, ["dst", dst], ["src", src]);
   needSameShape(op, ["dst", dst], ["src", src]);
   needFinite(op, "alpha", alpha);
-  const raw = cuda ? cudaAddon(op).addInto : loadAddon().addInto;
+  const raw = cuda ? cudaFn(op, "addInto") : loadAddon().addInto;
   raw(dst.handle(op, "dst"), src.handle(op, "src"), alpha);
 }
 
 /** x[..., N] + b[N]. */
 export function addBias(x: Tensor, b: Tensor): Tensor {
   const op = "addBias";
-  needCpu(op, ["x", x], ["b", b]);
   needFloat(op, "x", x);
   needSameDtype(op, ["x", x], ["b", b]);
   if (b.shape.length !== 1 || x.shape.length < 1 || x.shape.at(-1) !== b.shape[0]) {
     fail(op, `b must be [N] for x [..., N]; got x ${fmt(x.shape)}, b ${fmt(b.shape)}`);
   }
-  return new Tensor(loadAddon().addBias(x.handle(op, "x"), b.handle(op, "b")), x.dtype, x.shape);
+  const raw = backendFor(op, "addBias", ["x", x], ["b", b]);
+  return new Tensor(raw(x.handle(op, "x"), b.handle(op, "b")), x.dtype, x.shape);
 }
 
-/** Sum over every leading dimension: dy[..., N] -> [N] (a bias gradient). */
+/**
+ * Sum over every leading dimension: dy[..., N] -> [N] (a bias gradient). On cuda the result is
+ * float32 whatever dy is (a parameter gradient), summed in fp64 in a fixed order.
+ */
 export function sumRows(dy: Tensor): Tensor {
-  needCpu("sumRows", ["dy", dy]);
   needFloat("sumRows", "dy", dy);
   if (dy.shape.length < 1) fail("sumRows", "dy must have at least one dimension");
-  return new Tensor(loadAddon().sumRows(dy.handle("sumRows", "dy")), dy.dtype, [dy.shape.at(-1)!]);
+  const raw = backendFor("sumRows", "sumRows", ["dy", dy]);
+  return new Tensor(raw(dy.handle("sumRows", "dy")), dy.device === "cuda" ? "float32" : dy.dtype, [dy.shape.at(-1)!]);
 }
 
 /** Sum of squares, accumulated in float64 (on cuda: waits for the device to read it). */
@@ -115,7 +183,7 @@ export function globalNorm(ts: readonly Tensor[]): number {
   const op = "globalNorm";
   ts.forEach((t, i) => needFloat(op, `ts[${i}]`, t));
   if (deviceOfInputs(op, ...ts.map((t, i): [string, Tensor] => [`ts[${i}]`, t])) === "cuda") {
-    return Math.sqrt(cudaAddon(op).sumSquaresMany(ts.map((t, i) => t.handle(op, `ts[${i}]`))));
+    return Math.sqrt(cudaFn(op, "sumSquaresMany")(ts.map((t, i) => t.handle(op, `ts[${i}]`))));
   }
   let s = 0;
   for (const t of ts) s += sumSquares(t);

@@ -1,7 +1,8 @@
 // Optimizer kernels (in place). The optimizer classes that own state live in models/optim.
-import { loadAddon } from "./addon.ts";
+import { loadAddon, type Handle as H } from "./addon.ts";
 import { Tensor, cast, copyInto, scope } from "./tensor.ts";
-import { cudaAddon, deviceOfInputs } from "./cuda.ts";
+import { scaleInPlace } from "./ops.ts";
+import { cudaFn, deviceOfInputs } from "./cuda.ts";
 import { fail, needCpu, needDtype, needFinite, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
 
 export interface AdamWOptions {
@@ -41,10 +42,57 @@ export function adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, o: 
   if (!Number.isInteger(o.step) || o.step < 1) fail(op, `step must be an integer >= 1, got ${o.step}`);
   const args = [param.handle(op, "param"), grad.handle(op, "grad"), m.handle(op, "m"), v.handle(op, "v"), o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, o.step] as const;
   // The CUDA kernel writes the bf16 copy in the same pass; on CPU it is a cast after the step.
-  if (cuda) return cudaAddon(op).adamwStep(...args, o.bf16Copy?.handle(op, "bf16Copy"));
+  if (cuda) return cudaFn(op, "adamwStep")(...args, o.bf16Copy?.handle(op, "bf16Copy"));
   loadAddon().adamwStep(...args);
   const copy = o.bf16Copy;
   if (copy) scope(() => copyInto(copy, cast(param, "bfloat16")));
+}
+
+/** One tensor of adamwStepMany: its own learning rate, decay and step count (torch counts per parameter). */
+export interface AdamWItem {
+  param: Tensor;
+  grad: Tensor;
+  m: Tensor;
+  v: Tensor;
+  bf16Copy?: Tensor | undefined;
+  lr: number;
+  weightDecay: number;
+  step: number;
+}
+
+/**
+ * adamwStep over many tensors; every gradient is first multiplied by gradScale (the clipping
+ * factor, so clipped gradients need no pass of their own). On cuda, fp32 gradients go a few
+ * launches for all tensors (the items are checked before any changes); elsewhere, and for bf16
+ * gradients, it is adamwStep per tensor after scaling the gradients in place.
+ */
+export function adamwStepMany(items: readonly AdamWItem[], o: { beta1: number; beta2: number; eps: number; gradScale?: number }): void {
+  const op = "adamwStepMany";
+  const gradScale = o.gradScale ?? 1;
+  for (const k of ["beta1", "beta2", "eps"] as const) needFinite(op, k, o[k]);
+  needFinite(op, "gradScale", gradScale);
+  if (items.length === 0) return;
+  const fused = items.every((it) => it.param.device === "cuda" && it.grad.dtype === "float32");
+  if (!fused) {
+    for (const it of items) {
+      if (gradScale !== 1) scaleInPlace(it.grad, gradScale);
+      adamwStep(it.param, it.grad, it.m, it.v, { lr: it.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: it.weightDecay, step: it.step, ...(it.bf16Copy ? { bf16Copy: it.bf16Copy } : {}) });
+    }
+    return;
+  }
+  const raw = items.map((it, i): [H, H, H, H, H | null, number, number, number] => {
+    const where = `items[${i}]`;
+    for (const [name, t] of [["grad", it.grad], ["m", it.m], ["v", it.v]] as const) needSameShape(op, [`${where}.param`, it.param], [`${where}.${name}`, t]);
+    for (const [name, t] of [["param", it.param], ["m", it.m], ["v", it.v]] as const) needDtype(op, `${where}.${name}`, t, "float32");
+    if (it.bf16Copy) {
+      needDtype(op, `${where}.bf16Copy`, it.bf16Copy, "bfloat16");
+      needSameShape(op, [`${where}.param`, it.param], [`${where}.bf16Copy`, it.bf16Copy]);
+    }
+    for (const k of ["lr", "weightDecay", "step"] as const) needFinite(op, `${where}.${k}`, it[k]);
+    if (!Number.isInteger(it.step) || it.step < 1) fail(op, `${where}.step must be an integer >= 1, got ${it.step}`);
+    return [it.param.handle(op, `${where}.param`), it.grad.handle(op, `${where}.grad`), it.m.handle(op, `${where}.m`), it.v.handle(op, `${where}.v`), it.bf16Copy?.handle(op, `${where}.bf16Copy`) ?? null, it.lr, it.weightDecay, it.step];
+  });
+  cudaFn(op, "adamwStepMany")(raw, o.beta1, o.beta2, o.eps, gradScale);
 }
 
 /** Keller Jordan's quintic Newton-Schulz orthogonalisation of g[M,N] (5 steps by default). */

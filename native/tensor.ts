@@ -4,7 +4,7 @@
 // FinalizationRegistry is only the backstop for tensors that escape both. liveTensors()
 // counts what is still held, so tests can prove that a step leaks nothing.
 import { loadAddon, type Handle } from "./addon.ts";
-import { cudaAddon } from "./cuda.ts";
+import { cudaAddon, cudaFn } from "./cuda.ts";
 import { deviceCode, deviceOfCode, dtypeCode, type Device, type DType } from "./dtype.ts";
 
 let liveCount = 0;
@@ -278,6 +278,14 @@ export function zeros(shape: readonly number[], dtype: DType = "float32", device
   return new Tensor(loadAddon().zeros(dtypeCode[dtype], s, deviceCode[device]), dtype, s);
 }
 
+/** A tensor whose contents are unset: for a buffer an op will overwrite whole (matmulInto without accumulate). */
+export function empty(shape: readonly number[], dtype: DType = "float32", device: Device = "cpu"): Tensor {
+  const s = checkShape("empty", shape);
+  checkDtype("empty", dtype);
+  checkDevice("empty", device);
+  return new Tensor(loadAddon().empty(dtypeCode[dtype], s, deviceCode[device]), dtype, s);
+}
+
 /**
  * Normal samples, the same for a given seed whatever the thread count and device (cuda
  * tensors are drawn on the host and copied).
@@ -303,7 +311,7 @@ export function randn(shape: readonly number[], opts: { seed: number; std?: numb
 export function cast(t: Tensor, dtype: DType): Tensor {
   checkTensor("cast", "t", t);
   checkDtype("cast", dtype);
-  const raw = t.device === "cuda" ? cudaAddon("cast").cast : loadAddon().cast;
+  const raw = t.device === "cuda" ? cudaFn("cast", "cast") : loadAddon().cast;
   return new Tensor(raw(t.handle("cast"), dtypeCode[dtype]), dtype, t.shape);
 }
 

@@ -17,7 +17,7 @@
 // hooks: plan, attention: plan.attention }) (per micro-batch) -> plan.finishGrads() ->
 // plan.gradNorm() / clip -> optimizer (over plan.rankParams(); Muon on sharded matrices
 // through plan.createShardedMuon) -> plan.zeroGrad().
-import { sumSquares } from "../../native/index.ts";
+import { globalNorm, sumSquares } from "../../native/index.ts";
 import type { RankLayout } from "../device-mesh.ts";
 import type { Collectives, HostBuffer } from "../collectives/index.ts";
 import { floatArray, hostOf, tensorOf } from "./host-tensors.ts";
@@ -110,7 +110,12 @@ function replicatedPlan(model: PlanModel, base: Base, replicas: Collectives<Host
   const params = model.params();
   const noop = async () => {};
   // Replicas hold the same summed gradients: this rank's sum of squares is the global one.
-  const gradSumSquares = async () => params.reduce((a, p) => a + (p.grad ? sumSquares(p.grad) : 0), 0);
+  const gradSumSquares = async () => {
+    const grads = params.flatMap((p) => (p.grad ? [p.grad] : []));
+    // On cuda one reduction over all gradients: the host waits once, not per tensor.
+    if (grads[0]?.device === "cuda") return globalNorm(grads) ** 2;
+    return grads.reduce((a, g) => a + sumSquares(g), 0);
+  };
   return {
     ...base,
     preForward: noop,
@@ -136,13 +141,13 @@ function replicatedPlan(model: PlanModel, base: Base, replicas: Collectives<Host
     },
     gradSumSquares,
     gradNorm: async () => Math.sqrt(await gradSumSquares()),
-    paramPieces: () => params.map((p) => ({ name: p.name, shape: p.shape, range: { start: 0, end: numel(p.shape) }, data: () => hostOf(p.value) })),
+    paramPieces: () => params.map((p) => ({ name: p.name, shape: p.shape, range: { start: 0, end: numel(p.shape) }, data: () => hostOf(p.master) })),
     async loadParams(read) {
       const data: FloatBuffer[] = [];
       for (const p of params) data.push(await read(p.name, { start: 0, end: numel(p.shape) }));
       params.forEach((p, i) => p.set(tensorOf(data[i]!, p.shape, p.dtype)));
     },
-    rankParams: () => params,
+    rankParams: () => params.map((p) => p.optimParam()),
     createShardedMuon: () => undefined,
     gatherAll: noop,
     releaseAll() {},

@@ -13,6 +13,8 @@ export interface PlanParam {
   readonly dtype: DType;
   /** The whole value; only read while held. */
   readonly value: Tensor;
+  /** The master weights (the value itself unless mixed precision keeps a compute copy). */
+  readonly master: Tensor;
   readonly held: boolean;
   readonly grad: Tensor | undefined;
   /** Sets the whole value (a gather); takes ownership of the tensor. */
@@ -21,6 +23,8 @@ export interface PlanParam {
   release(): void;
   /** Adds to the gradient and disposes the argument. */
   accumulate(g: Tensor): void;
+  /** What the optimizer updates when the parameter is whole (master weights and the compute copy to refresh). */
+  optimParam(): RankParam;
   zeroGrad(): void;
 }
 
@@ -36,6 +40,8 @@ export interface RankParam {
   readonly name: string;
   readonly value: Tensor;
   readonly grad: Tensor | undefined;
+  /** A narrower copy the model computes with, rewritten after each update. */
+  readonly computeCopy?: Tensor | undefined;
   zeroGrad(): void;
 }
 

@@ -11,7 +11,7 @@ import type { RankShardInput } from "./write.ts";
 /** Whole parameters (read when the writer reaches each) and the optimizer's state. */
 export function wholeModelShard(params: readonly Param[], optimizer?: Optimizer): RankShardInput {
   return {
-    tensors: params.map((p) => ({ name: p.name, shape: p.shape, data: () => toFloat32(p.value) })),
+    tensors: params.map((p) => ({ name: p.name, shape: p.shape, data: () => toFloat32(p.master) })),
     ...(optimizer ? { optimizer: optimizer.stateDict() } : {}),
   };
 }

@@ -25,7 +25,7 @@ export function direct(p: Param, name = p.name): HFTensor {
   return {
     name,
     shape: p.shape,
-    read: () => toFloat32(p.value),
+    read: () => toFloat32(p.master),
     readGrad: () => gradOf(p),
     write: (d) => upload(p, d),
   };
@@ -53,7 +53,7 @@ export function conv1dWeight(name: string, parts: readonly Param[]): HFTensor {
   return {
     name,
     shape: [inF, total],
-    read: () => gather((p) => toFloat32(p.value)),
+    read: () => gather((p) => toFloat32(p.master)),
     readGrad: () => gather(gradOf),
     write: (d) => {
       let off = 0;
@@ -85,7 +85,7 @@ export function concatBias(name: string, parts: readonly Param[]): HFTensor {
   return {
     name,
     shape: [total],
-    read: () => gather((p) => toFloat32(p.value)),
+    read: () => gather((p) => toFloat32(p.master)),
     readGrad: () => gather(gradOf),
     write: (d) => {
       let off = 0;

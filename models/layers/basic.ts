@@ -28,7 +28,7 @@ export class Linear implements Layer {
 
   backward(dy: Tensor, ctx: Ctx): Tensor {
     const x = ctx.get("x");
-    this.weight.accumulate(ops.matmul(dy, x, { transA: true }));
+    this.weight.accumulateProduct(dy, x, { transA: true });
     if (this.bias) this.bias.accumulate(ops.sumRows(dy));
     return ops.matmul(dy, this.weight.value);
   }
@@ -38,14 +38,9 @@ export class Linear implements Layer {
   }
 }
 
-/** y = x W^T (+ b), x [T, in], W [out, in]. */
+/** y = x W^T (+ b), x [T, in], W [out, in]; the bias is the GEMM's epilogue. */
 export function applyLinear(x: Tensor, w: Tensor, b: Tensor | undefined): Tensor {
-  const y = ops.matmul(x, w, { transB: true });
-  if (!b) return y;
-  // Freed here, not left to a scope: the async (parallel) step runs without one.
-  const out = ops.addBias(y, b);
-  y.dispose();
-  return out;
+  return b ? ops.matmul(x, w, { transB: true, bias: b }) : ops.matmul(x, w, { transB: true });
 }
 
 /** RMSNorm over the last dimension; x may be [T, D] or [T*H, D] (per-head q/k norm). */
@@ -66,6 +61,17 @@ export class RMSNorm implements Layer {
     ctx.save("x", x);
     ctx.save("rstd", rstd);
     return y;
+  }
+
+  /**
+   * rmsnorm(x + residual) in one pass, returning the sum too (the residual stream goes on); the
+   * backward is forward's, with the sum as its input.
+   */
+  forwardResidual(x: Tensor, residual: Tensor, ctx: Ctx): { y: Tensor; sum: Tensor } {
+    const { y, sum, rstd } = ops.rmsnormResidual(x, residual, this.weight.value, this.eps);
+    ctx.save("x", sum);
+    ctx.save("rstd", rstd);
+    return { y, sum };
   }
 
   backward(dy: Tensor, ctx: Ctx): Tensor {
@@ -131,7 +137,10 @@ export class Embedding {
   }
 
   backward(dy: Tensor, ids: Tensor): void {
-    this.weight.accumulate(ops.embeddingBackward(dy, ids, this.numRows));
+    // A tied head's gradient is already there: scatter into it (no [V, D] temporary).
+    const g = this.weight.grad;
+    if (g) ops.embeddingBackwardInto(g, dy, ids);
+    else this.weight.accumulate(ops.embeddingBackward(dy, ids, this.numRows));
   }
 
   params(): Param[] {

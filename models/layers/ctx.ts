@@ -9,6 +9,8 @@ export interface BatchTensors {
   tokens: Tensor;
   positions: Tensor;
   cuSeqlens: Tensor;
+  /** The same offsets on the host: device attention validates these instead of waiting to read cuSeqlens back. */
+  cuSeqlensHost?: Int32Array;
   /** Number of tokens T. */
   numTokens: number;
 }

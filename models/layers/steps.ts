@@ -5,7 +5,7 @@
 // hooks that need no waiting), runAsync awaits each (collectives return promises). So the
 // layer math is written once and the plan's communication stays outside models/.
 import { ops, type AttentionOptions, type Tensor } from "../ops.ts";
-import type { Ctx } from "./ctx.ts";
+import type { BatchTensors, Ctx } from "./ctx.ts";
 
 export type HookPoint = "preForward" | "preBackward" | "postBackward";
 
@@ -63,7 +63,7 @@ export interface SaveSlot {
 
 /** The attention op on this rank's tokens alone. */
 export function localAttention(e: Extract<Effect, { op: "attention" }>): Tensor {
-  const { o, lse } = ops.attention(e.q, e.k, e.v, e.ctx.batch.cuSeqlens, e.opts);
+  const { o, lse } = ops.attention(e.q, e.k, e.v, e.ctx.batch.cuSeqlens, withHostOffsets(e.opts, e.ctx.batch));
   e.ctx.save("q", e.q);
   e.ctx.save("k", e.k);
   e.ctx.save("v", e.v);
@@ -74,7 +74,11 @@ export function localAttention(e: Extract<Effect, { op: "attention" }>): Tensor 
 
 export function localAttentionBackward(e: Extract<Effect, { op: "attentionBackward" }>): AttentionGrads {
   const c = e.ctx;
-  return ops.attentionBackward(e.dout, c.get("q"), c.get("k"), c.get("v"), c.get("o"), c.get("lse"), c.batch.cuSeqlens, e.opts);
+  return ops.attentionBackward(e.dout, c.get("q"), c.get("k"), c.get("v"), c.get("o"), c.get("lse"), c.batch.cuSeqlens, withHostOffsets(e.opts, c.batch));
+}
+
+function withHostOffsets(opts: AttentionOptions, batch: BatchTensors): AttentionOptions {
+  return batch.cuSeqlensHost ? { ...opts, cuSeqlensHost: batch.cuSeqlensHost } : opts;
 }
 
 /** Runs steps to the end, handling every effect at once. */

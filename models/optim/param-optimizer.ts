@@ -4,7 +4,7 @@
 // dispose().
 import { ops, type Tensor } from "../ops.ts";
 import type { Algorithm, OptimParam, Optimizer, OptimizerStateDict, ParamPredicate, ParamState } from "./types.ts";
-import type { UpdateRule } from "./update-rules.ts";
+import type { Update, UpdateRule } from "./update-rules.ts";
 
 interface Entry {
   readonly param: OptimParam;
@@ -56,25 +56,41 @@ export class ParamOptimizer implements Optimizer {
     return [...this.#entries].filter(([, e]) => e.decay).map(([name]) => name);
   }
 
-  step(lr: number): void {
+  step(lr: number, gradScale = 1): void {
     this.#live();
     if (!Number.isFinite(lr) || lr < 0) throw new Error(`optimizer: lr must be a finite number >= 0, got ${lr}`);
+    if (!Number.isFinite(gradScale)) throw new Error(`optimizer: gradScale must be finite, got ${gradScale}`);
     // Every gradient is checked before any parameter moves, so a bad one leaves the model whole.
     const ready: [Entry, Tensor][] = [];
     for (const e of this.#entries.values()) {
       const g = e.param.grad;
       if (g === undefined) continue;
       const v = e.param.value;
-      if (g.dtype !== v.dtype || !sameShape(g.shape, v.shape)) {
+      if (g.dtype !== v.dtype || g.device !== v.device || !sameShape(g.shape, v.shape)) {
         throw new Error(`optimizer: parameter "${e.param.name}": gradient ${g.dtype} ${shapeText(g.shape)} does not match value ${v.dtype} ${shapeText(v.shape)}`);
       }
       ready.push([e, g]);
     }
+    // Parameters of one rule update together where the rule can (one launch for many on cuda).
+    const byRule = new Map<UpdateRule, Update[]>();
     for (const [e, g] of ready) {
       const v = e.param.value;
-      e.state ??= e.rule.buffers.map(() => ops.keep(ops.zeros(v.shape, v.dtype)));
+      e.state ??= e.rule.buffers.map(() => ops.keep(ops.zeros(v.shape, v.dtype, v.device)));
       e.step++;
-      e.rule.apply(v, g, e.state, { lr, step: e.step, weightDecay: e.decay ? this.#weightDecay : 0 });
+      const u: Update = { value: v, grad: g, state: e.state, o: { lr, step: e.step, weightDecay: e.decay ? this.#weightDecay : 0, computeCopy: e.param.computeCopy } };
+      const list = byRule.get(e.rule) ?? [];
+      list.push(u);
+      byRule.set(e.rule, list);
+    }
+    for (const [rule, updates] of byRule) {
+      if (rule.applyMany) {
+        rule.applyMany(updates, gradScale);
+        continue;
+      }
+      for (const u of updates) {
+        if (gradScale !== 1) ops.scaleInPlace(u.grad, gradScale);
+        rule.apply(u.value, u.grad, u.state, u.o);
+      }
     }
     this.#step++;
   }
@@ -102,7 +118,7 @@ export class ParamOptimizer implements Optimizer {
     for (const [name, ps] of Object.entries(s.params)) {
       const e = this.#entries.get(name)!;
       const v = e.param.value;
-      e.state = e.rule.buffers.map((b) => ops.keep(ops.tensor(ps.buffers[b]!, v.shape, { dtype: v.dtype })));
+      e.state = e.rule.buffers.map((b) => ops.keep(ops.tensor(ps.buffers[b]!, v.shape, { dtype: v.dtype, device: v.device })));
       e.step = ps.step;
     }
     this.#step = s.step;

@@ -13,6 +13,8 @@ export interface OptimParam {
   readonly value: Tensor;
   /** The accumulated gradient; undefined means none this step and the parameter is left alone, as torch leaves `grad is None`. */
   readonly grad: Tensor | undefined;
+  /** A narrower copy the model computes with (bf16 on cuda), rewritten from value after each update. */
+  readonly computeCopy?: Tensor | undefined;
   zeroGrad(): void;
 }
 
@@ -39,8 +41,11 @@ export interface OptimizerStateDict {
 export interface Optimizer {
   /** Optimizer steps taken so far. */
   readonly stepCount: number;
-  /** Applies one update with learning rate `lr` to every parameter that has a gradient. */
-  step(lr: number): void;
+  /**
+   * Applies one update with learning rate `lr` to every parameter that has a gradient, each
+   * gradient multiplied by gradScale first (clipping's factor; the gradients may be scaled in place).
+   */
+  step(lr: number, gradScale?: number): void;
   /** Which update each parameter gets, by name (the split rule, made visible). */
   algorithms(): ReadonlyMap<string, Algorithm>;
   /** The parameters that get weight decay (the decay rule, made visible). */

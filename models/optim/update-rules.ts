@@ -8,7 +8,27 @@ export interface UpdateRule {
   /** The state buffers, by torch's names, each shaped like the parameter. */
   readonly buffers: readonly string[];
   /** `step` counts this parameter's updates from 1; `weightDecay` is 0 where the decay rule says so. */
-  apply(value: Tensor, grad: Tensor, state: readonly Tensor[], o: { lr: number; step: number; weightDecay: number }): void;
+  apply(value: Tensor, grad: Tensor, state: readonly Tensor[], o: UpdateOptions): void;
+  /**
+   * The same update over many tensors at once, each gradient multiplied by gradScale first
+   * (few launches on cuda, and the clipping scale needs no pass of its own). Rules without it
+   * are applied per tensor after the gradient is scaled in place.
+   */
+  applyMany?(updates: readonly Update[], gradScale: number): void;
+}
+
+export interface UpdateOptions {
+  lr: number;
+  step: number;
+  weightDecay: number;
+  computeCopy?: Tensor | undefined;
+}
+
+export interface Update {
+  value: Tensor;
+  grad: Tensor;
+  state: readonly Tensor[];
+  o: UpdateOptions;
 }
 
 export interface AdamWHyper {
@@ -22,7 +42,15 @@ export function adamwRule(h: AdamWHyper): UpdateRule {
     algorithm: "adamw",
     buffers: ["exp_avg", "exp_avg_sq"],
     apply(value, grad, [m, v], o) {
-      ops.adamwStep(value, grad, m!, v!, { lr: o.lr, beta1: h.betas[0], beta2: h.betas[1], eps: h.eps, weightDecay: o.weightDecay, step: o.step });
+      // The compute copy is written by the same pass (one read of the updated weights).
+      const copy = o.computeCopy ? { bf16Copy: o.computeCopy } : {};
+      ops.adamwStep(value, grad, m!, v!, { lr: o.lr, beta1: h.betas[0], beta2: h.betas[1], eps: h.eps, weightDecay: o.weightDecay, step: o.step, ...copy });
+    },
+    applyMany(updates, gradScale) {
+      ops.adamwStepMany(
+        updates.map((u) => ({ param: u.value, grad: u.grad, m: u.state[0]!, v: u.state[1]!, bf16Copy: u.o.computeCopy, lr: u.o.lr, weightDecay: u.o.weightDecay, step: u.o.step })),
+        { beta1: h.betas[0], beta2: h.betas[1], eps: h.eps, gradScale },
+      );
     },
   };
 }
@@ -44,6 +72,13 @@ export function muonRule(h: MuonHyper): UpdateRule {
     buffers: ["momentum_buffer"],
     apply(value, grad, [buf], o) {
       ops.muonStep(value, grad, buf!, { lr: o.lr, momentum: h.momentum, nesterov: h.nesterov, weightDecay: o.weightDecay, nsSteps: h.nsSteps });
+      if (o.computeCopy) refreshCopy(o.computeCopy, value);
     },
   };
+}
+
+function refreshCopy(copy: Tensor, value: Tensor): void {
+  const c = ops.cast(value, copy.dtype);
+  ops.copyInto(copy, c);
+  c.dispose();
 }

@@ -73,7 +73,8 @@ void FillFromTyped(const Napi::Value& v, DType dt, int64_t n, void* dst) {
   }
 }
 
-// fromArray(dtype, shape, data, device?): a device tensor is staged through host memory.
+// fromArray(dtype, shape, data, device?): a device tensor is staged through host memory (pinned
+// for batch-sized data, so the host does not wait).
 Napi::Value FromArray(const Napi::CallbackInfo& info) {
   DType dt = DTypeArg(info, 0);
   auto shape = ShapeArg(info, 1);
@@ -83,9 +84,8 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
   if (dev == Device::CPU) {
     FillFromTyped(info[2], dt, n, out.t->data<void>());
   } else {
-    Staging staging(out.t->bytes());
-    FillFromTyped(info[2], dt, n, staging.data());
-    DeviceCopy("tensor", out.t->data<void>(), dev, staging.data(), Device::CPU, out.t->bytes());
+    Napi::Value data = info[2];
+    DeviceUpload("tensor", out.t->data<void>(), out.t->bytes(), [&](void* host) { FillFromTyped(data, dt, n, host); });
   }
   return out.value;
 }
@@ -153,6 +153,12 @@ Napi::Value Zeros(const Napi::CallbackInfo& info) {
   if (dev == Device::CPU) std::memset(out.t->data<void>(), 0, out.t->storage->bytes);
   else DeviceZero("zeros", out.t->data<void>(), out.t->storage->bytes);
   return out.value;
+}
+
+// empty(dtype, shape, device): contents unset, for outputs a kernel overwrites whole (the
+// device's debug fill, when on, shows what it leaves unwritten).
+Napi::Value Empty(const Napi::CallbackInfo& info) {
+  return NewTensor(info.Env(), DTypeArg(info, 0), ShapeArg(info, 1), DeviceArg(info, 2)).value;
 }
 
 uint64_t SplitMix(uint64_t x) {
@@ -308,6 +314,7 @@ void RegisterTensorBindings(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "toDevice", ToDevice);
   Export(env, exports, "deviceOf", DeviceOf);
   Export(env, exports, "zeros", Zeros);
+  Export(env, exports, "empty", Empty);
   Export(env, exports, "randn", Randn);
   Export(env, exports, "view", View);
   Export(env, exports, "clone", Clone);

@@ -1,17 +1,21 @@
-// Throughput of the first CUDA kernels at the Qwen2.5-1.5B step's shapes (T = 8192, D = 1536,
+// Throughput of the CUDA kernels at the Qwen2.5-1.5B step's shapes (T = 8192, D = 1536,
 // FFN 8960, 12 q heads of 128): GB/s for the memory-bound ones (bytes as in native/NOTES.md:
-// each tensor read or written once, re-reads counted where the kernel re-reads), TFLOP/s for
-// the GEMMs (cuBLASLt, the default where built in, beside the tiled reference) at the step's
-// projection shapes. Fills the "measured" column of native/NOTES.md.
+// what the kernel must move, re-reads counted where it re-reads) beside the floor at 3 TB/s,
+// TFLOP/s for the GEMMs (cuBLASLt, the default where built in, beside the tiled reference) at
+// the step's projection shapes, the fused linear cross-entropy beside its three GEMMs, and the
+// GEMMs into fp32 / with a bias. Fills the "measured" column of native/NOTES.md.
 //
 //   node --import tsx tests/gpu/cuda-ops.bench.ts      (on the GPU machine; not a test)
 //
-// Each figure: REPS launches back to back, then one wait, over REPS (launch overhead included,
-// as in a step); the median of 5 such rounds after a warm-up.
+// Each row: `us`, the wall time per call (REPS calls back to back, then one wait: the host's
+// per-call cost included, as in a step), and `deviceUs`, the device time per call (timed events
+// around each call), of which GB/s and TFLOP/s are computed; the median of 5 rounds after a warm-up.
 import {
-  addInto, adamwStep, buildInfo, cast, cudaMemoryStats, cudaSynchronize, embedding, embeddingBackward, globalNorm, matmul, randn,
-  rmsnorm, rmsnormBackward, rope, scope, swiglu, swigluBackward, tensor, zeros, type Tensor,
+  addBias, addInto, adamwStep, buildInfo, cast, cudaMemoryStats, cudaSynchronize, embedding, embeddingBackward, globalNorm,
+  linearCrossEntropy, matmul, matmulInto, randn, rmsnorm, rmsnormBackward, rmsnormResidual, rope, scope, sumRows, swiglu,
+  swigluBackward, tensor, zeros, type Tensor,
 } from "../../native/index.ts";
+import { loadAddon } from "../../native/addon.ts";
 
 const REPS = 20;
 const T = 8192;
@@ -20,23 +24,56 @@ const F = 8960;
 const V = 151_936;
 const N_OPT = 100_000_000; // elements for the optimizer-sized kernels (GB/s does not depend on n at this size)
 
-function seconds(fn: () => void): number {
+// The raw addon for timed events (as the tests reach it): the public CudaEvent does not time.
+const raw = loadAddon().cuda!;
+
+/**
+ * Wall seconds per call (REPS back to back, then one wait: the host's per-call cost included,
+ * as in a step) and device seconds per call (timed events around each call: the kernels
+ * alone), each the median of 5 rounds after a warm-up.
+ */
+function timed(fn: () => void): { wall: number; device: number } {
   const round = () =>
     scope(() => {
       const t0 = performance.now();
       for (let i = 0; i < REPS; i++) fn();
       cudaSynchronize();
-      return (performance.now() - t0) / 1000 / REPS;
+      const wall = (performance.now() - t0) / 1000 / REPS;
+      const spans = Array.from({ length: REPS }, () => {
+        const start = raw.recordEvent(0, true);
+        fn();
+        return [start, raw.recordEvent(0, true)] as const;
+      });
+      cudaSynchronize();
+      const device = spans.reduce((acc, [a, b]) => acc + raw.eventElapsedMs(a, b), 0) / 1000 / REPS;
+      return { wall, device };
     });
   round();
-  const samples = Array.from({ length: 5 }, round).sort((a, b) => a - b);
-  return samples[2]!;
+  const samples = Array.from({ length: 5 }, round);
+  const median = (xs: number[]) => xs.sort((a, b) => a - b)[2]!;
+  return { wall: median(samples.map((x) => x.wall)), device: median(samples.map((x) => x.device)) };
 }
 
-const rows: { kernel: string; shape: string; us: number; gbs?: number; tflops?: number }[] = [];
+function seconds(fn: () => void): number {
+  return timed(fn).wall;
+}
+
+type Row = { kernel: string; shape: string; us: number; deviceUs?: number; gbs?: number; floorUs?: number; tflops?: number };
+const rows: Row[] = [];
+const COPY_BYTES_PER_S = 3.0e12; // the floor's bandwidth (native/NOTES.md)
+/** Each row is printed as it is measured, so a run cut short still reports what it measured. */
+function record(row: Row): void {
+  rows.push(row);
+  console.log(JSON.stringify(row));
+}
+/** GB/s and TFLOP/s are of the device time (the kernels'); us is the wall time per call. */
 function bytes(kernel: string, shape: string, moved: number, fn: () => void): void {
-  const s = seconds(fn);
-  rows.push({ kernel, shape, us: s * 1e6, gbs: moved / s / 1e9 });
+  const { wall, device } = timed(fn);
+  record({ kernel, shape, us: wall * 1e6, deviceUs: device * 1e6, gbs: moved / device / 1e9, floorUs: (moved / COPY_BYTES_PER_S) * 1e6 });
+}
+function flops(kernel: string, shape: string, n: number, fn: () => void): void {
+  const { wall, device } = timed(fn);
+  record({ kernel, shape, us: wall * 1e6, deviceUs: device * 1e6, tflops: n / device / 1e12 });
 }
 
 const bf = (shape: number[], seed: number): Tensor => randn(shape, { seed, dtype: "bfloat16", device: "cuda" }).keep();
@@ -47,7 +84,15 @@ const dy = bf([T, D], 3);
 const { rstd } = rmsnorm(x, w, 1e-6);
 rstd.keep();
 bytes("rmsnorm fwd", `[${T}, ${D}] bf16`, 2 * T * D * 2, () => void rmsnorm(x, w, 1e-6));
-bytes("rmsnorm bwd", `[${T}, ${D}] bf16`, 5 * T * D * 2, () => void rmsnormBackward(dy, x, w, rstd));
+// The fused backward reads dy and x once and writes dx (dw's partials are 1.6 MB): 3 tensors.
+bytes("rmsnorm bwd", `[${T}, ${D}] bf16`, 3 * T * D * 2, () => void rmsnormBackward(dy, x, w, rstd));
+bytes("rmsnorm + residual fwd", `[${T}, ${D}] bf16`, 4 * T * D * 2, () => void rmsnormResidual(x, dy, w, 1e-6));
+
+const QKV = D + 2 * 2 * 128;
+const qkvOut = bf([T, QKV], 9);
+const qkvBias = bf([QKV], 10);
+bytes("addBias", `[${T}, ${QKV}] bf16`, 2 * T * QKV * 2, () => void addBias(qkvOut, qkvBias));
+bytes("sumRows (bias grad)", `[${T}, ${QKV}] bf16 -> fp32`, T * QKV * 2, () => void sumRows(qkvOut));
 
 const gate = bf([T, F], 4);
 const up = bf([T, F], 5);
@@ -57,6 +102,8 @@ bytes("swiglu bwd", `[${T}, ${F}] bf16`, 5 * T * F * 2, () => void swigluBackwar
 const q = bf([T, 12, 128], 6);
 const pos = tensor(Int32Array.from({ length: T }, (_, i) => i % 2048), [T], { dtype: "int32", device: "cuda" }).keep();
 bytes("rope fwd (q)", `[${T}, 12, 128] bf16`, 2 * T * 12 * 128 * 2, () => void rope(q, pos, { theta: 1e6 }));
+const kHeads = bf([T, 2, 128], 11);
+bytes("rope fwd (k)", `[${T}, 2, 128] bf16`, 2 * T * 2 * 128 * 2, () => void rope(kHeads, pos, { theta: 1e6 }));
 
 const emb = bf([V, D], 7);
 const ids = tensor(Int32Array.from({ length: T }, (_, i) => (i * 7919) % V), [T], { dtype: "int32", device: "cuda" }).keep();
@@ -76,7 +123,35 @@ bytes("cast fp32 -> bf16", `${N_OPT}`, N_OPT * 6, () => void cast(p, "bfloat16")
 bytes("addInto fp32 += bf16", `${N_OPT}`, N_OPT * 10, () => addInto(p, g, 1e-3));
 {
   const s = seconds(() => void globalNorm([p]));
-  rows.push({ kernel: "globalNorm (fp32, host read)", shape: `${N_OPT}`, us: s * 1e6, gbs: (N_OPT * 4) / s / 1e9 });
+  record({ kernel: "globalNorm (fp32, host read)", shape: `${N_OPT}`, us: s * 1e6, gbs: (N_OPT * 4) / s / 1e9 });
+}
+for (const t of [p, g, m, v, copy]) t.dispose();
+
+// The lm head's fused cross-entropy at the step's shape beside the three GEMMs it is made of,
+// each at full size through cuBLASLt (the fused op runs them per chunk of tokens).
+{
+  const labels = tensor(Int32Array.from({ length: T }, (_, i) => (i * 104729) % V), [T], { dtype: "int32", device: "cuda" }).keep();
+  const hidden = bf([T, D], 12);
+  flops("linearCrossEntropy (fwd + bwd)", `x [${T},${D}], w [${V},${D}] bf16`, 3 * 2 * T * D * V, () => void linearCrossEntropy(hidden, emb, labels, { gradScale: 1 / T }));
+  const dlogits = bf([T, V], 13);
+  flops("  logits = x w^T", `[${T},${D}]x[${V},${D}]^T bf16`, 2 * T * D * V, () => matmul(hidden, emb, { transB: true }).dispose());
+  flops("  dx = dlogits w", `[${T},${V}]x[${V},${D}] bf16`, 2 * T * D * V, () => matmul(dlogits, emb).dispose());
+  const dW = zeros([V, D], "float32", "cuda").keep();
+  flops("  dw += dlogits^T x (fp32 out)", `[${T},${V}]^T x [${T},${D}] -> fp32`, 2 * T * D * V, () => matmulInto(dW, dlogits, hidden, { transA: true, accumulate: true }));
+  for (const t of [labels, hidden, dlogits, dW]) t.dispose();
+}
+
+// Weight-gradient GEMMs accumulated into fp32, beside the same GEMM with a bf16 output; q/k/v with its bias epilogue.
+{
+  const xIn = bf([T, D], 14);
+  const dh = bf([T, F], 15);
+  const dWup = zeros([F, D], "float32", "cuda").keep();
+  flops("matmulInto mlp up dW += dy^T x (fp32, beta 1)", `[${T},${F}]^T x [${T},${D}]`, 2 * T * D * F, () => matmulInto(dWup, dh, xIn, { transA: true, accumulate: true }));
+  flops("matmul mlp up dW (bf16 out)", `[${T},${F}]^T x [${T},${D}]`, 2 * T * D * F, () => matmul(dh, xIn, { transA: true }).dispose());
+  const wQkv = bf([QKV, D], 16);
+  flops("matmul qkv + bias (epilogue)", `[${T},${D}]x[${QKV},${D}]^T + b`, 2 * T * D * QKV, () => matmul(xIn, wQkv, { transB: true, bias: qkvBias }).dispose());
+  flops("matmul qkv (no bias)", `[${T},${D}]x[${QKV},${D}]^T`, 2 * T * D * QKV, () => matmul(xIn, wQkv, { transB: true }).dispose());
+  for (const t of [xIn, dh, dWup, wQkv]) t.dispose();
 }
 
 // Each product is disposed at once: REPS live lm-head outputs ([T, V] bf16, 2.5 GB each) would not fit.
@@ -91,17 +166,15 @@ for (const [i, { name, m, k, n }] of gemms.entries()) {
   const a = bf([m, k], 20 + i);
   const b = bf([k, n], 30 + i);
   for (const reference of [false, true]) {
-    const s = seconds(() => matmul(a, b, { reference }).dispose());
-    rows.push({
-      kernel: `matmul ${name} (${reference ? "reference" : fastPath})`,
-      shape: `[${m},${k}]x[${k},${n}] bf16`,
-      us: s * 1e6,
-      tflops: (2 * m * n * k) / s / 1e12,
-    });
+    flops(`matmul ${name} (${reference ? "reference" : fastPath})`, `[${m},${k}]x[${k},${n}] bf16`, 2 * m * n * k, () =>
+      matmul(a, b, { reference }).dispose(),
+    );
   }
   a.dispose();
   b.dispose();
 }
 
-console.table(rows.map((r) => ({ ...r, us: r.us.toFixed(1), gbs: r.gbs?.toFixed(0), tflops: r.tflops?.toFixed(1) })));
+console.table(
+  rows.map((r) => ({ ...r, us: r.us.toFixed(1), deviceUs: r.deviceUs?.toFixed(1), gbs: r.gbs?.toFixed(0), floorUs: r.floorUs?.toFixed(1), tflops: r.tflops?.toFixed(1) })),
+);
 console.log(JSON.stringify({ device: "cuda", memory: cudaMemoryStats(), rows }));

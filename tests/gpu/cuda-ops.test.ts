@@ -14,6 +14,7 @@ import {
   add,
   addInto,
   adamwStep,
+  adamwStepMany,
   buildInfo,
   cast,
   copyInto,
@@ -25,6 +26,7 @@ import {
   cudaSynchronize,
   embedding,
   embeddingBackward,
+  embeddingBackwardInto,
   gelu,
   globalNorm,
   liveTensors,
@@ -171,6 +173,11 @@ test("embedding forward and backward; a bad id is an Error naming the op", () =>
       const dW = embeddingBackward(dy.gpu, ids, V);
       assert.equal(dW.dtype, "float32", "parameter gradients are float32 on cuda");
       assertClose(`embeddingBackward ${dtype}`, dW, embeddingBackward(dy.cpu, idsHost, V), F32);
+      // Into an existing gradient (a tied head's): dW + the scatter, no zero fill.
+      const base = pairOf([V, D], "float32");
+      embeddingBackwardInto(base.gpu, dy.gpu, ids);
+      embeddingBackwardInto(base.cpu, dy.cpu, idsHost);
+      assertClose(`embeddingBackwardInto ${dtype}`, base.gpu, base.cpu, F32);
       const badIds = tensor(Int32Array.from([1, V]), [2], { device: "cuda", dtype: "int32" });
       assert.throws(() => embedding(w.gpu, badIds), /^Error: embedding: an id is out of range/);
       assert.throws(() => embeddingBackward(dy.gpu.reshape([-1, D]).clone(), ids.clone(), 3), /^Error: embeddingBackward: an id is out of range/);
@@ -201,12 +208,12 @@ test("rmsnorm forward and backward, rows of model and head width", () => {
   }
 });
 
-test("swiglu forward and backward", () => {
+test("swiglu forward and backward (the 16-byte vector path, and the scalar one for odd sizes)", () => {
   for (const { dtype, tol } of DTYPES) {
-    scope(() => {
-      const gate = pairOf([65, 1000], dtype, 3);
-      const up = pairOf([65, 1000], dtype);
-      const dh = pairOf([65, 1000], dtype);
+    for (const shape of [[65, 1000], [7, 13]]) scope(() => {
+      const gate = pairOf(shape, dtype, 3);
+      const up = pairOf(shape, dtype);
+      const dh = pairOf(shape, dtype);
       assertClose(`swiglu ${dtype}`, swiglu(gate.gpu, up.gpu), swiglu(gate.cpu, up.cpu), tol);
       const g = swigluBackward(dh.gpu, gate.gpu, up.gpu);
       const c = swigluBackward(dh.cpu, gate.cpu, up.cpu);
@@ -261,6 +268,42 @@ test("AdamW: fp32 master weights, fp32 or bf16 gradients, bf16 copy written", ()
       assert.deepEqual(Array.from(copy.toFloat64Array()), Array.from(cast(p.gpu, "bfloat16").toFloat64Array()), "bf16 copy of the updated weights");
     });
   }
+});
+
+test("adamwStepMany: many tensors per launch, ragged sizes, per-tensor lr/decay/step, the clipping scale folded in", () => {
+  scope(() => {
+    // Sizes: tiny, not a multiple of 4, across several 4096-element chunks, and more tensors than one launch takes (48).
+    const sizes = [1, 3, 4, 4097, 12289, ...Array.from({ length: 50 }, (_, i) => 5 + 31 * i)];
+    const gradScale = 0.37;
+    const items = sizes.map((n, i) => {
+      const p = pairOf([n], "float32");
+      const g = pairOf([n], "float32", 0.1);
+      const m = pairOf([n], "float32", 0.01);
+      const v = pairOf([n], "float32", 0.01);
+      // Second moments are never negative.
+      scaleInPlace(v.gpu, 0);
+      scaleInPlace(v.cpu, 0);
+      const copy = i % 2 === 0 ? zeros([n], "bfloat16", "cuda") : undefined;
+      return { p, g, m, v, copy, lr: 1e-3 * (1 + i / 10), weightDecay: i % 3 === 0 ? 0 : 0.1, step: 1 + (i % 5) };
+    });
+    adamwStepMany(
+      items.map((it) => ({ param: it.p.gpu, grad: it.g.gpu, m: it.m.gpu, v: it.v.gpu, bf16Copy: it.copy, lr: it.lr, weightDecay: it.weightDecay, step: it.step })),
+      { beta1: 0.9, beta2: 0.95, eps: 1e-8, gradScale },
+    );
+    items.forEach((it, i) => {
+      scaleInPlace(it.g.cpu, gradScale);
+      adamwStep(it.p.cpu, it.g.cpu, it.m.cpu, it.v.cpu, { lr: it.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: it.weightDecay, step: it.step });
+      assertClose(`adamwStepMany param ${i} (n ${sizes[i]})`, it.p.gpu, it.p.cpu, F32);
+      assertClose(`adamwStepMany m ${i}`, it.m.gpu, it.m.cpu, F32);
+      assertClose(`adamwStepMany v ${i}`, it.v.gpu, it.v.cpu, F32);
+      if (it.copy) assert.deepEqual(Array.from(it.copy.toFloat64Array()), Array.from(cast(it.p.gpu, "bfloat16").toFloat64Array()), `bf16 copy ${i}`);
+    });
+    const bad = items[0]!;
+    assert.throws(
+      () => adamwStepMany([{ param: bad.p.gpu, grad: bad.g.gpu, m: bad.m.gpu, v: items[1]!.v.gpu, lr: 1, weightDecay: 0, step: 1 }], { beta1: 0.9, beta2: 0.95, eps: 1e-8 }),
+      /^Error: adamwStepMany: /,
+    );
+  });
 });
 
 test("matmul (the reference GEMM): every transpose, batched, ragged sizes", () => {
@@ -416,5 +459,24 @@ test("events order the communication stream after compute", () => {
     CudaEvent.record("comm").synchronize();
     done.synchronize();
     assert.ok(Number.isFinite(sumSquares(x)));
+  });
+});
+
+test("uploads through the pinned slots keep their data when many are queued before any is read", () => {
+  scope(() => {
+    // 20 uploads cycle the 8 slots twice over while the device is kept busy; each must hold its own data.
+    const big = randn([2048, 2048], { seed: nextSeed(), device: "cuda" });
+    const sent: Int32Array[] = [];
+    const got: Tensor[] = [];
+    for (let i = 0; i < 20; i++) {
+      matmul(big, big);
+      const a = Int32Array.from({ length: 8192 + i }, (_, j) => (j * 7919 + i) | 0);
+      sent.push(a);
+      got.push(tensor(a, [a.length], { dtype: "int32", device: "cuda" }));
+    }
+    got.forEach((t, i) => assert.deepEqual(t.toArray(), sent[i], `upload ${i}`));
+    // Larger than a slot: staged in pageable memory instead.
+    const large = Float32Array.from({ length: 1 << 19 }, (_, j) => j * 0.5);
+    assert.deepEqual(tensor(large, [large.length], { device: "cuda" }).toArray(), large);
   });
 });

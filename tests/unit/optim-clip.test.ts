@@ -94,7 +94,7 @@ test("zeroGrad drops every gradient; parameters without one are skipped by the n
     zeroGrad(ps);
     assert.ok(ps.every((p) => p.grad === undefined));
     assert.equal(gradNorm(ps), 0);
-    assert.deepEqual(clipGradNorm(ps, 1), { norm: 0, clipped: false, finite: true });
+    assert.deepEqual(clipGradNorm(ps, 1), { norm: 0, clipped: false, finite: true, scale: 1 });
     const before = ps.map((p) => values(p.value));
     const opt = new AdamW(ps, { weightDecay: 0.5 });
     try {
@@ -106,4 +106,22 @@ test("zeroGrad drops every gradient; parameters without one are skipped by the n
       opt.dispose();
     }
   });
+});
+
+test("with scaleGrads false the gradients stay put, and optimizer.step(lr, scale) equals clipping first, bit for bit", () => {
+  const run = (fold: boolean): Float64Array[] => {
+    let out: Float64Array[] = [];
+    withGrads((ps, grads) => {
+      const opt = new AdamW(ps, { betas: [0.9, 0.95], eps: 1e-8, weightDecay: 0.1 });
+      const r = clipGradNorm(ps, refNorm(grads) / 3, { scaleGrads: !fold });
+      assert.equal(r.clipped, true);
+      assert.ok(Math.abs(r.scale - 1 / 3) <= 1e-12);
+      if (fold) ps.forEach((p, i) => assert.deepEqual(values(p.grad!), grads[i], "the gradients are not scaled"));
+      opt.step(1e-2, fold ? r.scale : 1);
+      out = ps.map((p) => values(p.value));
+      opt.dispose();
+    });
+    return out;
+  };
+  assert.deepEqual(run(true), run(false));
 });

@@ -3,6 +3,7 @@
 // core/device_stub.cc, whose every entry point says the build has no CUDA.
 #pragma once
 #include <cstddef>
+#include <functional>
 
 namespace tessera {
 
@@ -25,6 +26,15 @@ void DeviceFree(DeviceBlock block) noexcept;
  * dst may be read by the host (a copy to host memory waits for the stream). Throws OpError.
  */
 void DeviceCopy(const char* op, void* dst, Device dstDev, const void* src, Device srcDev, size_t bytes);
+/** The largest upload DeviceUpload stages through pinned memory. */
+constexpr size_t kPinnedUploadBytes = size_t{1} << 20;
+/**
+ * Host -> device without waiting: `fill` writes the bytes into a pinned staging slot (one of a
+ * few reused round-robin, each reused only once its last copy is done), which is then copied on
+ * the compute stream. Batches (tokens, positions, offsets, labels) go this way. Larger uploads
+ * are staged in pageable memory through DeviceCopy.
+ */
+void DeviceUpload(const char* op, void* dst, size_t bytes, const std::function<void(void*)>& fill);
 /** Fills device memory with zero bytes on the compute stream. */
 void DeviceZero(const char* op, void* dst, size_t bytes);
 

@@ -15,6 +15,7 @@ DeviceBlock DeviceAlloc(size_t) { NoCuda(); }
 void DeviceFree(DeviceBlock) noexcept {}
 void DeviceCopy(const char*, void*, Device, const void*, Device, size_t) { NoCuda(); }
 void DeviceZero(const char*, void*, size_t) { NoCuda(); }
+void DeviceUpload(const char*, void*, size_t, const std::function<void(void*)>&) { NoCuda(); }
 
 }  // namespace tessera
 #endif

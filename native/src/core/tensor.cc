@@ -10,10 +10,12 @@ namespace {
 
 std::atomic<int64_t> gLiveBytes{0};
 std::atomic<int64_t> gLiveDeviceBytes{0};
-// Bytes freed since V8 was last told. V8 sees native memory only through
+// Host bytes freed since V8 was last told. V8 sees native memory only through
 // AdjustExternalMemory; keeping it informed lets it collect leaked tensors (the backstop) under
 // memory pressure. Frees happen where no env is at hand, so they are reported at the next
-// allocation.
+// allocation. Device bytes are not reported: V8 starts a full collection whenever external
+// memory grows 64 MB past its last one, so one step's activations on a GPU would cost a GC every
+// few ops, and collecting host objects does nothing for device memory the model frees itself.
 std::atomic<int64_t> gUnreportedFrees{0};
 
 // Marks our Externals so that a foreign External passed as a tensor is refused, not read.
@@ -55,8 +57,8 @@ Storage::~Storage() {
   } else {
     HostFree({data, capacity});
     gLiveBytes -= static_cast<int64_t>(bytes);
+    gUnreportedFrees += static_cast<int64_t>(bytes);
   }
-  gUnreportedFrees += static_cast<int64_t>(bytes);
 }
 
 int64_t LiveBytes(Device device) { return device == Device::CUDA ? gLiveDeviceBytes.load() : gLiveBytes.load(); }
@@ -79,7 +81,7 @@ Out NewTensor(Napi::Env env, DType dtype, std::vector<int64_t> shape, Device dev
     delete t;
     throw;
   }
-  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes) - gUnreportedFrees.exchange(0));
+  if (device == Device::CPU) Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes) - gUnreportedFrees.exchange(0));
   return {Wrap(env, t), t};
 }
 

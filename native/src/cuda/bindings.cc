@@ -1,6 +1,7 @@
 // The CUDA half of the addon's bindings, exported as `exports.cuda`: the device ops (the same
 // signatures as their CPU counterparts where both exist), the allocator's figures, and stream
 // events. Inputs arrive checked by the TypeScript face; this rechecks what memory safety needs.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -102,11 +103,13 @@ cudaEvent_t EventArg(const Napi::CallbackInfo& info, size_t i) {
   return info[i].As<Napi::External<CUevent_st>>().Data();
 }
 
-// recordEvent(stream) -> event: marks the work queued on stream so far.
+// recordEvent(stream, timed?) -> event: marks the work queued on stream so far. Timed events
+// (profiling only: they cost more to record) can be measured with eventElapsedMs.
 Napi::Value RecordEvent(const Napi::CallbackInfo& info) {
   cudaStream_t s = StreamArg(info, 0);
+  bool timed = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
   cudaEvent_t e;
-  TESSERA_CUDA_CHECK("recordEvent", cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  TESSERA_CUDA_CHECK("recordEvent", cudaEventCreateWithFlags(&e, timed ? cudaEventDefault : cudaEventDisableTiming));
   cudaError_t err = cudaEventRecord(e, s);
   if (err != cudaSuccess) {
     cudaEventDestroy(e);
@@ -121,6 +124,13 @@ Napi::Value RecordEvent(const Napi::CallbackInfo& info) {
 Napi::Value WaitEvent(const Napi::CallbackInfo& info) {
   TESSERA_CUDA_CHECK("waitEvent", cudaStreamWaitEvent(StreamArg(info, 0), EventArg(info, 1), 0));
   return info.Env().Undefined();
+}
+
+// eventElapsedMs(start, end): device time between two completed timed events.
+Napi::Value EventElapsedMs(const Napi::CallbackInfo& info) {
+  float ms = 0;
+  TESSERA_CUDA_CHECK("eventElapsedMs", cudaEventElapsedTime(&ms, EventArg(info, 0), EventArg(info, 1)));
+  return Napi::Number::New(info.Env(), ms);
 }
 
 Napi::Value EventSynchronize(const Napi::CallbackInfo& info) {
@@ -225,13 +235,12 @@ struct MatmulCounts {
 };
 MatmulCounts gMatmulCounts;
 
-// matmul(a, b, transA, transB, reference?): 2-D, or batched 3-D. cuBLASLt where the build has
-// it and it has an algorithm for the case; else, or when `reference` is true, the tiled GEMM.
-Napi::Value Matmul(const Napi::CallbackInfo& info) {
-  TensorImpl& a = CudaTensorArg(info, 0);
-  TensorImpl& b = CudaTensorArg(info, 1);
-  bool ta = BoolArg(info, 2), tb = BoolArg(info, 3);
-  bool reference = info.Length() > 4 && !info[4].IsUndefined() && BoolArg(info, 4);
+struct GemmShape {
+  int64_t batch, M, N, K;
+  std::vector<int64_t> out;
+};
+
+GemmShape GemmShapeOf(const TensorImpl& a, const TensorImpl& b, bool ta, bool tb) {
   NeedFloat("matmul", a);
   if (a.dtype != b.dtype || a.ndim() != b.ndim() || (a.ndim() != 2 && a.ndim() != 3)) {
     throw OpError("matmul: a and b must share a dtype and both be 2-D or 3-D");
@@ -241,19 +250,76 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   int64_t M = a.dim(ta ? r - 1 : r - 2), K = a.dim(ta ? r - 2 : r - 1);
   int64_t K2 = b.dim(tb ? r - 1 : r - 2), N = b.dim(tb ? r - 2 : r - 1);
   if (K != K2 || (r == 3 && b.dim(0) != batch)) throw OpError("matmul: shapes do not match");
-  std::vector<int64_t> shape = r == 3 ? std::vector<int64_t>{batch, M, N} : std::vector<int64_t>{M, N};
-  Out c = NewTensor(info.Env(), a.dtype, shape, Device::CUDA);
-#ifdef TESSERA_CUBLASLT
-  if (!reference && cuda::MatmulLt(a.dtype, a.data<void>(), b.data<void>(), c.t->data<void>(), batch, M, N, K, ta, tb)) {
-    gMatmulCounts.cublasLt++;
-    return c.value;
+  return {batch, M, N, K, r == 3 ? std::vector<int64_t>{batch, M, N} : std::vector<int64_t>{M, N}};
+}
+
+bool OptionalBool(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() > i && !info[i].IsUndefined() && BoolArg(info, i);
+}
+
+void CountGemm(bool cublasLt) { (cublasLt ? gMatmulCounts.cublasLt : gMatmulCounts.reference)++; }
+
+// matmul(a, b, transA, transB, reference?, bias?): 2-D, or batched 3-D; bias [N] of a's dtype
+// is added to every row. cuBLASLt where the build has it and it has an algorithm for the case;
+// else, or when `reference` is true, the tiled GEMM.
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  TensorImpl& a = CudaTensorArg(info, 0);
+  TensorImpl& b = CudaTensorArg(info, 1);
+  bool ta = BoolArg(info, 2), tb = BoolArg(info, 3);
+  bool reference = OptionalBool(info, 4);
+  GemmShape g = GemmShapeOf(a, b, ta, tb);
+  const void* bias = nullptr;
+  if (info.Length() > 5 && !info[5].IsUndefined() && !info[5].IsNull()) {
+    TensorImpl& bt = CudaTensorArg(info, 5);
+    if (bt.dtype != a.dtype || bt.numel != g.N) throw OpError("matmul: bias must be [N] of the inputs' dtype");
+    bias = bt.data<void>();
   }
-#else
-  (void)reference;
-#endif
-  cuda::Matmul(a.dtype, a.data<void>(), b.data<void>(), c.t->data<void>(), batch, M, N, K, ta, tb);
-  gMatmulCounts.reference++;
+  Out c = NewTensor(info.Env(), a.dtype, g.out, Device::CUDA);
+  CountGemm(cuda::Gemm(a.dtype, a.data<void>(), b.data<void>(), a.dtype, c.t->data<void>(), 0.f, bias, g.batch, g.M, g.N, g.K, ta,
+                       tb, reference));
   return c.value;
+}
+
+// matmulInto(out, a, b, transA, transB, accumulate, reference?): out (float32, or a's dtype)
+// = op(a) op(b), or += with accumulate (weight gradients summed over micro-batches in fp32).
+Napi::Value MatmulInto(const Napi::CallbackInfo& info) {
+  TensorImpl& out = CudaTensorArg(info, 0);
+  TensorImpl& a = CudaTensorArg(info, 1);
+  TensorImpl& b = CudaTensorArg(info, 2);
+  bool ta = BoolArg(info, 3), tb = BoolArg(info, 4), accumulate = BoolArg(info, 5);
+  bool reference = OptionalBool(info, 6);
+  GemmShape g = GemmShapeOf(a, b, ta, tb);
+  if ((out.dtype != DType::F32 && out.dtype != a.dtype) || out.shape != g.out) {
+    throw OpError("matmulInto: out must have the product's shape and be float32 or the inputs' dtype");
+  }
+  if (out.storage == a.storage || out.storage == b.storage) throw OpError("matmulInto: out must not share storage with a or b");
+  CountGemm(cuda::Gemm(a.dtype, a.data<void>(), b.data<void>(), out.dtype, out.data<void>(), accumulate ? 1.f : 0.f, nullptr,
+                       g.batch, g.M, g.N, g.K, ta, tb, reference));
+  return info.Env().Undefined();
+}
+
+// addBias(x[..., N], b[N]) -> x + b, x's dtype.
+Napi::Value AddBias(const Napi::CallbackInfo& info) {
+  TensorImpl& x = CudaTensorArg(info, 0);
+  TensorImpl& b = CudaTensorArg(info, 1);
+  NeedFloat("addBias", x);
+  if (x.dtype != b.dtype || x.ndim() < 1 || x.dim(-1) != b.numel) throw OpError("addBias: bias must be [N] for x[..., N]");
+  int64_t N = b.numel, R = N ? x.numel / N : 0;
+  Out y = NewTensor(info.Env(), x.dtype, x.shape, Device::CUDA);
+  cuda::AddBias(x.dtype, x.data<void>(), b.data<void>(), y.t->data<void>(), R, N);
+  return y.value;
+}
+
+// sumRows(dy[..., N]) -> [N] float32 (a bias gradient), fp64 sums in a fixed order.
+Napi::Value SumRows(const Napi::CallbackInfo& info) {
+  TensorImpl& dy = CudaTensorArg(info, 0);
+  NeedFloat("sumRows", dy);
+  if (dy.ndim() < 1) throw OpError("sumRows: dy must have at least one dimension");
+  int64_t N = dy.dim(-1), R = N ? dy.numel / N : 0;
+  Out out = NewTensor(info.Env(), DType::F32, {N}, Device::CUDA);
+  Scratch partial(cuda::SumRowsPartials(R) * std::max<int64_t>(N, 1) * sizeof(double));
+  cuda::SumRows(dy.dtype, dy.data<void>(), out.t->data<float>(), partial.as<double>(), R, N);
+  return out.value;
 }
 
 Napi::Value MatmulCountsOf(const Napi::CallbackInfo& info) {
@@ -293,6 +359,21 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   return out.value;
 }
 
+// embeddingBackwardInto(dw, dy, ids): dw (float32 [V,D]) += the rows of dy at ids.
+Napi::Value EmbeddingBackwardInto(const Napi::CallbackInfo& info) {
+  TensorImpl& dw = CudaTensorArg(info, 0);
+  TensorImpl& dy = CudaTensorArg(info, 1);
+  TensorImpl& ids = CudaTensorArg(info, 2);
+  NeedFloat("embeddingBackwardInto", dy);
+  if (ids.dtype != DType::I32 || dy.ndim() != 2 || dy.dim(0) != ids.numel) throw OpError("embeddingBackwardInto: dy must be [T,D] and ids int32 [T]");
+  if (dw.dtype != DType::F32 || dw.ndim() != 2 || dw.dim(1) != dy.dim(1)) throw OpError("embeddingBackwardInto: dw must be float32 [V,D]");
+  int64_t V = dw.dim(0);
+  BadFlag bad("embeddingBackwardInto");
+  cuda::EmbeddingBackwardAdd(dy.dtype, dy.data<void>(), ids.data<int32_t>(), dw.data<float>(), dy.dim(0), dy.dim(1), V, bad.ptr());
+  if (bad.Raised()) throw OpError("embeddingBackwardInto: an id is out of range [0, " + std::to_string(V) + ") (dw holds the rows before it)");
+  return info.Env().Undefined();
+}
+
 // rmsnorm(x, w, eps) -> [y (x's dtype), rstd float32]
 Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   TensorImpl& x = CudaTensorArg(info, 0);
@@ -305,6 +386,27 @@ Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   cuda::Rmsnorm(x.dtype, x.data<void>(), w.data<void>(), y.t->data<void>(), rstd.t->data<float>(), R, D,
                 static_cast<float>(NumberArg(info, 2)));
   return Pair(info.Env(), y.value, rstd.value);
+}
+
+// rmsnormResidual(x, residual, w, eps) -> [y, sum (x's dtype), rstd float32]: sum = x + residual, y = rmsnorm(sum).
+Napi::Value RmsnormResidual(const Napi::CallbackInfo& info) {
+  TensorImpl& x = CudaTensorArg(info, 0);
+  TensorImpl& res = CudaTensorArg(info, 1);
+  TensorImpl& w = CudaTensorArg(info, 2);
+  NeedFloat("rmsnormResidual", x);
+  NeedSame("rmsnormResidual", x, res);
+  if (w.dtype != x.dtype || x.ndim() < 1 || w.numel != x.dim(-1)) throw OpError("rmsnormResidual: w must be [D] of x's dtype");
+  int64_t D = w.numel, R = D ? x.numel / D : 0;
+  Out y = NewTensor(info.Env(), x.dtype, x.shape, Device::CUDA);
+  Out sum = NewTensor(info.Env(), x.dtype, x.shape, Device::CUDA);
+  Out rstd = NewTensor(info.Env(), DType::F32, {R}, Device::CUDA);
+  cuda::RmsnormResidual(x.dtype, x.data<void>(), res.data<void>(), w.data<void>(), sum.t->data<void>(), y.t->data<void>(),
+                        rstd.t->data<float>(), R, D, static_cast<float>(NumberArg(info, 3)));
+  Napi::Array out = Napi::Array::New(info.Env(), 3);
+  out.Set(0u, y.value);
+  out.Set(1u, sum.value);
+  out.Set(2u, rstd.value);
+  return out;
 }
 
 // rmsnormBackward(dy, x, w, rstd) -> [dx (x's dtype), dw float32]
@@ -393,7 +495,47 @@ Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// adamwStepMany(items, b1, b2, eps, gradScale): items are [p, g, m, v, copy | null, lr, wd, step]
+// arrays; p, g, m, v float32 of one size, copy bfloat16 of that size. Everything is checked
+// before the first launch, so a bad item changes no tensor.
+Napi::Value AdamwStepMany(const Napi::CallbackInfo& info) {
+  const char* op = "adamwStepMany";
+  if (!info[0].IsArray()) throw OpError("adamwStepMany: items must be an array");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  double b1 = NumberArg(info, 1), b2 = NumberArg(info, 2), eps = NumberArg(info, 3), gradScale = NumberArg(info, 4);
+  std::vector<cuda::AdamWItem> items;
+  items.reserve(arr.Length());
+  for (uint32_t k = 0; k < arr.Length(); k++) {
+    Napi::Array it = arr.Get(k).As<Napi::Array>();
+    TensorImpl* t[5] = {};
+    for (uint32_t j = 0; j < 5; j++) {
+      Napi::Value v = it.Get(j);
+      if (j == 4 && (v.IsNull() || v.IsUndefined())) continue;
+      t[j] = AsTensor(v);
+      if (!t[j] || !t[j]->storage || t[j]->device() != Device::CUDA) {
+        throw OpError(std::string(op) + ": item " + std::to_string(k) + " holds a tensor that is not a live cuda tensor");
+      }
+    }
+    int64_t n = t[0]->numel;
+    for (int j = 0; j < 4; j++) {
+      if (t[j]->dtype != DType::F32 || t[j]->numel != n) throw OpError(std::string(op) + ": item " + std::to_string(k) + ": p, g, m and v must be float32 of one size");
+    }
+    if (t[4] && (t[4]->dtype != DType::BF16 || t[4]->numel != n)) throw OpError(std::string(op) + ": item " + std::to_string(k) + ": copy must be bfloat16 of the param's size");
+    double lr = it.Get(5u).As<Napi::Number>().DoubleValue(), wd = it.Get(6u).As<Napi::Number>().DoubleValue();
+    double step = it.Get(7u).As<Napi::Number>().DoubleValue();
+    if (!(step >= 1)) throw OpError(std::string(op) + ": item " + std::to_string(k) + ": step counts from 1");
+    double bc1 = 1 - std::pow(b1, step), bc2 = 1 - std::pow(b2, step);
+    items.push_back({t[0]->data<float>(), t[1]->data<float>(), t[2]->data<float>(), t[3]->data<float>(), t[4] ? t[4]->data<void>() : nullptr, n,
+                     float(1 - lr * wd), float(lr / bc1), float(1 / std::sqrt(bc2)), 0});
+  }
+  cuda::AdamWMany(items.data(), static_cast<int>(items.size()), float(b1), float(b2), float(eps), float(gradScale));
+  return info.Env().Undefined();
+}
+
 }  // namespace
+
+void RegisterCudaLossBindings(Napi::Env env, Napi::Object cuda);  // bindings_loss.cc
+void RegisterCudaAttentionBindings(Napi::Env env, Napi::Object cuda);  // bindings_attention.cc
 
 void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   Napi::Object c = Napi::Object::New(env);
@@ -406,10 +548,17 @@ void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   Export(env, c, "recordEvent", RecordEvent);
   Export(env, c, "waitEvent", WaitEvent);
   Export(env, c, "eventSynchronize", EventSynchronize);
+  Export(env, c, "eventElapsedMs", EventElapsedMs);
   Export(env, c, "debugBadLaunch", DebugBadLaunch);
   Export(env, c, "cast", Cast);
   Export(env, c, "matmul", Matmul);
   Export(env, c, "matmulCounts", MatmulCountsOf);
+  Export(env, c, "matmulInto", MatmulInto);
+  Export(env, c, "addBias", AddBias);
+  Export(env, c, "sumRows", SumRows);
+  Export(env, c, "rmsnormResidual", RmsnormResidual);
+  RegisterCudaLossBindings(env, c);
+  RegisterCudaAttentionBindings(env, c);
   Export(env, c, "add", Add);
   Export(env, c, "mul", Mul);
   Export(env, c, "scale", Scale);
@@ -419,12 +568,14 @@ void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   Export(env, c, "sumSquaresMany", SumSquaresMany);
   Export(env, c, "embedding", Embedding);
   Export(env, c, "embeddingBackward", EmbeddingBackward);
+  Export(env, c, "embeddingBackwardInto", EmbeddingBackwardInto);
   Export(env, c, "rmsnorm", Rmsnorm);
   Export(env, c, "rmsnormBackward", RmsnormBackward);
   Export(env, c, "rope", Rope);
   Export(env, c, "swiglu", Swiglu);
   Export(env, c, "swigluBackward", SwigluBackward);
   Export(env, c, "adamwStep", AdamwStep);
+  Export(env, c, "adamwStepMany", AdamwStepMany);
   exports.Set("cuda", c);
 }
 

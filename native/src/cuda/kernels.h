@@ -23,10 +23,15 @@ void Cast(DType from, const void* src, DType to, void* dst, int64_t n);
 void Embedding(DType dt, const void* w, const int32_t* ids, void* out, int64_t T, int64_t D, int64_t V, int* bad);
 /** dw[V,D] (fp32, zeroed here) += dy[t,:] at ids[t]. */
 void EmbeddingBackward(DType dt, const void* dy, const int32_t* ids, float* dw, int64_t T, int64_t D, int64_t V, int* bad);
+/** dw[V,D] (fp32) += dy[t,:] at ids[t], into an existing gradient (a tied head's): no zero fill. */
+void EmbeddingBackwardAdd(DType dt, const void* dy, const int32_t* ids, float* dw, int64_t T, int64_t D, int64_t V, int* bad);
 
 // rmsnorm.cu
 /** y = x * rstd * w per row of D; rstd (fp32) = 1/sqrt(mean(x^2) + eps). */
 void Rmsnorm(DType dt, const void* x, const void* w, void* y, float* rstd, int64_t rows, int64_t D, float eps);
+/** sum = x + residual, then Rmsnorm of sum into y and rstd (all of dt but rstd). */
+void RmsnormResidual(DType dt, const void* x, const void* residual, const void* w, void* sum, void* y, float* rstd, int64_t rows,
+                     int64_t D, float eps);
 /** dx per row; dw (fp32) = sum over rows of dy * x * rstd. `partial` holds RmsnormPartialRows(rows) x D doubles. */
 void RmsnormBackward(DType dt, const void* dy, const void* x, const void* w, const float* rstd, void* dx, float* dw,
                      double* partial, int64_t rows, int64_t D);
@@ -47,6 +52,21 @@ void Rope(DType dt, const void* x, const int32_t* positions, const float* invFre
 void AdamW(float* p, DType gDt, const void* g, float* m, float* v, void* copy, int64_t n, float b1, float b2,
            float eps, float decay, float stepSize, float invSqrtBc2);
 
+/** One tensor of a multi-tensor AdamW: fp32 p, g, m, v; copy (bf16) may be null; the per-tensor scalars as AdamW's. */
+struct AdamWItem {
+  float* p;
+  const float* g;
+  float* m;
+  float* v;
+  void* copy;  // bf16
+  int64_t n;
+  float decay, stepSize, invSqrtBc2;
+  int64_t blockStart;  // set by AdamWMany
+};
+constexpr int kAdamWItems = 48;
+/** AdamW over many tensors in few launches; every gradient is multiplied by gradScale first (global-norm clipping). */
+void AdamWMany(AdamWItem* items, int count, float b1, float b2, float eps, float gradScale);
+
 // sumsq.cu
 /** *acc += sum of x^2 (fp64), in a fixed order. `partial` holds SumSquaresPartials(n) doubles. */
 void SumSquares(DType dt, const void* x, int64_t n, double* partial, double* acc);
@@ -56,11 +76,44 @@ int64_t SumSquaresPartials(int64_t n);
 /** c[b] = op(a[b]) op(b[b]) for b < batch: op(a) [M,K], op(b) [K,N] (stored transposed when ta / tb); fp32 accumulation. */
 void Matmul(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb);
 
+/**
+ * Matmul with the output given: c (cDt: F32, or dt) = op(a) op(b) + beta * c + bias, beta 0 or 1
+ * (c is not read when 0), bias[N] of dt added to every row (null: none).
+ */
+void MatmulInto(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch,
+                int64_t M, int64_t N, int64_t K, bool ta, bool tb);
+
 #ifdef TESSERA_CUBLASLT
 // matmul_lt.cc
 /** Matmul's contract through cuBLASLt; false (nothing queued) when it has no algorithm for the case, or an extent is 0. */
 bool MatmulLt(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb);
+/** MatmulInto's contract through cuBLASLt (bias as its BIAS epilogue, cDt == dt only); false as MatmulLt. */
+bool MatmulLtInto(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch,
+                  int64_t M, int64_t N, int64_t K, bool ta, bool tb);
 #endif
+
+// gemm.cc
+/** MatmulLtInto where built in and it has an algorithm (unless `reference`), else MatmulInto; true when cuBLASLt ran it. */
+bool Gemm(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch, int64_t M,
+          int64_t N, int64_t K, bool ta, bool tb, bool reference);
+
+// bias.cu
+/** y[r,:] = x[r,:] + b for rows of N (x, b, y of dt). */
+void AddBias(DType dt, const void* x, const void* b, void* y, int64_t rows, int64_t N);
+/** out[N] (fp32) = sum over rows of dy[r,:], fp64 in a fixed order. `partial` holds SumRowsPartials(rows) x N doubles. */
+void SumRows(DType dt, const void* dy, float* out, double* partial, int64_t rows, int64_t N);
+int64_t SumRowsPartials(int64_t rows);
+
+// cross_entropy.cu
+/**
+ * Per row of logits[C,V] (dt): loss[r] (fp64) = logsumexp - logit[label]; with wantGrad the row
+ * becomes (softmax - onehot) * gradScale in place (rows whose label is ignoreIndex: loss 0,
+ * gradient zeros, counted[r] 0). A label outside [0,V) that is not ignoreIndex sets *bad.
+ */
+void CrossEntropyRows(DType dt, void* logits, const int32_t* labels, double* loss, int* counted, int64_t C, int64_t V,
+                      int64_t ignoreIndex, float gradScale, bool wantGrad, int* bad);
+/** out[0] = sum of loss[0..T), out[1] = sum of counted[0..T), in a fixed order (one block). */
+void CrossEntropyTotals(const double* loss, const int* counted, int64_t T, double* out);
 
 /** A launch with an impossible block size, for the tests of the launch check. */
 void BadLaunch();

@@ -13,9 +13,10 @@ namespace {
 constexpr int kTile = 64;
 constexpr int kTileK = 16;
 
-// C[b] = op(A[b]) op(B[b]); op(A) is [M,K] (A stored [K,M] when ta), op(B) is [K,N] (B stored [N,K] when tb).
-template <class T>
-__global__ void __launch_bounds__(256) MatmulKernel(const T* A, const T* B, T* C, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+// C[b] = op(A[b]) op(B[b]) (+ beta C[b]) (+ bias); op(A) is [M,K] (A stored [K,M] when ta), op(B) is [K,N] (B stored [N,K] when tb).
+template <class T, class U>
+__global__ void __launch_bounds__(256) MatmulKernel(const T* A, const T* B, U* C, float beta, const T* bias, int64_t M, int64_t N,
+                                                    int64_t K, bool ta, bool tb) {
   A += blockIdx.z * M * K;
   B += blockIdx.z * K * N;
   C += blockIdx.z * M * N;
@@ -55,28 +56,45 @@ __global__ void __launch_bounds__(256) MatmulKernel(const T* A, const T* B, T* C
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       int64_t n = n0 + tx + 16 * j;
-      if (n < N) Store(C, m * N + n, acc[i][j]);
+      if (n >= N) continue;
+      float v = acc[i][j];
+      if (bias) v += Load(bias, n);
+      if (beta != 0.f) v += beta * Load(C, m * N + n);
+      Store(C, m * N + n, v);
     }
   }
 }
 
+template <class T>
+void LaunchFor(DType cDt, dim3 grid, cudaStream_t s, const void* a, const void* b, void* c, float beta, const void* bias, int64_t M,
+               int64_t N, int64_t K, bool ta, bool tb) {
+  auto* A = static_cast<const T*>(a);
+  auto* B = static_cast<const T*>(b);
+  auto* bi = static_cast<const T*>(bias);
+  if (cDt == DType::F32) MatmulKernel<<<grid, 256, 0, s>>>(A, B, static_cast<float*>(c), beta, bi, M, N, K, ta, tb);
+  else MatmulKernel<<<grid, 256, 0, s>>>(A, B, static_cast<T*>(c), beta, bi, M, N, K, ta, tb);
+}
+
 }  // namespace
 
-void Matmul(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+void MatmulInto(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch,
+                int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
   if (batch * M * N == 0) return;
+  if (cDt != DType::F32 && cDt != dt) throw OpError("matmul: the output must be float32 or the inputs' dtype");
   cudaStream_t s = ComputeStream();
-  if (K == 0) {
-    Check("matmul", "cudaMemsetAsync", cudaMemsetAsync(c, 0, batch * M * N * DTypeSize(dt), s));
+  if (K == 0 && beta == 0.f && !bias) {
+    Check("matmul", "cudaMemsetAsync", cudaMemsetAsync(c, 0, batch * M * N * DTypeSize(cDt), s));
     return;
   }
   if ((M + kTile - 1) / kTile > 65535 || batch > 65535) throw OpError("matmul: too many rows or batches for the reference GEMM");
   dim3 grid(static_cast<unsigned>((N + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile), static_cast<unsigned>(batch));
-  if (dt == DType::F32) {
-    MatmulKernel<<<grid, 256, 0, s>>>(static_cast<const float*>(a), static_cast<const float*>(b), static_cast<float*>(c), M, N, K, ta, tb);
-  } else {
-    MatmulKernel<<<grid, 256, 0, s>>>(static_cast<const bf16*>(a), static_cast<const bf16*>(b), static_cast<bf16*>(c), M, N, K, ta, tb);
-  }
+  if (dt == DType::F32) LaunchFor<float>(cDt, grid, s, a, b, c, beta, bias, M, N, K, ta, tb);
+  else LaunchFor<bf16>(cDt, grid, s, a, b, c, beta, bias, M, N, K, ta, tb);
   CheckLaunch("matmul");
+}
+
+void Matmul(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  MatmulInto(dt, a, b, dt, c, 0.f, nullptr, batch, M, N, K, ta, tb);
 }
 
 }  // namespace tessera::cuda

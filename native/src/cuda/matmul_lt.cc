@@ -7,12 +7,15 @@
 // stored matrix is its own column-major transpose). No CUBLASLT_ORDER_ROW layouts: the default
 // column order is the one every cuBLASLt kernel supports.
 //
-// bf16 in / bf16 out and fp32 in / fp32 out, both with CUBLAS_COMPUTE_32F (fp32 accumulation;
-// for fp32 inputs that means exact fp32 products, no TF32) and fp32 alpha / beta.
+// bf16 in / bf16 out, fp32 in / fp32 out, and bf16 in / fp32 out (weight gradients accumulated
+// with beta 1 into fp32), all with CUBLAS_COMPUTE_32F (fp32 accumulation; for fp32 inputs that
+// means exact fp32 products, no TF32) and fp32 alpha / beta. A bias (y = x W^T + b) is the BIAS
+// epilogue, for outputs of the inputs' dtype.
 //
 // One handle per process. The descriptors and the algorithm (cublasLtMatmulAlgoGetHeuristic's
-// first choice) are made once per (dtype, batch, M, N, K, transposes, pointer alignments) and
-// kept for the process's life: a training step repeats a few dozen shapes. The workspace comes
+// first choice) are made once per (dtypes, bias, batch, M, N, K, transposes, pointer alignments)
+// and kept in a cache of the kMaxPlans most recently used: a training step repeats a few dozen
+// shapes, but packed token counts vary. The workspace comes
 // from the caching allocator on the compute stream, sized by what the algorithm asked for (at
 // most kMaxWorkspaceBytes).
 #ifdef TESSERA_CUBLASLT
@@ -20,6 +23,8 @@
 #include <cublasLt.h>
 
 #include <cstdint>
+#include <iterator>
+#include <list>
 #include <map>
 #include <mutex>
 #include <string>
@@ -67,7 +72,16 @@ struct Plan {
   size_t workspace = 0;
 };
 
-using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, bool, bool, uint32_t, uint32_t, uint32_t>;
+void Destroy(Plan& p) {
+  if (p.ltC) cublasLtMatrixLayoutDestroy(p.ltC);
+  if (p.ltB) cublasLtMatrixLayoutDestroy(p.ltB);
+  if (p.ltA) cublasLtMatrixLayoutDestroy(p.ltA);
+  if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+  p = Plan{};
+}
+
+// (dtype, output dtype, bias, batch, M, N, K, transposes, alignments of a, b, c)
+using PlanKey = std::tuple<int, int, bool, int64_t, int64_t, int64_t, int64_t, bool, bool, uint32_t, uint32_t, uint32_t>;
 
 cublasLtMatrixLayout_t Layout(cudaDataType_t type, uint64_t rows, uint64_t cols, int64_t ld, int64_t batch) {
   cublasLtMatrixLayout_t layout = nullptr;
@@ -75,30 +89,45 @@ cublasLtMatrixLayout_t Layout(cudaDataType_t type, uint64_t rows, uint64_t cols,
   if (batch > 1) {
     int32_t count = static_cast<int32_t>(batch);
     int64_t stride = static_cast<int64_t>(rows * cols);
-    TESSERA_LT_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
-    TESSERA_LT_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+    try {
+      TESSERA_LT_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+      TESSERA_LT_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+    } catch (...) {
+      cublasLtMatrixLayoutDestroy(layout);
+      throw;
+    }
   }
   return layout;
 }
 
-Plan MakePlan(DType dt, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb, uint32_t alignA,
-              uint32_t alignB, uint32_t alignC) {
-  Plan p;
-  cudaDataType_t type = dt == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+cudaDataType_t LtType(DType dt) { return dt == DType::F32 ? CUDA_R_32F : CUDA_R_16BF; }
+
+void Describe(Plan& p, DType dt, DType cDt, bool bias, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  cudaDataType_t type = LtType(dt);
   TESSERA_LT_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   // cuBLASLt's A is our b and its B our a (see the top of the file).
   cublasOperation_t opA = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t opB = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof(opA)));
   TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof(opB)));
+  if (bias) {
+    // Column-major D is [N,M]: the epilogue's vector runs along D's rows, our columns.
+    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+  }
   // Stored shapes, column-major: b is [K,N] row-major (column-major N x K), or [N,K] when tb.
   p.ltA = tb ? Layout(type, K, N, K, batch) : Layout(type, N, K, N, batch);
   p.ltB = ta ? Layout(type, M, K, M, batch) : Layout(type, K, M, K, batch);
-  p.ltC = Layout(type, N, M, N, batch);
+  p.ltC = Layout(LtType(cDt), N, M, N, batch);
+}
 
+Plan MakePlan(DType dt, DType cDt, bool bias, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb, uint32_t alignA,
+              uint32_t alignB, uint32_t alignC) {
+  Plan p;
   cublasLtMatmulPreference_t pref = nullptr;
-  TESSERA_LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   try {
+    Describe(p, dt, cDt, bias, batch, M, N, K, ta, tb);
+    TESSERA_LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t maxWorkspace = kMaxWorkspaceBytes;
     TESSERA_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &maxWorkspace,
                                                           sizeof(maxWorkspace)));
@@ -119,37 +148,76 @@ Plan MakePlan(DType dt, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta,
       p.workspace = result.workspaceSize;
     }
   } catch (...) {
-    cublasLtMatmulPreferenceDestroy(pref);
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    Destroy(p);
     throw;
   }
   TESSERA_LT_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+  // A case without an algorithm is remembered (so it is not asked again) but needs no descriptors.
+  if (!p.found) Destroy(p);
   return p;
 }
 
-const Plan& PlanFor(DType dt, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb, const void* a,
-                    const void* b, const void* c) {
-  static std::mutex mu;
-  static auto* plans = new std::map<PlanKey, Plan>();  // never destroyed, as the handle
-  uint32_t alignA = AlignmentOf(a), alignB = AlignmentOf(b), alignC = AlignmentOf(c);
-  PlanKey key{static_cast<int>(dt), batch, M, N, K, ta, tb, alignA, alignB, alignC};
-  std::lock_guard<std::mutex> lk(mu);
-  auto it = plans->find(key);
-  if (it == plans->end()) it = plans->emplace(key, MakePlan(dt, batch, M, N, K, ta, tb, alignA, alignB, alignC)).first;
-  return it->second;
+// The plans, least recently used first. A packed batch's token count changes from step to
+// step, so the shapes are unbounded over a run: the oldest plan goes beyond kMaxPlans.
+constexpr size_t kMaxPlans = 256;
+struct PlanCache {
+  std::mutex mu;
+  std::list<std::pair<PlanKey, Plan>> lru;
+  std::map<PlanKey, std::list<std::pair<PlanKey, Plan>>::iterator> index;
+};
+
+PlanCache& Plans() {
+  static auto* cache = new PlanCache();  // never destroyed, as the handle
+  return *cache;
+}
+
+/** The plan for key, made when missing; the caller holds the cache's lock while it uses it. */
+const Plan& PlanFor(PlanCache& cache, const PlanKey& key, DType dt, DType cDt, bool bias, int64_t batch, int64_t M, int64_t N,
+                    int64_t K, bool ta, bool tb) {
+  auto it = cache.index.find(key);
+  if (it != cache.index.end()) {
+    cache.lru.splice(cache.lru.end(), cache.lru, it->second);
+    return it->second->second;
+  }
+  Plan p = MakePlan(dt, cDt, bias, batch, M, N, K, ta, tb, std::get<9>(key), std::get<10>(key), std::get<11>(key));
+  if (cache.lru.size() >= kMaxPlans) {
+    Destroy(cache.lru.front().second);
+    cache.index.erase(cache.lru.front().first);
+    cache.lru.pop_front();
+  }
+  cache.lru.emplace_back(key, p);
+  cache.index[key] = std::prev(cache.lru.end());
+  return cache.lru.back().second;
 }
 
 }  // namespace
 
-bool MatmulLt(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+bool MatmulLtInto(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch,
+                  int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
   if (batch * M * N * K == 0 || batch > INT32_MAX) return false;
-  const Plan& p = PlanFor(dt, batch, M, N, K, ta, tb, a, b, c);
+  // The epilogue takes the bias in the output's type; fp32 outputs with a bias go to the reference.
+  if (bias && (cDt != dt || AlignmentOf(bias) < 16)) return false;
+  PlanKey key{static_cast<int>(dt), static_cast<int>(cDt), bias != nullptr, batch, M, N, K, ta, tb,
+              AlignmentOf(a), AlignmentOf(b), AlignmentOf(c)};
+  PlanCache& cache = Plans();
+  // Held until the GEMM is queued: an eviction by another thread must not free descriptors in use.
+  std::lock_guard<std::mutex> lk(cache.mu);
+  const Plan& p = PlanFor(cache, key, dt, cDt, bias != nullptr, batch, M, N, K, ta, tb);
   if (!p.found) return false;
+  if (bias) {
+    TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
   Scratch workspace(p.workspace);
-  const float alpha = 1.f, beta = 0.f;
+  const float alpha = 1.f;
   TESSERA_LT_CHECK(cublasLtMatmul(Handle(), p.desc, &alpha, b, p.ltA, a, p.ltB, &beta, c, p.ltC, c, p.ltC, &p.algo,
                                   workspace.as<void>(), p.workspace, ComputeStream()));
   CheckLaunch("matmul");
   return true;
+}
+
+bool MatmulLt(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  return MatmulLtInto(dt, a, b, dt, c, 0.f, nullptr, batch, M, N, K, ta, tb);
 }
 
 }  // namespace tessera::cuda

@@ -2,9 +2,10 @@
 // frequency table comes from the host (ropeFrequencies in native/rope.ts, the CPU's schedule)
 // as a kernel argument; angles are fp32 pos * inv_freq and cos/sin are scaled by the
 // attention factor, as the CPU kernel computes them.
+// cos / sin are formed once per (token, frequency) and applied to every head.
 // Floor: reads and writes T*H*Dh elements.
-#include "cuda/common.cuh"
 #include "cuda/kernels.h"
+#include "cuda/vec.cuh"
 
 namespace tessera::cuda {
 namespace {
@@ -13,22 +14,49 @@ struct Freqs {
   float f[kMaxRopeHalf];
 };
 
-template <class T>
+// A thread takes N consecutive frequencies of one token: it forms their cos / sin once, then
+// rotates those pairs in every head (heads are 2 * half apart), moving N elements per load.
+template <class T, int N>
 __global__ void RopeKernel(const T* x, const int32_t* pos, Freqs freqs, float attnScale, float sign, T* y, int64_t T_, int64_t H,
                            int64_t half) {
-  int64_t n = T_ * H * half;
+  const int64_t groups = half / N;
+  const int64_t n = T_ * groups;
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
-    int64_t i = k % half;
-    int64_t th = k / half;  // t * H + h
-    int64_t t = th / H;
-    float ang = static_cast<float>(pos[t]) * freqs.f[i];
-    float c = static_cast<float>(static_cast<double>(cosf(ang)) * attnScale);
-    float s = static_cast<float>(static_cast<double>(sinf(ang)) * attnScale) * sign;
-    int64_t base = th * 2 * half;
-    float a = Load(x, base + i), b = Load(x, base + i + half);
-    Store(y, base + i, a * c - b * s);
-    Store(y, base + i + half, b * c + a * s);
+    const int64_t t = k / groups;
+    const int64_t i0 = (k - t * groups) * N;
+    const float p = static_cast<float>(pos[t]);
+    float c[N], s[N];
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      float ang = p * freqs.f[i0 + e];
+      c[e] = static_cast<float>(static_cast<double>(cosf(ang)) * attnScale);
+      s[e] = static_cast<float>(static_cast<double>(sinf(ang)) * attnScale) * sign;
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t base = (t * H + h) * 2 * half + i0;
+      float a[N], b[N], ya[N], yb[N];
+      LoadVec<N>(x + base, a);
+      LoadVec<N>(x + base + half, b);
+#pragma unroll
+      for (int e = 0; e < N; ++e) {
+        ya[e] = a[e] * c[e] - b[e] * s[e];
+        yb[e] = b[e] * c[e] + a[e] * s[e];
+      }
+      StoreVec<N>(y + base, ya);
+      StoreVec<N>(y + base + half, yb);
+    }
   }
+}
+
+template <class E>
+void Launch(const void* x, const int32_t* positions, const Freqs& f, float attnScale, float sign, void* y, int64_t T, int64_t H,
+            int64_t half) {
+  constexpr int N = kVec<E>;
+  auto* xp = static_cast<const E*>(x);
+  auto* yp = static_cast<E*>(y);
+  cudaStream_t s = ComputeStream();
+  if (half % N == 0) RopeKernel<E, N><<<GridFor(T * half / N), kThreads, 0, s>>>(xp, positions, f, attnScale, sign, yp, T, H, half);
+  else RopeKernel<E, 1><<<GridFor(T * half), kThreads, 0, s>>>(xp, positions, f, attnScale, sign, yp, T, H, half);
 }
 
 }  // namespace
@@ -42,10 +70,9 @@ void Rope(DType dt, const void* x, const int32_t* positions, const float* invFre
   if (n == 0) return;
   Freqs f{};
   for (int64_t i = 0; i < half; ++i) f.f[i] = invFreq[i];
-  cudaStream_t s = ComputeStream();
   float sign = inverse ? -1.f : 1.f;
-  if (dt == DType::F32) RopeKernel<<<GridFor(n), kThreads, 0, s>>>(static_cast<const float*>(x), positions, f, attnScale, sign, static_cast<float*>(y), T, H, half);
-  else RopeKernel<<<GridFor(n), kThreads, 0, s>>>(static_cast<const bf16*>(x), positions, f, attnScale, sign, static_cast<bf16*>(y), T, H, half);
+  if (dt == DType::F32) Launch<float>(x, positions, f, attnScale, sign, y, T, H, half);
+  else Launch<bf16>(x, positions, f, attnScale, sign, y, T, H, half);
   CheckLaunch(op);
 }
 

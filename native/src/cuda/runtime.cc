@@ -1,6 +1,8 @@
 // Device selection, streams, error checks and host/device copies.
 #include "cuda/runtime.h"
 
+#include "core/host_alloc.h"
+
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
@@ -83,6 +85,57 @@ void DeviceCopy(const char* op, void* dst, Device dstDev, const void* src, Devic
   // call returns once the source is staged, so the caller may free it at once.
   TESSERA_CUDA_CHECK(op, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s));
   if (dstDev == Device::CPU) TESSERA_CUDA_CHECK(op, cudaStreamSynchronize(s));
+}
+
+namespace {
+
+// Pinned staging slots for small uploads: a copy from pinned memory is a true asynchronous DMA,
+// where one from pageable memory makes the driver stage it first.
+struct PinnedSlots {
+  static constexpr int kSlots = 8;
+  std::mutex mu;
+  void* mem[kSlots] = {};
+  cudaEvent_t done[kSlots] = {};
+  int next = 0;
+};
+
+PinnedSlots& Slots() {
+  static PinnedSlots* slots = new PinnedSlots();  // never destroyed: uploads may run until exit
+  return *slots;
+}
+
+}  // namespace
+
+void DeviceUpload(const char* op, void* dst, size_t bytes, const std::function<void(void*)>& fill) {
+  if (bytes == 0) return;
+  if (bytes > kPinnedUploadBytes) {
+    HostBlock staging = HostAlloc(bytes);
+    try {
+      fill(staging.data);
+      DeviceCopy(op, dst, Device::CUDA, staging.data, Device::CPU, bytes);
+    } catch (...) {
+      HostFree(staging);
+      throw;
+    }
+    HostFree(staging);
+    return;
+  }
+  cuda::EnsureInit(op);
+  PinnedSlots& p = Slots();
+  std::lock_guard<std::mutex> lk(p.mu);
+  int k = p.next;
+  p.next = (k + 1) % PinnedSlots::kSlots;
+  if (!p.mem[k]) {
+    TESSERA_CUDA_CHECK(op, cudaHostAlloc(&p.mem[k], kPinnedUploadBytes, cudaHostAllocDefault));
+    TESSERA_CUDA_CHECK(op, cudaEventCreateWithFlags(&p.done[k], cudaEventDisableTiming));
+  } else {
+    // Recorded kSlots uploads ago: as a rule long done.
+    TESSERA_CUDA_CHECK(op, cudaEventSynchronize(p.done[k]));
+  }
+  fill(p.mem[k]);
+  cudaStream_t s = cuda::ComputeStream();
+  TESSERA_CUDA_CHECK(op, cudaMemcpyAsync(dst, p.mem[k], bytes, cudaMemcpyHostToDevice, s));
+  TESSERA_CUDA_CHECK(op, cudaEventRecord(p.done[k], s));
 }
 
 void DeviceZero(const char* op, void* dst, size_t bytes) {

@@ -1,0 +1,534 @@
+// Varlen flash attention (FlashAttention-2 style) on tensor cores: mma.sync m16n8k16 bf16 with
+// fp32 accumulation, operands fed from shared memory by ldmatrix, tiles loaded by cp.async.
+//
+// Forward: a CTA of 4 warps per (query block of 128 rows, q head, sequence); each warp owns two
+// tiles of 16 query rows and walks key blocks (64 keys at Dh 64, 32 at Dh 128; double-buffered)
+// with an online softmax in the log2 domain. Key blocks wholly above the diagonal or left of the
+// window are never visited.
+//
+// Backward: rowDot = rowsum(dout * o) first; then a CTA of 8 warps per (key block of 128, q
+// head, sequence) keeps dK, dV of its 128 keys in registers (16 keys per warp) and walks the
+// query blocks that see them (double-buffered), recomputing P from the saved lse. A CTA per q
+// head rather than per kv head keeps the causal critical path at one head's query blocks: its
+// dK, dV are per-q-head fp32 partials, summed over each kv head's group by a last small kernel
+// (in a fixed order). dQ is summed by atomics into an fp32 buffer (each CTA adds dS K for its
+// keys), then cast to bf16.
+//
+// Grids are (blocks of the longest sequence, heads, sequences); CTAs past their sequence's end
+// exit at once, so no block table is needed.
+#include "cuda/attention.h"
+#include "cuda/common.cuh"
+#include "cuda/kernels.h"
+
+namespace tessera::cuda {
+namespace {
+
+constexpr int kRowDotWarps = 4;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// The backward's query block: 32 rows for Dh = 128 keep dK, dV and the score tiles in registers.
+template <int D>
+__host__ __device__ constexpr int BwdBQ() { return D == 128 ? 32 : 64; }
+
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+// 16 bytes global -> shared; when !valid the destination is zero-filled (rows past a sequence).
+__device__ __forceinline__ void CpAsync16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+__device__ __forceinline__ void Ldmatrix(uint32_t* r, const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SmemAddr(p)));
+}
+__device__ __forceinline__ void LdmatrixT(uint32_t* r, const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SmemAddr(p)));
+}
+
+// c += a (16x16, row) * b (16x8, col).
+__device__ __forceinline__ void Mma(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t Pack(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// 2^x by the SFU alone (exp2f adds a rescale for denormal results, which flush to zero here anyway).
+__device__ __forceinline__ float Exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Accumulator tiles (16 x 8, fp32) n and n+1 as the A operand (16 x 16, bf16) of the next mma.
+__device__ __forceinline__ void AccToA(uint32_t* a, const float* t0, const float* t1) {
+  a[0] = Pack(t0[0], t0[1]);
+  a[1] = Pack(t0[2], t0[3]);
+  a[2] = Pack(t1[0], t1[1]);
+  a[3] = Pack(t1[2], t1[3]);
+}
+
+// Loads rows [first, first+valid) of one head (g points at the head's first column) into a
+// ROWS x D tile with row stride D+8 (the pad keeps ldmatrix free of bank conflicts).
+template <int D, int ROWS, int THREADS>
+__device__ __forceinline__ void LoadTile(bf16* sm, const bf16* g, int64_t rowStride, int64_t first, int valid) {
+  constexpr int kChunks = D / 8;
+#pragma unroll
+  for (int c = threadIdx.x; c < ROWS * kChunks; c += THREADS) {
+    int r = c / kChunks, cc = c % kChunks;
+    bool ok = r < valid;
+    const bf16* src = ok ? g + (first + r) * rowStride + cc * 8 : g;
+    CpAsync16(sm + r * (D + 8) + cc * 8, src, ok);
+  }
+}
+
+__device__ __forceinline__ bool Visible(int i, int j, int len, int causal, int window) {
+  return i < len && j < len && (!causal || j <= i) && (window == 0 || j > i - window);
+}
+
+// The forward's tiling: kFwdWarps warps, each owning kFwdTiles tiles of 16 query rows, so that each
+// K and V fragment read from shared memory feeds two mma (128 query rows a CTA). Key blocks of 64
+// at Dh 64; of 32 at Dh 128, where the output accumulators of two row tiles leave no registers
+// for a wider score tile.
+constexpr int kFwdWarps = 4, kFwdTiles = 2, kFwdRows = 16 * kFwdWarps * kFwdTiles;
+template <int D>
+__host__ __device__ constexpr int FwdBK() { return D == 128 ? 32 : 64; }
+template <int D>
+constexpr size_t FwdSmem() { return size_t(kFwdRows + 4 * FwdBK<D>()) * (D + 8) * sizeof(bf16); }
+
+template <int D>
+__global__ void __launch_bounds__(kFwdWarps * 32) FwdKernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                    const bf16* __restrict__ v, const int32_t* __restrict__ cu,
+                                                    bf16* __restrict__ o, float* __restrict__ lse, int T, int Hq, int Hkv,
+                                                    int causal, int window, float scaleLog2) {
+  constexpr int kThreads = kFwdWarps * 32, S = D + 8, BQ = kFwdRows, MT = kFwdTiles, BK = FwdBK<D>();
+  // Last blocks first: under causal masking they have the most keys, so the tail stays short.
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ, h = blockIdx.y, b = blockIdx.z;
+  const int start = cu[b], len = cu[b + 1] - start;
+  if (q0 >= len) return;
+  const int kvh = h / (Hq / Hkv);
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem);
+  bf16* Ks = Qs + BQ * S;      // two buffers
+  bf16* Vs = Ks + 2 * BK * S;  // two buffers
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
+  const int q1 = min(q0 + BQ, len);
+  const int lo = window > 0 ? max(0, q0 - window + 1) : 0;
+  const int hi = causal ? q1 : len;
+  const int kFirst = (lo / BK) * BK;
+  const int nkb = (hi - kFirst + BK - 1) / BK;
+  const int64_t qStride = int64_t(Hq) * D, kStride = int64_t(Hkv) * D;
+  const bf16* kHead = k + kvh * D;
+  const bf16* vHead = v + kvh * D;
+
+  LoadTile<D, BQ, kThreads>(Qs, q + h * D, qStride, start + q0, q1 - q0);
+  LoadTile<D, BK, kThreads>(Ks, kHead, kStride, start + kFirst, min(BK, len - kFirst));
+  LoadTile<D, BK, kThreads>(Vs, vHead, kStride, start + kFirst, min(BK, len - kFirst));
+  CpAsyncCommit();
+
+  float acc[MT][D / 8][4] = {};
+  float m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
+  const int rowW = warp * 16 * MT;       // this warp's first row in the block
+  const int row0 = q0 + rowW + g;        // this thread's rows: row0 + 16 mt + {0, 8}
+  const bf16* Qw = Qs + (rowW + (lane & 15)) * S + (lane >> 4) * 8;
+
+  for (int j = 0; j < nkb; ++j) {
+    const int kb = kFirst + j * BK, buf = j & 1;
+    CpAsyncWaitAll();
+    __syncthreads();  // the tile is visible to all, and every warp is done with the other buffer
+    if (j + 1 < nkb) {
+      const int nb = kb + BK;
+      LoadTile<D, BK, kThreads>(Ks + (buf ^ 1) * BK * S, kHead, kStride, start + nb, min(BK, len - nb));
+      LoadTile<D, BK, kThreads>(Vs + (buf ^ 1) * BK * S, vHead, kStride, start + nb, min(BK, len - nb));
+      CpAsyncCommit();
+    }
+    const bf16* Kb = Ks + buf * BK * S;
+    const bf16* Vb = Vs + buf * BK * S;
+
+    // Q fragments are re-read from shared memory per block: holding them costs the registers
+    // that two row tiles need.
+    float s[MT][BK / 8][4] = {};
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) {
+      uint32_t qa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) Ldmatrix(qa[mt], Qw + mt * 16 * S + kc * 16);
+#pragma unroll
+      for (int np = 0; np < BK / 16; ++np) {
+        uint32_t r[4];
+        Ldmatrix(r, Kb + (np * 16 + (lane & 7) + (lane >> 4) * 8) * S + kc * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          Mma(s[mt][2 * np], qa[mt], r[0], r[1]);
+          Mma(s[mt][2 * np + 1], qa[mt], r[2], r[3]);
+        }
+      }
+    }
+    const bool edge = kb + BK > len || (causal && kb + BK - 1 > q0) || (window > 0 && kb <= q0 + BQ - 1 - window);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[mt][nt][e] * scaleLog2;
+          if (edge && !Visible(row0 + mt * 16 + (e >> 1) * 8, kb + nt * 8 + 2 * tig + (e & 1), len, causal, window)) x = -INFINITY;
+          s[mt][nt][e] = x;
+        }
+      }
+      float mx[2] = {m[mt][0], m[mt][1]};
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[mt][nt][0], s[mt][nt][1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[mt][nt][2], s[mt][nt][3]));
+      }
+      float base[2], corr[2], rs[2] = {0.f, 0.f};
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        base[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with nothing visible yet stays at zero
+        corr[r] = Exp2(m[mt][r] - base[r]);
+        m[mt][r] = mx[r];
+      }
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[mt][nt][e] = Exp2(s[mt][nt][e] - base[e >> 1]);
+          rs[e >> 1] += s[mt][nt][e];
+        }
+      }
+      l[mt][0] = l[mt][0] * corr[0] + rs[0];
+      l[mt][1] = l[mt][1] * corr[1] + rs[1];
+#pragma unroll
+      for (int dt = 0; dt < D / 8; ++dt) {
+        acc[mt][dt][0] *= corr[0];
+        acc[mt][dt][1] *= corr[0];
+        acc[mt][dt][2] *= corr[1];
+        acc[mt][dt][3] *= corr[1];
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      uint32_t pa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) AccToA(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t r[4];
+        LdmatrixT(r, Vb + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + dp * 16 + (lane >> 4) * 8);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          Mma(acc[mt][2 * dp], pa[mt], r[0], r[1]);
+          Mma(acc[mt][2 * dp + 1], pa[mt], r[2], r[3]);
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float lr = l[mt][r];
+      lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+      lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+      const int i = row0 + mt * 16 + r * 8;
+      if (i >= len) continue;
+      const float inv = lr > 0.f ? 1.f / lr : 0.f;
+      bf16* orow = o + (int64_t(start + i) * Hq + h) * D + 2 * tig;
+#pragma unroll
+      for (int dt = 0; dt < D / 8; ++dt) {
+        *reinterpret_cast<__nv_bfloat162*>(orow + dt * 8) =
+            __floats2bfloat162_rn(acc[mt][dt][2 * r] * inv, acc[mt][dt][2 * r + 1] * inv);
+      }
+      if (tig == 0) lse[int64_t(h) * T + start + i] = lr > 0.f ? (m[mt][r] + log2f(lr)) * kLn2 : -INFINITY;
+    }
+  }
+}
+
+// rowDot[h, t] = dout[t, h, :] . o[t, h, :] (fp32), a warp per row.
+__global__ void RowDotKernel(const bf16* __restrict__ dout, const bf16* __restrict__ o, float* __restrict__ rowDot, int T,
+                             int Hq, int D) {
+  const int64_t r = blockIdx.x * int64_t(kRowDotWarps) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= int64_t(T) * Hq) return;
+  float s = 0.f;
+  for (int d = lane; d < D; d += 32) s += __bfloat162float(dout[r * D + d]) * __bfloat162float(o[r * D + d]);
+  s = WarpSum(s);
+  if (lane == 0) rowDot[(r % Hq) * T + r / Hq] = s;
+}
+
+__device__ __forceinline__ void AtomicAdd2(float* p, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
+#else
+  atomicAdd(p, a);
+  atomicAdd(p + 1, b);
+#endif
+}
+
+// The backward's CTA: 8 warps of 16 keys each, so that each Q/dO tile loaded serves 128 keys
+// and dQ takes half the atomics of 64-key CTAs.
+constexpr int kBwdWarps = 8, kBwdKeys = 16 * kBwdWarps;
+template <int D>
+constexpr size_t BwdSmem() {
+  constexpr int BQ = BwdBQ<D>(), BK = kBwdKeys;
+  return (size_t(2 * BK + 4 * BQ) * (D + 8) + size_t(BK) * (BQ + 8)) * sizeof(bf16) + 4 * BQ * sizeof(float);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kBwdWarps * 32) BwdKernel(const bf16* __restrict__ dout, const bf16* __restrict__ q,
+                                                           const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                                           const float* __restrict__ lse, const float* __restrict__ rowDot,
+                                                           const int32_t* __restrict__ cu, float* __restrict__ dqAcc,
+                                                           float* __restrict__ dkPart, float* __restrict__ dvPart, int T,
+                                                           int Hq, int Hkv, int causal, int window, float scale,
+                                                           float scaleLog2) {
+  constexpr int BQ = BwdBQ<D>(), BK = kBwdKeys, S = D + 8, SP = BQ + 8, kThreads = kBwdWarps * 32;
+  const int k0 = blockIdx.x * BK, h = blockIdx.y, b = blockIdx.z, kvh = h / (Hq / Hkv);
+  const int start = cu[b], len = cu[b + 1] - start;
+  if (k0 >= len) return;
+  const int k1 = min(k0 + BK, len);
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* Ks = reinterpret_cast<bf16*>(smem);
+  bf16* Vs = Ks + BK * S;
+  bf16* Qs = Vs + BK * S;      // two buffers
+  bf16* dOs = Qs + 2 * BQ * S;  // two buffers
+  bf16* dSs = dOs + 2 * BQ * S;  // dS^T [key][query]
+  float* Ls = reinterpret_cast<float*>(dSs + BK * SP);  // two buffers
+  float* Ds = Ls + 2 * BQ;                              // two buffers
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
+  const int64_t qStride = int64_t(Hq) * D, kStride = int64_t(Hkv) * D;
+
+  LoadTile<D, BK, kThreads>(Ks, k + kvh * D, kStride, start + k0, k1 - k0);
+  LoadTile<D, BK, kThreads>(Vs, v + kvh * D, kStride, start + k0, k1 - k0);
+
+  float dK[D / 8][4] = {}, dV[D / 8][4] = {};
+  const int qLo = causal ? k0 : 0;  // k0 is a multiple of BK, so of BQ: blocks stay aligned
+  const int qHi = window > 0 ? min(len, k1 - 1 + window) : len;
+  const int key0 = k0 + warp * 16 + g;  // this thread's keys: key0, key0 + 8
+  // The dQ tile (BQ x D) split over the warps: row tile, then a column range.
+  constexpr int kRowTiles = BQ / 16, kColWarps = kBwdWarps / kRowTiles, kCols = D / kColWarps;
+  const int rt = warp % kRowTiles, c0 = (warp / kRowTiles) * kCols;
+
+  // Query blocks in order; the next one's tiles load while this one computes.
+  const int steps = (qHi - qLo + BQ - 1) / BQ;
+  auto issue = [&](int step, int buf) {
+    const int q0 = qLo + step * BQ, nq = min(BQ, len - q0);
+    LoadTile<D, BQ, kThreads>(Qs + buf * BQ * S, q + h * D, qStride, start + q0, nq);
+    LoadTile<D, BQ, kThreads>(dOs + buf * BQ * S, dout + h * D, qStride, start + q0, nq);
+    CpAsyncCommit();
+    if (threadIdx.x < BQ) {
+      const int i = threadIdx.x;
+      const int64_t at = int64_t(h) * T + start + q0 + i;
+      Ls[buf * BQ + i] = i < nq ? lse[at] * kLog2e : 0.f;
+      Ds[buf * BQ + i] = i < nq ? rowDot[at] : 0.f;
+    }
+  };
+  issue(0, 0);  // joins the K, V group
+
+  for (int step = 0; step < steps; ++step) {
+    const int buf = step & 1;
+    const int q0 = qLo + step * BQ;
+    CpAsyncWaitAll();
+    __syncthreads();  // this step's tiles are visible; every warp is done with the last step's buffers and dSs
+    if (step + 1 < steps) issue(step + 1, buf ^ 1);
+    const bf16* Qb = Qs + buf * BQ * S;
+    const bf16* dOb = dOs + buf * BQ * S;
+    const float* Lb = Ls + buf * BQ;
+    const float* Db = Ds + buf * BQ;
+
+    // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys.
+    float st[BQ / 8][4] = {}, dp[BQ / 8][4] = {};
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) {
+      uint32_t ka[4], va[4];
+      Ldmatrix(ka, Ks + (warp * 16 + (lane & 15)) * S + kc * 16 + (lane >> 4) * 8);
+      Ldmatrix(va, Vs + (warp * 16 + (lane & 15)) * S + kc * 16 + (lane >> 4) * 8);
+#pragma unroll
+      for (int np = 0; np < BQ / 16; ++np) {
+        const int off = (np * 16 + (lane & 7) + (lane >> 4) * 8) * S + kc * 16 + ((lane >> 3) & 1) * 8;
+        uint32_t r4[4];
+        Ldmatrix(r4, Qb + off);
+        Mma(st[2 * np], ka, r4[0], r4[1]);
+        Mma(st[2 * np + 1], ka, r4[2], r4[3]);
+        Ldmatrix(r4, dOb + off);
+        Mma(dp[2 * np], va, r4[0], r4[1]);
+        Mma(dp[2 * np + 1], va, r4[2], r4[3]);
+      }
+    }
+    // P = exp(S - lse) where visible; dS = P (dP - rowDot) scale. Only blocks that cross the
+    // diagonal, the window's edge or a sequence's end need the per-element test.
+    const bool edge = q0 + BQ > len || k0 + BK > len || (causal && q0 < k0 + BK - 1) || (window > 0 && q0 + BQ - 1 - k0 >= window);
+#pragma unroll
+    for (int nt = 0; nt < BQ / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int il = nt * 8 + 2 * tig + (e & 1);
+        const bool vis = !edge || Visible(q0 + il, key0 + (e >> 1) * 8, len, causal, window);
+        const float p = vis ? Exp2(st[nt][e] * scaleLog2 - Lb[il]) : 0.f;
+        st[nt][e] = p;
+        dp[nt][e] = p * (dp[nt][e] - Db[il]) * scale;
+      }
+    }
+    // dV += P^T dO, dK += dS^T Q.
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; ++kk) {
+      uint32_t pa[4], da[4];
+      AccToA(pa, st[2 * kk], st[2 * kk + 1]);
+      AccToA(da, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+      for (int dpair = 0; dpair < D / 16; ++dpair) {
+        const int off = (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + dpair * 16 + (lane >> 4) * 8;
+        uint32_t r4[4];
+        LdmatrixT(r4, dOb + off);
+        Mma(dV[2 * dpair], pa, r4[0], r4[1]);
+        Mma(dV[2 * dpair + 1], pa, r4[2], r4[3]);
+        LdmatrixT(r4, Qb + off);
+        Mma(dK[2 * dpair], da, r4[0], r4[1]);
+        Mma(dK[2 * dpair + 1], da, r4[2], r4[3]);
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < BQ / 8; ++nt) {
+      bf16* row = dSs + (warp * 16 + g) * SP + nt * 8 + 2 * tig;
+      *reinterpret_cast<uint32_t*>(row) = Pack(dp[nt][0], dp[nt][1]);
+      *reinterpret_cast<uint32_t*>(row + 8 * SP) = Pack(dp[nt][2], dp[nt][3]);
+    }
+    __syncthreads();
+
+    // dQ[rows of tile rt, columns c0..c0+kCols) += dS K over this CTA's keys.
+    uint32_t dsa[BK / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < BK / 16; ++kc) {
+      LdmatrixT(dsa[kc], dSs + (kc * 16 + (lane & 7) + (lane >> 4) * 8) * SP + rt * 16 + ((lane >> 3) & 1) * 8);
+    }
+    const int i0 = q0 + rt * 16 + g;
+#pragma unroll
+    for (int dpair = 0; dpair < kCols / 16; ++dpair) {
+      float c[2][4] = {};
+#pragma unroll
+      for (int kc = 0; kc < BK / 16; ++kc) {
+        uint32_t r4[4];
+        LdmatrixT(r4, Ks + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + c0 + dpair * 16 + (lane >> 4) * 8);
+        Mma(c[0], dsa[kc], r4[0], r4[1]);
+        Mma(c[1], dsa[kc], r4[2], r4[3]);
+      }
+#pragma unroll
+      for (int t = 0; t < 2; ++t) {
+        const int col = c0 + dpair * 16 + t * 8 + 2 * tig;
+        if (i0 < len) AtomicAdd2(dqAcc + (int64_t(start + i0) * Hq + h) * D + col, c[t][0], c[t][1]);
+        if (i0 + 8 < len) AtomicAdd2(dqAcc + (int64_t(start + i0 + 8) * Hq + h) * D + col, c[t][2], c[t][3]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int j = key0 + r * 8;
+    if (j >= len) continue;
+    const int64_t at = (int64_t(start + j) * Hq + h) * D + 2 * tig;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) {
+      *reinterpret_cast<float2*>(dkPart + at + dt * 8) = make_float2(dK[dt][2 * r], dK[dt][2 * r + 1]);
+      *reinterpret_cast<float2*>(dvPart + at + dt * 8) = make_float2(dV[dt][2 * r], dV[dt][2 * r + 1]);
+    }
+  }
+}
+
+// out[t, kvh, :] (bf16) = sum over the group's q heads r of part[t, kvh * rep + r, :].
+__global__ void GroupSumKernel(const float* __restrict__ part, bf16* __restrict__ out, int64_t n, int rep, int D) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t d = i % D, row = i / D;  // row = t * Hkv + kvh
+    const float* p = part + (row * rep) * D + d;
+    float s = 0.f;
+    for (int r = 0; r < rep; ++r) s += p[int64_t(r) * D];
+    out[i] = __float2bfloat16_rn(s);
+  }
+}
+
+template <class Kernel>
+void AllowSmem(const char* op, Kernel kernel, size_t bytes) {
+  Check(op, "cudaFuncSetAttribute", cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+template <int D>
+void LaunchForward(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o, float* lse) {
+  static const bool ready = (AllowSmem("attention", FwdKernel<D>, FwdSmem<D>()), true);
+  (void)ready;
+  dim3 grid(unsigned((s.maxLen + kFwdRows - 1) / kFwdRows), unsigned(s.Hq), unsigned(s.batch));
+  FwdKernel<D><<<grid, kFwdWarps * 32, FwdSmem<D>(), ComputeStream()>>>(
+      static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), cu, static_cast<bf16*>(o), lse,
+      int(s.T), int(s.Hq), int(s.Hkv), s.causal ? 1 : 0, int(s.window), s.scale * kLog2e);
+  CheckLaunch("attention");
+}
+
+template <int D>
+void LaunchBackward(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v, const float* lse,
+                    const int32_t* cu, float* dqAcc, float* dkPart, float* dvPart, const float* rowDot) {
+  static const bool ready = (AllowSmem("attentionBackward", BwdKernel<D>, BwdSmem<D>()), true);
+  (void)ready;
+  dim3 grid(unsigned((s.maxLen + kBwdKeys - 1) / kBwdKeys), unsigned(s.Hq), unsigned(s.batch));
+  BwdKernel<D><<<grid, kBwdWarps * 32, BwdSmem<D>(), ComputeStream()>>>(
+      static_cast<const bf16*>(dout), static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), lse,
+      rowDot, cu, dqAcc, dkPart, dvPart, int(s.T), int(s.Hq), int(s.Hkv), s.causal ? 1 : 0,
+      int(s.window), s.scale, s.scale * kLog2e);
+  CheckLaunch("attentionBackward");
+}
+
+}  // namespace
+
+bool AttentionHeadDimSupported(int64_t Dh) { return Dh == 64 || Dh == 128; }
+
+void AttentionForward(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o,
+                      float* lse) {
+  if (s.T == 0 || s.maxLen == 0) return;
+  if (s.Dh == 64) {
+    LaunchForward<64>(s, q, k, v, cu, o, lse);
+  } else {
+    LaunchForward<128>(s, q, k, v, cu, o, lse);
+  }
+}
+
+void AttentionBackward(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v, const void* o,
+                       const float* lse, const int32_t* cu, void* dq, void* dk, void* dv, float* dqAccum, float* rowDot,
+                       float* dkvPart) {
+  if (s.T == 0 || s.maxLen == 0) return;
+  const int64_t n = s.T * s.Hq * s.Dh;
+  Check("attentionBackward", "cudaMemsetAsync", cudaMemsetAsync(dqAccum, 0, n * sizeof(float), ComputeStream()));
+  const int64_t rows = s.T * s.Hq;
+  RowDotKernel<<<unsigned((rows + kRowDotWarps - 1) / kRowDotWarps), kRowDotWarps * 32, 0, ComputeStream()>>>(
+      static_cast<const bf16*>(dout), static_cast<const bf16*>(o), rowDot, int(s.T), int(s.Hq), int(s.Dh));
+  CheckLaunch("attentionBackward");
+  float* dkPart = dkvPart;
+  float* dvPart = dkvPart + n;
+  if (s.Dh == 64) {
+    LaunchBackward<64>(s, dout, q, k, v, lse, cu, dqAccum, dkPart, dvPart, rowDot);
+  } else {
+    LaunchBackward<128>(s, dout, q, k, v, lse, cu, dqAccum, dkPart, dvPart, rowDot);
+  }
+  Cast(DType::F32, dqAccum, DType::BF16, dq, n);
+  const int64_t nkv = s.T * s.Hkv * s.Dh;
+  const int rep = int(s.Hq / s.Hkv);
+  GroupSumKernel<<<GridFor(nkv), kThreads, 0, ComputeStream()>>>(dkPart, static_cast<bf16*>(dk), nkv, rep, int(s.Dh));
+  CheckLaunch("attentionBackward");
+  GroupSumKernel<<<GridFor(nkv), kThreads, 0, ComputeStream()>>>(dvPart, static_cast<bf16*>(dv), nkv, rep, int(s.Dh));
+  CheckLaunch("attentionBackward");
+}
+
+}  // namespace tessera::cuda

@@ -1,0 +1,34 @@
+// Varlen flash attention on the GPU (attention.cu): bf16 q/k/v/o, fp32 log-sum-exp and
+// accumulation. Pointers are device pointers; the caller has validated cu_seqlens on the host
+// (that is where batch and maxLen come from).
+#pragma once
+#include <cstdint>
+
+namespace tessera::cuda {
+
+struct AttentionShape {
+  int64_t T, Hq, Hkv, Dh;
+  int64_t batch;   // sequences: cu_seqlens holds batch + 1 offsets
+  int64_t maxLen;  // the longest sequence: sizes the grid
+  bool causal;
+  int64_t window;  // 0: none
+  float scale;
+};
+
+/** Head dims the kernels are built for; others are refused by the binding. */
+bool AttentionHeadDimSupported(int64_t Dh);
+
+/** o[T,Hq,Dh] (bf16) and lse[Hq,T] (fp32, natural log) from bf16 q, k, v. */
+void AttentionForward(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o,
+                      float* lse);
+
+/**
+ * dq, dk, dv (bf16). Scratch: dqAccum holds T*Hq*Dh floats (zeroed here, summed into by
+ * atomics, then cast to dq); rowDot holds Hq*T floats (rowsum(dout * o)); dkvPart holds
+ * 2*T*Hq*Dh floats (per-q-head dk and dv, summed over each kv head's group).
+ */
+void AttentionBackward(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v,
+                       const void* o, const float* lse, const int32_t* cu, void* dq, void* dk, void* dv, float* dqAccum,
+                       float* rowDot, float* dkvPart);
+
+}  // namespace tessera::cuda

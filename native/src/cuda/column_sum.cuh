@@ -1,0 +1,36 @@
+// The last step of the fixed-order column sums (RMSNorm's dw, the bias gradient): partial[c, j]
+// for chunks c < chunks summed over c into out[j] (fp32) in fp64. A block takes 32 columns
+// (a warp's lanes: coalesced rows of the partials) and splits the chunks over its 8 warps
+// (warp w takes chunks w, w + 8, ...), then adds the warps in order: the same sum every run,
+// and enough loads in flight that the read is not latency-bound.
+#pragma once
+#include "cuda/common.cuh"
+
+namespace tessera::cuda {
+namespace {
+
+constexpr int kColumnSumWarps = 8;
+
+__global__ void __launch_bounds__(kColumnSumWarps * 32) ColumnSumKernel(const double* partial, float* out, int64_t chunks, int64_t cols) {
+  __shared__ double part[kColumnSumWarps][32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t j = blockIdx.x * int64_t(32) + lane;
+  double s = 0;
+  if (j < cols) {
+    for (int64_t c = warp; c < chunks; c += kColumnSumWarps) s += partial[c * cols + j];
+  }
+  part[warp][lane] = s;
+  __syncthreads();
+  if (warp == 0 && j < cols) {
+    double t = part[0][lane];
+    for (int w = 1; w < kColumnSumWarps; ++w) t += part[w][lane];
+    out[j] = static_cast<float>(t);
+  }
+}
+
+inline void ColumnSum(const double* partial, float* out, int64_t chunks, int64_t cols, cudaStream_t s) {
+  ColumnSumKernel<<<static_cast<unsigned>((cols + 31) / 32), kColumnSumWarps * 32, 0, s>>>(partial, out, chunks, cols);
+}
+
+}  // namespace
+}  // namespace tessera::cuda

@@ -1,0 +1,173 @@
+// The single-GPU training step of issue 6: Qwen2-shaped models (the Qwen2.5-0.5B and 1.5B
+// shapes, random init, tied embeddings) on cuda, bf16 compute over fp32 master weights and
+// gradients, AdamW writing the bf16 copies, 8192 tokens per step as a packed batch of 4
+// sequences of 2048, global-norm clipping at 1.0. Run on the GPU machine beside
+// tests/bench/torch_reference.py (same shapes, same tokens per step), in the same call:
+//
+//   node --import tsx tests/bench/gpu-train.bench.ts [--models qwen2.5-0.5b,qwen2.5-1.5b]
+//        [--steps 10] [--warmup 3] [--out FILE]
+//
+// Prints and writes JSON per model: tokens/s, step ms, MFU (the same FLOP count as the
+// PyTorch script: 6 N T + causal attention, over 989 TFLOP/s), peak and reserved device
+// memory, and the step's device time split by op family from timed CUDA events around every
+// op (one extra profiled step: the events add host time, so the split is not the timed run).
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { parseArgs } from "node:util";
+import { configFromHF, createModel, createOptimizer, clipGradNorm, noDecay, packSequences, type CausalLM } from "../../models/index.ts";
+import { CudaEvent, cudaAvailable, cudaEmptyCache, cudaMemoryStats, cudaResetPeak, cudaSynchronize, liveTensors, startCudaProfile, stopCudaProfile } from "../../native/index.ts";
+
+const SHAPES: Record<string, Record<string, number>> = {
+  "qwen2.5-0.5b": { hidden_size: 896, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, intermediate_size: 4864 },
+  "qwen2.5-1.5b": { hidden_size: 1536, num_hidden_layers: 28, num_attention_heads: 12, num_key_value_heads: 2, intermediate_size: 8960 },
+};
+const PEAK_TFLOPS = 989;
+const SEQS = 4;
+const SEQ = 2048;
+const VOCAB = 151936;
+
+/** Which part of the step an op belongs to (the issue's split). */
+function familyOf(op: string): string {
+  if (op.startsWith("matmul")) return "gemm";
+  if (op.startsWith("attention")) return "attention";
+  if (op.startsWith("linearCrossEntropy")) return "loss (lm head GEMMs + softmax)";
+  if (op.startsWith("adamwStep") || op === "globalNorm" || op === "scaleInPlace" || op === "sumSquares") return "optimizer";
+  return "fused ops";
+}
+
+function hfConfig(name: string): Record<string, unknown> {
+  return {
+    model_type: "qwen2",
+    vocab_size: VOCAB,
+    max_position_embeddings: 32768,
+    rope_theta: 1e6,
+    rms_norm_eps: 1e-6,
+    tie_word_embeddings: true,
+    hidden_act: "silu",
+    initializer_range: 0.02,
+    ...SHAPES[name],
+  };
+}
+
+function flopsPerStep(name: string, params: number, tokens: number): number {
+  const s = SHAPES[name]!;
+  const attn = 3 * 2 * 2 * SEQS * SEQ * SEQ * s.hidden_size! * s.num_hidden_layers! / 2;
+  return 6 * params * tokens + attn;
+}
+
+function randomBatch(seed: number) {
+  let x = seed >>> 0;
+  const next = () => {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    return x % VOCAB;
+  };
+  return packSequences(Array.from({ length: SEQS }, () => Array.from({ length: SEQ }, next)));
+}
+
+function benchModel(name: string, steps: number, warmup: number) {
+  const t0 = performance.now();
+  const model: CausalLM = createModel(configFromHF(hfConfig(name), "bench"), { seed: 0, dtype: "float32" });
+  model.place("cuda", "bfloat16");
+  const nParams = model.params().reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
+  const params = model.params().map((p) => p.optimParam());
+  const opt = createOptimizer(
+    { name: "adamw", betas: [0.9, 0.95], eps: 1e-8, weight_decay: 0.1, muon: { momentum: 0.95, nesterov: true, ns_steps: 5 } },
+    params,
+    { noDecay },
+  );
+  const setupS = (performance.now() - t0) / 1000;
+  const batches = [randomBatch(1), randomBatch(2)];
+  const tokens = SEQS * SEQ;
+  const losses: number[] = [];
+  // Where each step's time goes: device time between timed events at the step's start, after
+  // forward+backward and after the optimizer, and the host's time to the same points (the host
+  // waits for the device at the loss, the global norm and the embedding's id check).
+  const phases = { device_fwd_bwd_ms: 0, device_optim_ms: 0, host_fwd_bwd_ms: 0, host_optim_ms: 0 };
+  const step = (i: number, timed = false) => {
+    const e0 = timed ? CudaEvent.record("compute", { timed: true }) : undefined;
+    const h0 = performance.now();
+    const r = model.loss(batches[i % 2]!);
+    const e1 = timed ? CudaEvent.record("compute", { timed: true }) : undefined;
+    const h1 = performance.now();
+    const clip = clipGradNorm(params, 1.0, { scaleGrads: false });
+    opt.step(1e-4, clip.scale);
+    model.zeroGrad();
+    const e2 = timed ? CudaEvent.record("compute", { timed: true }) : undefined;
+    const h2 = performance.now();
+    losses.push(r.loss);
+    if (e0 && e1 && e2) {
+      e2.synchronize();
+      phases.device_fwd_bwd_ms += e1.elapsedMsSince(e0) / steps;
+      phases.device_optim_ms += e2.elapsedMsSince(e1) / steps;
+      phases.host_fwd_bwd_ms += (h1 - h0) / steps;
+      phases.host_optim_ms += (h2 - h1) / steps;
+    }
+  };
+  cudaResetPeak();
+  for (let i = 0; i < warmup; i++) step(i);
+  cudaSynchronize();
+  const mallocsBefore = cudaMemoryStats().mallocs;
+  const t1 = performance.now();
+  for (let i = 0; i < steps; i++) step(i);
+  cudaSynchronize();
+  const stepMs = (performance.now() - t1) / steps;
+  const mem = cudaMemoryStats();
+  for (let i = 0; i < steps; i++) step(i, true);
+
+  startCudaProfile();
+  step(0);
+  const byOp = stopCudaProfile();
+  const split: Record<string, number> = {};
+  let deviceMs = 0;
+  for (const [op, t] of byOp) {
+    split[familyOf(op)] = (split[familyOf(op)] ?? 0) + t.ms;
+    deviceMs += t.ms;
+  }
+  const ops = Object.fromEntries([...byOp].sort((a, b) => b[1].ms - a[1].ms).map(([op, t]) => [op, { ms: +t.ms.toFixed(3), calls: t.calls }]));
+
+  opt.dispose();
+  model.dispose();
+  const live = liveTensors();
+  cudaEmptyCache();
+  const flops = flopsPerStep(name, nParams, tokens);
+  return {
+    model: name,
+    params: nParams,
+    tokens_per_step: tokens,
+    step_ms: +stepMs.toFixed(2),
+    tokens_per_s: Math.round(tokens / (stepMs / 1000)),
+    mfu: +((flops / (stepMs / 1000)) / (PEAK_TFLOPS * 1e12)).toFixed(4),
+    peak_gb: +(mem.peak / 1e9).toFixed(2),
+    reserved_gb: +(mem.reserved / 1e9).toFixed(2),
+    cuda_mallocs_in_timed_steps: mem.mallocs - mallocsBefore,
+    phases_ms: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, +v.toFixed(2)])),
+    losses: losses.map((l) => +l.toFixed(4)),
+    setup_s: +setupS.toFixed(1),
+    profiled_device_ms: +deviceMs.toFixed(2),
+    split_ms: Object.fromEntries(Object.entries(split).map(([k, v]) => [k, +v.toFixed(2)])),
+    ops,
+    live_tensors_after_dispose: live.cudaCount,
+  };
+}
+
+const { values } = parseArgs({
+  options: {
+    models: { type: "string", default: Object.keys(SHAPES).join(",") },
+    steps: { type: "string", default: "10" },
+    warmup: { type: "string", default: "3" },
+    out: { type: "string", default: "tests/bench/results/gpu-train.json" },
+  },
+});
+if (!cudaAvailable()) {
+  console.log("gpu-train: no CUDA device here; run it on the GPU machine");
+  process.exit(0);
+}
+const results = [];
+for (const name of values.models!.split(",")) {
+  if (!SHAPES[name]) throw new Error(`unknown model ${name}; have ${Object.keys(SHAPES).join(", ")}`);
+  const r = benchModel(name, Number(values.steps), Number(values.warmup));
+  console.log(JSON.stringify(r));
+  results.push(r);
+}
+mkdirSync(dirname(values.out!), { recursive: true });
+writeFileSync(values.out!, JSON.stringify({ device: "cuda", date: new Date().toISOString(), results }, null, 2));

@@ -1,0 +1,338 @@
+// The fused and reworked CUDA kernels against the CPU backend (`npm run test:gpu`): the linear
+// cross-entropy, GEMMs into a given output (accumulate, fp32 out of bf16 in) and with a bias,
+// addBias / sumRows, and the vectorised RMSNorm (with the fused residual), RoPE and embedding
+// at the shapes their vector and fallback paths meet. Inputs are random and fresh per run (the
+// base seed is in every failure message); bf16 cases give both backends the same bf16-rounded
+// values, the CPU computing in float32. Every allocation is NaN-filled (debug fill), so an
+// output element a kernel forgets to write fails the finiteness check.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { randomInt } from "node:crypto";
+import {
+  type Tensor,
+  add,
+  addBias,
+  buildInfo,
+  cast,
+  cudaMatmulCounts,
+  cudaSetDebugFill,
+  embedding,
+  linearCrossEntropy,
+  linearCrossEntropyLoss,
+  matmul,
+  matmulInto,
+  randn,
+  rmsnorm,
+  rmsnormBackward,
+  rmsnormResidual,
+  rope,
+  ropeBackward,
+  scope,
+  sumRows,
+  tensor,
+} from "../../native/index.ts";
+
+const BASE_SEED = randomInt(1, 2 ** 40);
+let seedCounter = 0;
+const nextSeed = () => BASE_SEED + seedCounter++;
+const F32 = 1e-5;
+const BF16 = 1e-2;
+type FloatDtype = "float32" | "bfloat16";
+
+before(() => cudaSetDebugFill(true));
+after(() => cudaSetDebugFill(false));
+
+/** The same random values on both backends: cpu float32, gpu in dtype (bf16-rounded for both when bf16). */
+function pairOf(shape: number[], dtype: FloatDtype, std = 1): { cpu: Tensor; gpu: Tensor } {
+  const host = randn(shape, { seed: nextSeed(), std, dtype });
+  const cpu = cast(host, "float32");
+  const gpu = host.to("cuda");
+  host.dispose();
+  return { cpu, gpu };
+}
+
+/** Every element finite (written), and max |got - want| <= tol * max |want|. */
+function assertClose(label: string, got: Tensor, want: Tensor, tol: number): void {
+  assert.equal(got.device, "cuda", `${label}: result should stay on cuda`);
+  assert.deepEqual(got.shape, want.shape, `${label}: shape`);
+  const g = got.toFloat64Array();
+  const w = want.toFloat64Array();
+  let bad = 0;
+  let maxErr = 0;
+  let maxRef = 0;
+  for (let i = 0; i < g.length; i++) {
+    if (!Number.isFinite(g[i]!)) bad++;
+    maxErr = Math.max(maxErr, Math.abs(g[i]! - w[i]!));
+    maxRef = Math.max(maxRef, Math.abs(w[i]!));
+  }
+  assert.equal(bad, 0, `${label}: ${bad} of ${g.length} elements are not finite (unwritten?) [seed ${BASE_SEED}]`);
+  assert.ok(maxRef > 0, `${label}: the reference is all zeros; the test proves nothing`);
+  assert.ok(maxErr <= tol * maxRef, `${label}: max error ${maxErr} exceeds ${tol} x max |ref| ${maxRef} [seed ${BASE_SEED}]`);
+}
+
+function assertRel(label: string, got: number, want: number, tol: number): void {
+  assert.ok(Math.abs(got - want) <= tol * Math.abs(want), `${label}: ${got} vs ${want} (rel tol ${tol}) [seed ${BASE_SEED}]`);
+}
+
+/** Labels in [0, V), about a fifth of them the ignore index. */
+function labelsOf(T: number, V: number, ignoreIndex: number): { cpu: Tensor; gpu: Tensor } {
+  const data = Int32Array.from({ length: T }, () => (randomInt(0, 5) === 0 ? ignoreIndex : randomInt(0, V)));
+  const cpu = tensor(data, [T], { dtype: "int32" });
+  return { cpu, gpu: cpu.to("cuda") };
+}
+
+// ---------------------------------------------------------------- linear cross-entropy
+
+// bf16: the GPU rounds the logits and their gradient to bf16 (the CPU keeps float32), so the
+// loss sum agrees to 1e-3 and the gradients to 2e-2 of their largest element; fp32 to 1e-5 / 1e-4.
+const CE_CASES: { dtype: FloatDtype; lossTol: number; gradTol: number }[] = [
+  { dtype: "float32", lossTol: 1e-5, gradTol: 1e-4 },
+  { dtype: "bfloat16", lossTol: 1e-3, gradTol: 2e-2 },
+];
+
+test("linearCrossEntropy: loss, count, dx and float32 dw match the CPU over chunk sizes, odd V and ignored labels", () => {
+  for (const { dtype, lossTol, gradTol } of CE_CASES) {
+    // [T, D, V, chunkSize]: T not a multiple of the chunk; V a multiple of 8 and not (1001, 999).
+    const cases: [number, number, number, number | undefined][] = [
+      [300, 64, 1000, 128],
+      [300, 64, 1001, 77],
+      [257, 40, 999, 1],
+      [129, 64, 512, undefined],
+    ];
+    for (const [T, D, V, chunkSize] of cases) {
+      scope(() => {
+        const label = `${dtype} T=${T} D=${D} V=${V} chunk=${chunkSize ?? "default"}`;
+        const x = pairOf([T, D], dtype);
+        const w = pairOf([V, D], dtype, 0.2);
+        const ignoreIndex = -100;
+        const labels = labelsOf(T, V, ignoreIndex);
+        const want = linearCrossEntropy(x.cpu, w.cpu, labels.cpu, { ignoreIndex, chunkSize: 64 });
+        const gradScale = 1 / Math.max(want.count, 1);
+        const wantScaled = linearCrossEntropy(x.cpu, w.cpu, labels.cpu, { ignoreIndex, chunkSize: 64, gradScale });
+        const got = linearCrossEntropy(x.gpu, w.gpu, labels.gpu, { ignoreIndex, chunkSize, gradScale });
+        assert.equal(got.count, want.count, `${label}: count`);
+        assertRel(`${label}: loss`, got.loss, want.loss, lossTol);
+        assert.equal(got.dw.dtype, "float32", "dw is a float32 parameter gradient on cuda");
+        assert.equal(got.dx.dtype, dtype);
+        assertClose(`${label}: dx`, got.dx, wantScaled.dx, gradTol);
+        assertClose(`${label}: dw`, got.dw, wantScaled.dw, gradTol);
+        const lossOnly = linearCrossEntropyLoss(x.gpu, w.gpu, labels.gpu, { ignoreIndex, chunkSize });
+        assert.equal(lossOnly.count, want.count);
+        assertRel(`${label}: loss without gradients`, lossOnly.loss, got.loss, 1e-12);
+      });
+    }
+  }
+});
+
+test("linearCrossEntropy: ignored rows give zero gradient, a bad label is an Error naming the op, results repeat bitwise", () => {
+  scope(() => {
+    const [T, D, V] = [70, 32, 200];
+    const x = pairOf([T, D], "bfloat16");
+    const w = pairOf([V, D], "bfloat16", 0.2);
+    const ignoreIndex = 7; // an ignore index inside [0, V): those rows are still skipped
+    const allIgnored = tensor(new Int32Array(T).fill(ignoreIndex), [T], { dtype: "int32", device: "cuda" });
+    const none = linearCrossEntropy(x.gpu, w.gpu, allIgnored, { ignoreIndex, chunkSize: 32 });
+    assert.equal(none.count, 0);
+    assert.equal(none.loss, 0);
+    assert.ok(none.dx.toFloat64Array().every((v) => v === 0), "dx zeros (written: the debug fill would show NaN)");
+    assert.ok(none.dw.toFloat64Array().every((v) => v === 0), "dw zeros");
+
+    const badData = Int32Array.from({ length: T }, (_, i) => i % V);
+    badData[T - 3] = V;
+    const bad = tensor(badData, [T], { dtype: "int32", device: "cuda" });
+    assert.throws(() => linearCrossEntropy(x.gpu, w.gpu, bad, { chunkSize: 32 }), /linearCrossEntropy: a label is outside \[0, 200\)/);
+    badData[T - 3] = -5;
+    const neg = tensor(badData, [T], { dtype: "int32", device: "cuda" });
+    assert.throws(() => linearCrossEntropyLoss(x.gpu, w.gpu, neg, {}), /linearCrossEntropy: a label is outside/);
+
+    const labels = labelsOf(T, V, -100);
+    const a = linearCrossEntropy(x.gpu, w.gpu, labels.gpu, { chunkSize: 16, gradScale: 0.25 });
+    const b = linearCrossEntropy(x.gpu, w.gpu, labels.gpu, { chunkSize: 16, gradScale: 0.25 });
+    assert.equal(a.loss, b.loss, "the loss sum has a fixed order");
+    assert.deepEqual(a.dx.toFloat64Array(), b.dx.toFloat64Array());
+    // A power-of-two gradScale scales every rounding step exactly.
+    const c = linearCrossEntropy(x.gpu, w.gpu, labels.gpu, { chunkSize: 16, gradScale: 0.5 });
+    assert.deepEqual(c.dx.toFloat64Array(), a.dx.toFloat64Array().map((v) => 2 * v), "gradScale 0.5 gives twice the dx of 0.25");
+    assert.deepEqual(c.dw.toFloat64Array(), a.dw.toFloat64Array().map((v) => 2 * v), "and twice the dw");
+  });
+});
+
+// ---------------------------------------------------------------- GEMM into an output, with a bias
+
+test("matmulInto: bf16 or fp32 inputs into a float32 (or same-dtype) output, written or accumulated, both paths", () => {
+  const before = cudaMatmulCounts();
+  let lt = 0;
+  let ref = 0;
+  for (const dtype of ["float32", "bfloat16"] as const) {
+    for (const [M, K, N] of [[37, 61, 129], [64, 256, 96], [5, 1, 3]] as const) {
+      for (const transA of [false, true]) {
+        for (const transB of [false, true]) {
+          for (const reference of [false, true]) {
+            scope(() => {
+              const label = `${dtype} ${M}x${K}x${N} ${transA} ${transB}${reference ? " reference" : ""}`;
+              const a = pairOf(transA ? [K, M] : [M, K], dtype);
+              const b = pairOf(transB ? [N, K] : [K, N], dtype);
+              const init = pairOf([M, N], "float32");
+              const product = matmul(a.cpu, b.cpu, { transA, transB });
+              const acc = init.gpu.clone();
+              matmulInto(acc, a.gpu, b.gpu, { transA, transB, accumulate: true, reference });
+              // bf16 inputs are exact in fp32 and the output is fp32: only the summation order differs.
+              assertClose(`accumulate ${label}`, acc, add(init.cpu, product), 1e-4);
+              const fresh = randn([M, N], { seed: nextSeed(), device: "cuda" });
+              matmulInto(fresh, a.gpu, b.gpu, { transA, transB, reference });
+              assertClose(`write ${label}`, fresh, product, 1e-4);
+              const same = randn([M, N], { seed: nextSeed(), dtype, device: "cuda" });
+              matmulInto(same, a.gpu, b.gpu, { transA, transB, reference });
+              assertClose(`write ${dtype} out ${label}`, same, product, dtype === "float32" ? 1e-4 : BF16);
+              if (reference) ref += 3;
+              else lt += 3;
+            });
+          }
+        }
+      }
+    }
+  }
+  const counts = cudaMatmulCounts();
+  if (buildInfo().cublasLt) assert.equal(counts.cublasLt - before.cublasLt, lt, "cuBLASLt served every default-path GEMM (bf16 into fp32 included)");
+  assert.equal(counts.reference - before.reference, buildInfo().cublasLt ? ref : ref + lt);
+});
+
+test("matmulInto refuses an out of the wrong shape or dtype, or one sharing an input's storage", () => {
+  scope(() => {
+    const a = randn([4, 8], { seed: nextSeed(), dtype: "bfloat16", device: "cuda" });
+    const b = randn([8, 6], { seed: nextSeed(), dtype: "bfloat16", device: "cuda" });
+    assert.throws(() => matmulInto(randn([4, 5], { seed: 1, device: "cuda" }), a, b), /matmulInto: out must have shape \[4, 6\]/);
+    const sq = randn([8, 8], { seed: nextSeed(), device: "cuda" });
+    assert.throws(() => matmulInto(sq, sq, sq), /matmulInto: out must not share storage/);
+  });
+});
+
+test("matmul with bias (y = x W^T + b): cuBLASLt's epilogue and the reference, 2-D and batched, odd N", () => {
+  for (const { dtype, tol } of [{ dtype: "float32" as const, tol: 1e-4 }, { dtype: "bfloat16" as const, tol: BF16 }]) {
+    for (const [B, M, K, N] of [[0, 37, 64, 129], [0, 256, 128, 96], [3, 17, 40, 50], [0, 8, 16, 7]] as const) {
+      for (const reference of [false, true]) {
+        scope(() => {
+          const lead = B > 0 ? [B] : [];
+          const x = pairOf([...lead, M, K], dtype);
+          const W = pairOf(B > 0 ? [B, N, K] : [N, K], dtype);
+          const bias = pairOf([N], dtype);
+          const want = matmul(x.cpu, W.cpu, { transB: true, bias: bias.cpu });
+          const got = matmul(x.gpu, W.gpu, { transB: true, bias: bias.gpu, reference });
+          assertClose(`matmul bias ${dtype} ${B}x${M}x${K}x${N}${reference ? " reference" : ""}`, got, want, tol);
+        });
+      }
+    }
+  }
+});
+
+test("the cuBLASLt plan cache keeps at most 256 shapes: 300 token counts in a row, then the first again, all correct", () => {
+  scope(() => {
+    const K = 16;
+    const N = 24;
+    const w = pairOf([N, K], "bfloat16");
+    const before = cudaMatmulCounts();
+    const check = (M: number) =>
+      scope(() => {
+        const x = pairOf([M, K], "bfloat16");
+        assertClose(`matmul M=${M}`, matmul(x.gpu, w.gpu, { transB: true }), matmul(x.cpu, w.cpu, { transB: true }), BF16);
+      });
+    for (let M = 1; M <= 300; M++) check(M);
+    for (let M = 1; M <= 10; M++) check(M); // evicted, planned again
+    if (buildInfo().cublasLt) assert.equal(cudaMatmulCounts().cublasLt - before.cublasLt, 310);
+  });
+});
+
+test("addBias and sumRows (float32 out, fixed order) match the CPU", () => {
+  for (const { dtype, tol } of [{ dtype: "float32" as const, tol: F32 }, { dtype: "bfloat16" as const, tol: BF16 }]) {
+    for (const shape of [[300, 2048], [7, 3, 13], [5000, 256], [1, 1]]) {
+      scope(() => {
+        const N = shape.at(-1)!;
+        const x = pairOf(shape, dtype);
+        const b = pairOf([N], dtype);
+        assertClose(`addBias ${dtype} ${shape}`, addBias(x.gpu, b.gpu), addBias(x.cpu, b.cpu), tol);
+        const s = sumRows(x.gpu);
+        assert.equal(s.dtype, "float32");
+        assertClose(`sumRows ${dtype} ${shape}`, s, sumRows(x.cpu), 1e-5);
+        assert.deepEqual(sumRows(x.gpu).toFloat64Array(), s.toFloat64Array(), "sumRows repeats bitwise");
+      });
+    }
+  }
+});
+
+// ---------------------------------------------------------------- vectorised memory-bound kernels
+
+test("rmsnorm and rmsnormBackward at the vector path's edges: wide rows, many rows per warp, repeatable dw", () => {
+  for (const { dtype, tol } of [{ dtype: "float32" as const, tol: F32 }, { dtype: "bfloat16" as const, tol: BF16 }]) {
+    // 4096 bf16: forward vector path at its widest, backward scalar; 5000 rows: several rows per warp;
+    // 264: one or a few vectors per lane; 1004: not a whole number of bf16 vectors (the scalar
+    // path), 251 fp32 ones.
+    for (const shape of [[9, 4096], [5000, 1536], [33, 264], [21, 1004], [17, 2048]]) {
+      scope(() => {
+        const D = shape.at(-1)!;
+        const x = pairOf(shape, dtype);
+        const w = pairOf([D], dtype);
+        const g = rmsnorm(x.gpu, w.gpu, 1e-6);
+        const c = rmsnorm(x.cpu, w.cpu, 1e-6);
+        assertClose(`rmsnorm y ${dtype} ${shape}`, g.y, c.y, tol);
+        assertClose(`rmsnorm rstd ${dtype} ${shape}`, g.rstd, c.rstd, F32);
+        const dy = pairOf(shape, dtype);
+        const gb = rmsnormBackward(dy.gpu, x.gpu, w.gpu, g.rstd);
+        const cb = rmsnormBackward(dy.cpu, x.cpu, w.cpu, c.rstd);
+        assertClose(`rmsnormBackward dx ${dtype} ${shape}`, gb.dx, cb.dx, tol);
+        assertClose(`rmsnormBackward dw ${dtype} ${shape}`, gb.dw, cb.dw, dtype === "float32" ? 1e-5 : 1e-3);
+        const again = rmsnormBackward(dy.gpu, x.gpu, w.gpu, g.rstd);
+        assert.deepEqual(again.dw.toFloat64Array(), gb.dw.toFloat64Array(), "dw repeats bitwise");
+      });
+    }
+  }
+});
+
+test("rmsnormResidual: sum = x + residual and y = rmsnorm(sum), as add then rmsnorm", () => {
+  for (const { dtype, tol } of [{ dtype: "float32" as const, tol: F32 }, { dtype: "bfloat16" as const, tol: BF16 }]) {
+    for (const shape of [[37, 1536], [3, 5], [129, 7, 64]]) {
+      scope(() => {
+        const D = shape.at(-1)!;
+        const x = pairOf(shape, dtype);
+        const r = pairOf(shape, dtype);
+        const w = pairOf([D], dtype);
+        const got = rmsnormResidual(x.gpu, r.gpu, w.gpu, 1e-6);
+        // The reference rounds the sum to dtype first, as the kernel does.
+        const sum = cast(cast(add(x.cpu, r.cpu), dtype), "float32");
+        const want = rmsnorm(sum, w.cpu, 1e-6);
+        assertClose(`rmsnormResidual sum ${dtype} ${shape}`, got.sum, sum, dtype === "float32" ? F32 : 0);
+        assertClose(`rmsnormResidual y ${dtype} ${shape}`, got.y, want.y, tol);
+        assertClose(`rmsnormResidual rstd ${dtype} ${shape}`, got.rstd, want.rstd, F32);
+      });
+    }
+  }
+});
+
+test("rope with head dims off the vector width (6, 10) and at its widest (256), one and many heads", () => {
+  for (const { dtype, tol } of [{ dtype: "float32" as const, tol: 1e-5 }, { dtype: "bfloat16" as const, tol: BF16 }]) {
+    for (const [H, Dh] of [[1, 6], [5, 10], [2, 256], [14, 128]] as const) {
+      scope(() => {
+        const T = 77;
+        const posHost = tensor(Int32Array.from({ length: T }, () => randomInt(0, 4096)), [T], { dtype: "int32" });
+        const pos = posHost.to("cuda");
+        const x = pairOf([T, H, Dh], dtype);
+        const label = `${dtype} H=${H} Dh=${Dh}`;
+        assertClose(`rope ${label}`, rope(x.gpu, pos, { theta: 1e6 }), rope(x.cpu, posHost, { theta: 1e6 }), tol);
+        assertClose(`ropeBackward ${label}`, ropeBackward(x.gpu, pos, { theta: 1e4 }), ropeBackward(x.cpu, posHost, { theta: 1e4 }), tol);
+      });
+    }
+  }
+});
+
+test("embedding forward copies rows bitwise, vector rows and odd widths", () => {
+  for (const dtype of ["float32", "bfloat16"] as const) {
+    for (const D of [1536, 7, 12]) {
+      scope(() => {
+        const V = 300;
+        const w = pairOf([V, D], dtype);
+        const idsHost = tensor(Int32Array.from({ length: 513 }, () => randomInt(0, V)), [513], { dtype: "int32" });
+        const got = embedding(w.gpu, idsHost.to("cuda"));
+        assert.deepEqual(got.toFloat64Array(), embedding(w.cpu, idsHost).toFloat64Array(), `embedding ${dtype} D=${D}`);
+      });
+    }
+  }
+});
