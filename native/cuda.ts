@@ -46,12 +46,10 @@ export function backendFor<K extends keyof CudaAddon & keyof Addon>(
   fn: K,
   ...inputs: [string, DeviceTensorLike][]
 ): Addon[K] | CudaAddon[K] {
-  if (deviceOfInputs(op, ...inputs) !== "cuda") return loadAddon()[fn];
-  const f = cudaAddon(op)[fn];
-  return profile ? (profiled(op, f as (...a: unknown[]) => unknown) as CudaAddon[K]) : f;
+  return deviceOfInputs(op, ...inputs) === "cuda" ? cudaFn(op, fn) : loadAddon()[fn];
 }
 
-/** A cuda function by name for an op that dispatches itself (it still shows in profiles). */
+/** A cuda function by name (wrapped in timed events while a profile runs); backendFor's cuda side, and ops that dispatch themselves. */
 export function cudaFn<K extends keyof CudaAddon>(op: string, fn: K): CudaAddon[K] {
   const f = cudaAddon(op)[fn];
   return profile && typeof f === "function" ? (profiled(op, f as (...a: unknown[]) => unknown) as CudaAddon[K]) : f;
@@ -128,7 +126,6 @@ export function cudaSynchronize(): void {
 
 export type CudaStream = "compute" | "comm";
 const streamCode: Record<CudaStream, number> = { compute: 0, comm: 1 };
-
 
 /** A point in a stream's queue; another stream can wait for it. Freed by the GC. */
 export class CudaEvent {

@@ -176,16 +176,22 @@ export function sumSquares(t: Tensor): number {
 }
 
 /**
- * sqrt of the sum of squares over all tensors (the global gradient norm), in float64. The
- * tensors share a device; on cuda the host waits once, for the whole sum.
+ * The sum of squares over all tensors (a global gradient norm's square), in float64. The
+ * tensors share a device; on cuda the host waits once, for the whole sum; on the CPU it adds
+ * sumSquares tensor by tensor, in order.
  */
-export function globalNorm(ts: readonly Tensor[]): number {
-  const op = "globalNorm";
+export function sumSquaresOf(ts: readonly Tensor[]): number {
+  const op = "sumSquaresOf";
   ts.forEach((t, i) => needFloat(op, `ts[${i}]`, t));
   if (deviceOfInputs(op, ...ts.map((t, i): [string, Tensor] => [`ts[${i}]`, t])) === "cuda") {
-    return Math.sqrt(cudaFn(op, "sumSquaresMany")(ts.map((t, i) => t.handle(op, `ts[${i}]`))));
+    return cudaFn(op, "sumSquaresMany")(ts.map((t, i) => t.handle(op, `ts[${i}]`)));
   }
   let s = 0;
   for (const t of ts) s += sumSquares(t);
-  return Math.sqrt(s);
+  return s;
+}
+
+/** sqrt of sumSquaresOf: the global norm over all tensors. */
+export function globalNorm(ts: readonly Tensor[]): number {
+  return Math.sqrt(sumSquaresOf(ts));
 }

@@ -1,6 +1,6 @@
 // Optimizer kernels (in place). The optimizer classes that own state live in models/optim.
 import { loadAddon, type Handle as H } from "./addon.ts";
-import { Tensor, cast, copyInto, scope } from "./tensor.ts";
+import { Tensor, castInto } from "./tensor.ts";
 import { scaleInPlace } from "./ops.ts";
 import { cudaFn, deviceOfInputs } from "./cuda.ts";
 import { fail, needCpu, needDtype, needFinite, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
@@ -44,8 +44,7 @@ export function adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, o: 
   // The CUDA kernel writes the bf16 copy in the same pass; on CPU it is a cast after the step.
   if (cuda) return cudaFn(op, "adamwStep")(...args, o.bf16Copy?.handle(op, "bf16Copy"));
   loadAddon().adamwStep(...args);
-  const copy = o.bf16Copy;
-  if (copy) scope(() => copyInto(copy, cast(param, "bfloat16")));
+  if (o.bf16Copy) castInto(o.bf16Copy, param);
 }
 
 /** One tensor of adamwStepMany: its own learning rate, decay and step count (torch counts per parameter). */

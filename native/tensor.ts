@@ -316,6 +316,16 @@ export function cast(t: Tensor, dtype: DType): Tensor {
 }
 
 /** dst <- src, same dtype and element count, between any two devices (a host batch into a device buffer). */
+/** dst = cast(src, dst's dtype), on src's device (a compute copy refreshed from its master). */
+export function castInto(dst: Tensor, src: Tensor): void {
+  const c = cast(src, dst.dtype);
+  try {
+    copyInto(dst, c);
+  } finally {
+    c.dispose();
+  }
+}
+
 export function copyInto(dst: Tensor, src: Tensor): void {
   checkTensor("copyInto", "dst", dst);
   checkTensor("copyInto", "src", src);

@@ -17,7 +17,7 @@
 // hooks: plan, attention: plan.attention }) (per micro-batch) -> plan.finishGrads() ->
 // plan.gradNorm() / clip -> optimizer (over plan.rankParams(); Muon on sharded matrices
 // through plan.createShardedMuon) -> plan.zeroGrad().
-import { globalNorm, sumSquares } from "../../native/index.ts";
+import { sumSquaresOf } from "../../native/index.ts";
 import type { RankLayout } from "../device-mesh.ts";
 import type { Collectives, HostBuffer } from "../collectives/index.ts";
 import { floatArray, hostOf, tensorOf } from "./host-tensors.ts";
@@ -110,12 +110,7 @@ function replicatedPlan(model: PlanModel, base: Base, replicas: Collectives<Host
   const params = model.params();
   const noop = async () => {};
   // Replicas hold the same summed gradients: this rank's sum of squares is the global one.
-  const gradSumSquares = async () => {
-    const grads = params.flatMap((p) => (p.grad ? [p.grad] : []));
-    // On cuda one reduction over all gradients: the host waits once, not per tensor.
-    if (grads[0]?.device === "cuda") return globalNorm(grads) ** 2;
-    return grads.reduce((a, g) => a + sumSquares(g), 0);
-  };
+  const gradSumSquares = async () => sumSquaresOf(params.flatMap((p) => (p.grad ? [p.grad] : [])));
   return {
     ...base,
     preForward: noop,

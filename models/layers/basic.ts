@@ -12,6 +12,11 @@ export interface Layer {
   params(): Param[];
 }
 
+/** A norm that can also take its input as x + residual (a pre-norm block's seam), returning the sum too; backward is forward's, with the sum as input. */
+export interface NormLayer extends Layer {
+  forwardResidual(x: Tensor, residual: Tensor, ctx: Ctx): { y: Tensor; sum: Tensor };
+}
+
 export class Linear implements Layer {
   readonly weight: Param;
   readonly bias: Param | undefined;
@@ -44,7 +49,7 @@ export function applyLinear(x: Tensor, w: Tensor, b: Tensor | undefined): Tensor
 }
 
 /** RMSNorm over the last dimension; x may be [T, D] or [T*H, D] (per-head q/k norm). */
-export class RMSNorm implements Layer {
+export class RMSNorm implements NormLayer {
   readonly weight: Param;
 
   constructor(
@@ -63,10 +68,7 @@ export class RMSNorm implements Layer {
     return y;
   }
 
-  /**
-   * rmsnorm(x + residual) in one pass, returning the sum too (the residual stream goes on); the
-   * backward is forward's, with the sum as its input.
-   */
+  /** rmsnorm(x + residual) in one pass (one kernel on cuda), returning the sum too. */
   forwardResidual(x: Tensor, residual: Tensor, ctx: Ctx): { y: Tensor; sum: Tensor } {
     const { y, sum, rstd } = ops.rmsnormResidual(x, residual, this.weight.value, this.eps);
     ctx.save("x", sum);
@@ -85,7 +87,7 @@ export class RMSNorm implements Layer {
   }
 }
 
-export class LayerNorm implements Layer {
+export class LayerNorm implements NormLayer {
   readonly weight: Param;
   readonly bias: Param;
 
@@ -97,6 +99,11 @@ export class LayerNorm implements Layer {
   ) {
     this.weight = init.ones(`${name}.weight`, [dim]);
     this.bias = init.zeros(`${name}.bias`, [dim]);
+  }
+
+  forwardResidual(x: Tensor, residual: Tensor, ctx: Ctx): { y: Tensor; sum: Tensor } {
+    const sum = ops.add(x, residual);
+    return { y: this.forward(sum, ctx), sum };
   }
 
   forward(x: Tensor, ctx: Ctx): Tensor {

@@ -2,7 +2,7 @@
 // `recompute`, forward keeps only its input and backward runs the forward again first
 // (activation checkpointing per block).
 import { ops, type Tensor } from "../ops.ts";
-import { RMSNorm, type Layer } from "./basic.ts";
+import type { Layer, NormLayer } from "./basic.ts";
 import type { Attention } from "./attention.ts";
 import { Ctx } from "./ctx.ts";
 import type { Param } from "./param.ts";
@@ -12,7 +12,7 @@ export class Block implements Layer {
   constructor(
     readonly norm1: Layer,
     readonly attn: Attention,
-    readonly norm2: Layer,
+    readonly norm2: NormLayer,
     readonly mlp: Layer,
     public recompute = false,
   ) {}
@@ -34,18 +34,12 @@ export class Block implements Layer {
   private *run(x: Tensor, ctx: Ctx): Steps<Tensor> {
     const a = this.norm1.forward(x, ctx.child("norm1"));
     const o = yield* this.attn.forwardSteps(a, ctx.child("attn"));
-    // h = x + o and norm2(h): one pass where the norm is RMSNorm.
-    const { y: b, sum: h } = this.norm2 instanceof RMSNorm ? this.norm2.forwardResidual(x, o, ctx.child("norm2")) : this.addThenNorm2(x, o, ctx);
+    const { y: b, sum: h } = this.norm2.forwardResidual(x, o, ctx.child("norm2"));
     o.dispose();
     const m = this.mlp.forward(b, ctx.child("mlp"));
     const y = ops.add(h, m);
     m.dispose();
     return y;
-  }
-
-  private addThenNorm2(x: Tensor, o: Tensor, ctx: Ctx): { y: Tensor; sum: Tensor } {
-    const sum = ops.add(x, o);
-    return { y: this.norm2.forward(sum, ctx.child("norm2")), sum };
   }
 
   backward(dy: Tensor, ctx: Ctx): Tensor {

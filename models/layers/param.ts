@@ -124,8 +124,8 @@ export class Param {
     }
     if (value.dtype !== this.dtype) throw new Error(`param ${this.name}: ${value.dtype} given for ${this.dtype}`);
     const placed = value.device === this.dev ? value : value.to(this.dev);
-    // A host tensor handed over for a device parameter: the caller's tensor is ours to free.
-    if (placed !== value && value !== this.m) value.dispose();
+    // A tensor handed over from another device: the caller's tensor is ours to free.
+    if (placed !== value) value.dispose();
     if (this.m !== placed) this.m?.dispose();
     this.c?.dispose();
     this.m = ops.keep(placed);

@@ -7,12 +7,7 @@ import type { OptimParam } from "./types.ts";
  * parallelism, all-reduce this across the group and pass sqrt of the sum to clipGradNorm.
  */
 export function gradSumSquares(params: readonly OptimParam[]): number {
-  const grads = params.flatMap((p) => (p.grad ? [p.grad] : []));
-  // On cuda one reduction over all gradients: the host waits once, not per tensor.
-  if (grads[0]?.device === "cuda") return ops.globalNorm(grads) ** 2;
-  let s = 0;
-  for (const p of params) if (p.grad) s += ops.sumSquares(p.grad);
-  return s;
+  return ops.sumSquaresOf(params.flatMap((p) => (p.grad ? [p.grad] : [])));
 }
 
 export function gradNorm(params: readonly OptimParam[]): number {

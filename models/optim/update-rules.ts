@@ -72,13 +72,7 @@ export function muonRule(h: MuonHyper): UpdateRule {
     buffers: ["momentum_buffer"],
     apply(value, grad, [buf], o) {
       ops.muonStep(value, grad, buf!, { lr: o.lr, momentum: h.momentum, nesterov: h.nesterov, weightDecay: o.weightDecay, nsSteps: h.nsSteps });
-      if (o.computeCopy) refreshCopy(o.computeCopy, value);
+      if (o.computeCopy) ops.castInto(o.computeCopy, value);
     },
   };
-}
-
-function refreshCopy(copy: Tensor, value: Tensor): void {
-  const c = ops.cast(value, copy.dtype);
-  ops.copyInto(copy, c);
-  c.dispose();
 }

@@ -83,9 +83,13 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
   int64_t n = out.t->numel;
   if (dev == Device::CPU) {
     FillFromTyped(info[2], dt, n, out.t->data<void>());
-  } else {
+  } else if (out.t->bytes() <= kPinnedUploadBytes) {
     Napi::Value data = info[2];
     DeviceUpload("tensor", out.t->data<void>(), out.t->bytes(), [&](void* host) { FillFromTyped(data, dt, n, host); });
+  } else {
+    Staging staging(out.t->bytes());
+    FillFromTyped(info[2], dt, n, staging.data());
+    DeviceCopy("tensor", out.t->data<void>(), dev, staging.data(), Device::CPU, out.t->bytes());
   }
   return out.value;
 }

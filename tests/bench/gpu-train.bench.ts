@@ -31,7 +31,7 @@ function familyOf(op: string): string {
   if (op.startsWith("matmul")) return "gemm";
   if (op.startsWith("attention")) return "attention";
   if (op.startsWith("linearCrossEntropy")) return "loss (lm head GEMMs + softmax)";
-  if (op.startsWith("adamwStep") || op === "globalNorm" || op === "scaleInPlace" || op === "sumSquares") return "optimizer";
+  if (op.startsWith("adamwStep") || op === "sumSquaresOf" || op === "scaleInPlace" || op === "sumSquares") return "optimizer";
   return "fused ops";
 }
 

@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SafetensorsReader, createOptimizer, loadHF, noDecay, type CausalLM, type PackedBatch } from "../../models/index.ts";
-import { cast, cudaMemoryStats, cudaSetDebugFill, cudaSynchronize, liveTensors } from "../../native/index.ts";
+import { cast, cudaSetDebugFill, cudaSynchronize, liveTensors } from "../../native/index.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const torchReady = spawnSync("python3", ["-c", "import torch, transformers"], { stdio: "ignore" }).status === 0;
@@ -135,7 +135,6 @@ test("AdamW on cuda follows the CPU run, and the bf16 copy is bf16(master) after
     cudaSynchronize();
     // Steps in steady state leave no device tensors behind (gradients dropped, optimizer state made once).
     assert.ok(liveTensors().cudaCount - before <= models[1]!.params().length * 2, `live cuda tensors grew from ${before} to ${liveTensors().cudaCount}`);
-    assert.ok(cudaMemoryStats().peak > 0);
   } finally {
     opts.forEach((o) => o.dispose());
     models.forEach((m) => m.dispose());

@@ -29,10 +29,10 @@ void DeviceCopy(const char* op, void* dst, Device dstDev, const void* src, Devic
 /** The largest upload DeviceUpload stages through pinned memory. */
 constexpr size_t kPinnedUploadBytes = size_t{1} << 20;
 /**
- * Host -> device without waiting: `fill` writes the bytes into a pinned staging slot (one of a
- * few reused round-robin, each reused only once its last copy is done), which is then copied on
- * the compute stream. Batches (tokens, positions, offsets, labels) go this way. Larger uploads
- * are staged in pageable memory through DeviceCopy.
+ * Host -> device of at most kPinnedUploadBytes without waiting: `fill` writes the bytes into a
+ * pinned staging slot (one of a few reused round-robin, each reused only once its last copy is
+ * done), which is then copied on the compute stream. Batches (tokens, positions, offsets,
+ * labels) go this way; larger uploads go through DeviceCopy.
  */
 void DeviceUpload(const char* op, void* dst, size_t bytes, const std::function<void(void*)>& fill);
 /** Fills device memory with zero bytes on the compute stream. */

@@ -11,17 +11,22 @@
 namespace tessera::cuda {
 namespace {
 
+// One element of torch.optim.AdamW (g already scaled): updates m and v, returns the new weight.
+__device__ __forceinline__ float AdamWUpdate(float p, float g, float& m, float& v, float b1, float b2, float eps, float decay,
+                                             float stepSize, float invSqrtBc2) {
+  m = b1 * m + (1.f - b1) * g;
+  v = b2 * v + (1.f - b2) * g * g;
+  return p * decay - stepSize * m / (sqrtf(v) * invSqrtBc2 + eps);
+}
+
 template <class G>
 __global__ void AdamWKernel(float* p, const G* g, float* m, float* v, bf16* copy, int64_t n, float b1, float b2, float eps,
                             float decay, float stepSize, float invSqrtBc2) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    float gi = Load(g, i);
-    float mi = b1 * m[i] + (1.f - b1) * gi;
-    float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    float mi = m[i], vi = v[i];
+    float pi = AdamWUpdate(p[i], Load(g, i), mi, vi, b1, b2, eps, decay, stepSize, invSqrtBc2);
     m[i] = mi;
     v[i] = vi;
-    float pi = p[i] * decay;
-    pi = pi - stepSize * mi / (sqrtf(vi) * invSqrtBc2 + eps);
     p[i] = pi;
     if (copy) copy[i] = __float2bfloat16_rn(pi);
   }
@@ -38,12 +43,10 @@ struct AdamWBatch {
 constexpr int kChunk = kThreads * 16;  // elements per block
 
 __device__ __forceinline__ void AdamWOne(const AdamWItem& t, int64_t i, float b1, float b2, float eps, float gradScale) {
-  float gi = t.g[i] * gradScale;
-  float mi = b1 * t.m[i] + (1.f - b1) * gi;
-  float vi = b2 * t.v[i] + (1.f - b2) * gi * gi;
+  float mi = t.m[i], vi = t.v[i];
+  float pi = AdamWUpdate(t.p[i], t.g[i] * gradScale, mi, vi, b1, b2, eps, t.decay, t.stepSize, t.invSqrtBc2);
   t.m[i] = mi;
   t.v[i] = vi;
-  float pi = t.p[i] * t.decay - t.stepSize * mi / (sqrtf(vi) * t.invSqrtBc2 + eps);
   t.p[i] = pi;
   if (t.copy) static_cast<bf16*>(t.copy)[i] = __float2bfloat16_rn(pi);
 }
@@ -66,12 +69,7 @@ __global__ void AdamWManyKernel(AdamWBatch batch, float b1, float b2, float eps,
     float4 v = *reinterpret_cast<const float4*>(t.v + i);
     float pa[4] = {p.x, p.y, p.z, p.w}, ga[4] = {g.x, g.y, g.z, g.w}, ma[4] = {m.x, m.y, m.z, m.w}, va[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      float gi = ga[j] * gradScale;
-      ma[j] = b1 * ma[j] + (1.f - b1) * gi;
-      va[j] = b2 * va[j] + (1.f - b2) * gi * gi;
-      pa[j] = pa[j] * t.decay - t.stepSize * ma[j] / (sqrtf(va[j]) * t.invSqrtBc2 + eps);
-    }
+    for (int j = 0; j < 4; ++j) pa[j] = AdamWUpdate(pa[j], ga[j] * gradScale, ma[j], va[j], b1, b2, eps, t.decay, t.stepSize, t.invSqrtBc2);
     *reinterpret_cast<float4*>(t.p + i) = make_float4(pa[0], pa[1], pa[2], pa[3]);
     *reinterpret_cast<float4*>(t.m + i) = make_float4(ma[0], ma[1], ma[2], ma[3]);
     *reinterpret_cast<float4*>(t.v + i) = make_float4(va[0], va[1], va[2], va[3]);

@@ -344,13 +344,17 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
   return out.value;
 }
 
+void NeedEmbeddingGrad(const char* op, const TensorImpl& dy, const TensorImpl& ids) {
+  NeedFloat(op, dy);
+  if (ids.dtype != DType::I32 || dy.ndim() != 2 || dy.dim(0) != ids.numel) throw OpError(std::string(op) + ": dy must be [T,D] and ids int32 [T]");
+}
+
 // embeddingBackward(dy, ids, V) -> dW [V,D] float32 (a parameter gradient: fp32 whatever dy is).
 Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   TensorImpl& dy = CudaTensorArg(info, 0);
   TensorImpl& ids = CudaTensorArg(info, 1);
   int64_t V = static_cast<int64_t>(NumberArg(info, 2));
-  NeedFloat("embeddingBackward", dy);
-  if (ids.dtype != DType::I32 || dy.ndim() != 2 || dy.dim(0) != ids.numel) throw OpError("embeddingBackward: dy must be [T,D] and ids int32 [T]");
+  NeedEmbeddingGrad("embeddingBackward", dy, ids);
   int64_t T = dy.dim(0), D = dy.dim(1);
   Out out = NewTensor(info.Env(), DType::F32, {V, D}, Device::CUDA);
   BadFlag bad("embeddingBackward");
@@ -364,8 +368,7 @@ Napi::Value EmbeddingBackwardInto(const Napi::CallbackInfo& info) {
   TensorImpl& dw = CudaTensorArg(info, 0);
   TensorImpl& dy = CudaTensorArg(info, 1);
   TensorImpl& ids = CudaTensorArg(info, 2);
-  NeedFloat("embeddingBackwardInto", dy);
-  if (ids.dtype != DType::I32 || dy.ndim() != 2 || dy.dim(0) != ids.numel) throw OpError("embeddingBackwardInto: dy must be [T,D] and ids int32 [T]");
+  NeedEmbeddingGrad("embeddingBackwardInto", dy, ids);
   if (dw.dtype != DType::F32 || dw.ndim() != 2 || dw.dim(1) != dy.dim(1)) throw OpError("embeddingBackwardInto: dw must be float32 [V,D]");
   int64_t V = dw.dim(0);
   BadFlag bad("embeddingBackwardInto");
@@ -471,6 +474,16 @@ Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
   return Pair(info.Env(), dg.value, du.value);
 }
 
+// The per-tensor scalars of torch.optim.AdamW's update at `step` (from 1): decoupled decay,
+// step size lr / bc1, and 1 / sqrt(bc2).
+struct AdamWScalars {
+  float decay, stepSize, invSqrtBc2;
+};
+AdamWScalars AdamWScalarsOf(double lr, double wd, double step, double b1, double b2) {
+  double bc1 = 1 - std::pow(b1, step), bc2 = 1 - std::pow(b2, step);
+  return {float(1 - lr * wd), float(lr / bc1), float(1 / std::sqrt(bc2))};
+}
+
 // adamwStep(p, g, m, v, lr, beta1, beta2, eps, weightDecay, step, copy?): p, m, v float32;
 // g float32 or bfloat16; copy (bfloat16, optional) receives the updated weights.
 Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
@@ -489,9 +502,9 @@ Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
   double lr = NumberArg(info, 4), b1 = NumberArg(info, 5), b2 = NumberArg(info, 6), eps = NumberArg(info, 7);
   double wd = NumberArg(info, 8), step = NumberArg(info, 9);
   if (step < 1) throw OpError("adamwStep: step counts from 1");
-  double bc1 = 1 - std::pow(b1, step), bc2 = 1 - std::pow(b2, step);
+  AdamWScalars k = AdamWScalarsOf(lr, wd, step, b1, b2);
   cuda::AdamW(p.data<float>(), g.dtype, g.data<void>(), m.data<float>(), v.data<float>(), copy ? copy->data<void>() : nullptr, p.numel,
-              float(b1), float(b2), float(eps), float(1 - lr * wd), float(lr / bc1), float(1 / std::sqrt(bc2)));
+              float(b1), float(b2), float(eps), k.decay, k.stepSize, k.invSqrtBc2);
   return info.Env().Undefined();
 }
 
@@ -524,9 +537,9 @@ Napi::Value AdamwStepMany(const Napi::CallbackInfo& info) {
     double lr = it.Get(5u).As<Napi::Number>().DoubleValue(), wd = it.Get(6u).As<Napi::Number>().DoubleValue();
     double step = it.Get(7u).As<Napi::Number>().DoubleValue();
     if (!(step >= 1)) throw OpError(std::string(op) + ": item " + std::to_string(k) + ": step counts from 1");
-    double bc1 = 1 - std::pow(b1, step), bc2 = 1 - std::pow(b2, step);
+    AdamWScalars c = AdamWScalarsOf(lr, wd, step, b1, b2);
     items.push_back({t[0]->data<float>(), t[1]->data<float>(), t[2]->data<float>(), t[3]->data<float>(), t[4] ? t[4]->data<void>() : nullptr, n,
-                     float(1 - lr * wd), float(lr / bc1), float(1 / std::sqrt(bc2)), 0});
+                     c.decay, c.stepSize, c.invSqrtBc2, 0});
   }
   cuda::AdamWMany(items.data(), static_cast<int>(items.size()), float(b1), float(b2), float(eps), float(gradScale));
   return info.Env().Undefined();

@@ -1,8 +1,6 @@
 // Device selection, streams, error checks and host/device copies.
 #include "cuda/runtime.h"
 
-#include "core/host_alloc.h"
-
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
@@ -108,18 +106,7 @@ PinnedSlots& Slots() {
 
 void DeviceUpload(const char* op, void* dst, size_t bytes, const std::function<void(void*)>& fill) {
   if (bytes == 0) return;
-  if (bytes > kPinnedUploadBytes) {
-    HostBlock staging = HostAlloc(bytes);
-    try {
-      fill(staging.data);
-      DeviceCopy(op, dst, Device::CUDA, staging.data, Device::CPU, bytes);
-    } catch (...) {
-      HostFree(staging);
-      throw;
-    }
-    HostFree(staging);
-    return;
-  }
+  if (bytes > kPinnedUploadBytes) throw OpError(std::string(op) + ": " + std::to_string(bytes) + " bytes exceed a pinned upload slot");
   cuda::EnsureInit(op);
   PinnedSlots& p = Slots();
   std::lock_guard<std::mutex> lk(p.mu);

@@ -11,23 +11,32 @@
 namespace tessera::cuda {
 namespace {
 
+__device__ __forceinline__ float Sigmoid(float g) { return 1.f / (1.f + expf(-g)); }
+
+// h = silu(g) * u.
+__device__ __forceinline__ float SwigluOf(float g, float u) { return g * Sigmoid(g) * u; }
+
+// d/dg silu(g) = sig * (1 + g * (1 - sig)): dgate and dup of one element.
+__device__ __forceinline__ void SwigluGrad(float d, float g, float u, float& dg, float& du) {
+  float sig = Sigmoid(g);
+  du = d * g * sig;
+  dg = d * u * sig * (1.f + g * (1.f - sig));
+}
+
 template <class T>
 __global__ void SwigluKernel(const T* gate, const T* up, T* h, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    float g = Load(gate, i);
-    float sig = 1.f / (1.f + expf(-g));
-    Store(h, i, g * sig * Load(up, i));
+    Store(h, i, SwigluOf(Load(gate, i), Load(up, i)));
   }
 }
 
-// d/dg silu(g) = sig * (1 + g * (1 - sig)).
 template <class T>
 __global__ void SwigluBackwardKernel(const T* dh, const T* gate, const T* up, T* dgate, T* dup, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    float g = Load(gate, i), u = Load(up, i), d = Load(dh, i);
-    float sig = 1.f / (1.f + expf(-g));
-    Store(dup, i, d * g * sig);
-    Store(dgate, i, d * u * sig * (1.f + g * (1.f - sig)));
+    float dg, du;
+    SwigluGrad(Load(dh, i), Load(gate, i), Load(up, i), dg, du);
+    Store(dup, i, du);
+    Store(dgate, i, dg);
   }
 }
 
@@ -39,7 +48,7 @@ __global__ void SwigluVecKernel(const T* gate, const T* up, T* h, int64_t nv) {
     LoadVec<N>(gate + i * N, g);
     LoadVec<N>(up + i * N, u);
 #pragma unroll
-    for (int j = 0; j < N; ++j) o[j] = g[j] * (1.f / (1.f + expf(-g[j]))) * u[j];
+    for (int j = 0; j < N; ++j) o[j] = SwigluOf(g[j], u[j]);
     StoreVec<N>(h + i * N, o);
   }
 }
@@ -53,11 +62,7 @@ __global__ void SwigluBackwardVecKernel(const T* dh, const T* gate, const T* up,
     LoadVec<N>(up + i * N, u);
     LoadVec<N>(dh + i * N, d);
 #pragma unroll
-    for (int j = 0; j < N; ++j) {
-      float sig = 1.f / (1.f + expf(-g[j]));
-      du[j] = d[j] * g[j] * sig;
-      dg[j] = d[j] * u[j] * sig * (1.f + g[j] * (1.f - sig));
-    }
+    for (int j = 0; j < N; ++j) SwigluGrad(d[j], g[j], u[j], dg[j], du[j]);
     StoreVec<N>(dup + i * N, du);
     StoreVec<N>(dgate + i * N, dg);
   }
