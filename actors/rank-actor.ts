@@ -5,7 +5,7 @@
 // command already run is answered with the recorded result and runs nothing, so retries
 // after a lost reply never accumulate a gradient twice or step the optimizer twice.
 import { performance } from "node:perf_hooks";
-import { cudaMemoryStats, liveTensors } from "../native/index.ts";
+import { cudaMemoryStats, liveTensors, startCudaProfile, stopCudaProfile } from "../native/index.ts";
 import type { PackedBatch } from "../models/index.ts";
 import { openCheckpoint, writeRankShard } from "../models/checkpoint/index.ts";
 import type { GroupSource, RankLayout } from "../mesh/index.ts";
@@ -27,6 +27,13 @@ export interface RankActorOptions {
 
 /** Results of recent steps kept for repeated commands (older steps are done for good). */
 const KEEP_STEPS = 4;
+
+/**
+ * TESSERA_CUDA_PROFILE_STEP=N: a cuda rank times every op of step N with CUDA events and prints
+ * the device milliseconds per op, their sum and the step's wall time as one JSON line on stderr
+ * (the events add host time, so that step runs a little slower than the others).
+ */
+const PROFILE_STEP = Number(process.env.TESSERA_CUDA_PROFILE_STEP ?? 0);
 
 export function rankActor(o: RankActorOptions) {
   return defineActor(RankProtocol, async (ctx: ActorContext) => {
@@ -53,6 +60,7 @@ export function rankActor(o: RankActorOptions) {
     let doneStep = 0;
     let microRuns = 0;
     let optimRuns = 0;
+    let profileStart: number | undefined;
 
     const forget = () => {
       for (const k of optims.keys()) if (k <= doneStep - KEEP_STEPS) optims.delete(k);
@@ -69,6 +77,10 @@ export function rankActor(o: RankActorOptions) {
         if (step <= doneStep) throw past(step, `microStep ${micro}`);
         if (step > doneStep + 1) throw new Error(`rank ${o.layout.rank}: microStep for step ${step} before step ${doneStep + 1}'s optimStep`);
         const t0 = performance.now();
+        if (step === PROFILE_STEP && micro === 0 && o.config.device === "cuda") {
+          startCudaProfile();
+          profileStart = t0;
+        }
         const batch = await withPhase("data_wait", { step, micro }, () => data.ask({ type: "batch", step, micro, group }, { timeoutMs: askTimeoutMs }));
         const t1 = performance.now();
         const r = await withPhase("forward_backward", { step, micro, tokens: batch.tokens.length }, () => plan.microStep(toModelBatch(batch), grad_scale));
@@ -108,6 +120,14 @@ export function rankActor(o: RankActorOptions) {
           optim_ms: performance.now() - t0,
         };
         optims.set(step, r);
+        if (step === PROFILE_STEP && profileStart !== undefined) {
+          const ops = [...stopCudaProfile()].sort((a, b) => b[1].ms - a[1].ms);
+          const deviceMs = ops.reduce((a, [, t]) => a + t.ms, 0);
+          const ms = (x: number) => +x.toFixed(3);
+          const line = { rank: o.layout.rank, profile_step: step, wall_ms: ms(performance.now() - profileStart), device_ms: ms(deviceMs), ops: Object.fromEntries(ops.map(([op, t]) => [op, { ms: ms(t.ms), calls: t.calls }])) };
+          process.stderr.write(JSON.stringify(line) + "\n");
+          profileStart = undefined;
+        }
         doneStep = step;
         optimRuns++;
         forget();

@@ -42,17 +42,20 @@ export interface CudaMatmulCounts {
 /**
  * The CUDA ops (present in builds with CUDA). Where a CPU op of the same name exists the
  * signature is the same; float tensors are float32 or bfloat16, and parameter gradients
- * (embedding dW, RMSNorm dw) and statistics (rstd) come back float32.
+ * (embedding dW, RMSNorm dw, LayerNorm dw and db) and statistics (rstd, mean) come back float32.
  */
 export interface CudaAddon
   extends Pick<
     Addon,
     | "cast" | "matmul" | "add" | "mul" | "scale" | "scaleInPlace" | "addInto" | "sumSquares" | "embedding" | "embeddingBackward"
-    | "rmsnorm" | "rmsnormBackward" | "rope" | "swiglu" | "swigluBackward"
+    | "rmsnorm" | "rope" | "swiglu" | "swigluBackward"
     | "addBias" | "sumRows" | "linearCrossEntropy"
+    | "layernorm" | "layernormBackward" | "gelu" | "geluBackward"
     | "attention" | "attentionBackward"
   > {
   init(): void;
+  /** As the CPU op; with `residualGrad`, dx comes back plus it (a pre-norm block's residual seam in one pass). */
+  rmsnormBackward(dy: H, x: H, w: H, rstd: H, residualGrad?: H): [H, H];
   memoryStats(): CudaMemoryStats;
   resetPeak(): void;
   emptyCache(): number;
@@ -75,6 +78,10 @@ export interface CudaAddon
   ): void;
   /** items: [p, g, m, v, copy | null, lr, weightDecay, step]. */
   adamwStepMany(items: [H, H, H, H, H | null, number, number, number][], b1: number, b2: number, eps: number, gradScale: number): void;
+  /** The CPU's newtonSchulz5 (float32 or bfloat16 g), in bf16 with fp32 accumulation; `reference` takes the tiled GEMM over cuBLASLt. */
+  newtonSchulz5(g: H, steps: number, reference?: boolean): H;
+  /** The CPU's muonStep on float32 p, g, buf; copy (bfloat16) receives the updated weights in the same pass. */
+  muonStep(p: H, g: H, buf: H, lr: number, momentum: number, nesterov: boolean, wd: number, nsSteps: number, copy?: H): void;
 }
 
 export interface Addon {

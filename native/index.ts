@@ -36,4 +36,4 @@ export {
 export { rope, ropeBackward, ropeFrequencies, type RopeOptions, type RopeScaling, type RopeFrequencies } from "./rope.ts";
 export { attention, attentionBackward, type AttentionOptions } from "./attention.ts";
 export { linearCrossEntropy, linearCrossEntropyLoss, type LinearCrossEntropyOptions } from "./loss.ts";
-export { adamwStep, adamwStepMany, newtonSchulz5, muonStep, type AdamWOptions, type AdamWItem, type MuonOptions } from "./optim.ts";
+export { adamwStep, adamwStepMany, newtonSchulz5, muonStep, type AdamWOptions, type AdamWItem, type MuonOptions, type NewtonSchulzOptions } from "./optim.ts";

@@ -98,33 +98,54 @@ export function rmsnormResidual(x: Tensor, residual: Tensor, w: Tensor, eps: num
 }
 
 /** On cuda, rstd is float32 (as rmsnorm made it) and dw comes back float32 (a parameter gradient). */
-export function rmsnormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor): { dx: Tensor; dw: Tensor } {
+/**
+ * RMSNorm's backward. With `residualGrad` (x's shape and dtype), dx comes back plus it: where a
+ * pre-norm block's residual stream meets the norm, one pass instead of a backward and an add.
+ */
+export function rmsnormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, residualGrad?: Tensor): { dx: Tensor; dw: Tensor } {
   const op = "rmsnormBackward";
   const D = needLastDim(op, x, w, "w");
   needSameShape(op, ["dy", dy], ["x", x]);
-  const raw = backendFor(op, "rmsnormBackward", ["dy", dy], ["x", x], ["w", w], ["rstd", rstd]);
-  const cuda = x.device === "cuda";
+  const inputs: [string, Tensor][] = [["dy", dy], ["x", x], ["w", w], ["rstd", rstd]];
+  if (residualGrad) inputs.push(["residualGrad", residualGrad]);
+  const device = deviceOfInputs(op, ...inputs);
   needSameDtype(op, ["x", x], ["dy", dy]);
-  if (cuda) needDtype(op, "rstd", rstd, "float32");
+  if (residualGrad) {
+    needSameDtype(op, ["x", x], ["residualGrad", residualGrad]);
+    needSameShape(op, ["x", x], ["residualGrad", residualGrad]);
+  }
+  if (device === "cuda") needDtype(op, "rstd", rstd, "float32");
   else needSameDtype(op, ["x", x], ["rstd", rstd]);
   needShape(op, "rstd", rstd, [D ? x.numel / D : 0]);
-  const [dx, dw] = raw(dy.handle(op, "dy"), x.handle(op, "x"), w.handle(op, "w"), rstd.handle(op, "rstd"));
-  return { dx: new Tensor(dx, x.dtype, x.shape), dw: new Tensor(dw, cuda ? "float32" : x.dtype, [D]) };
+  const h = [dy.handle(op, "dy"), x.handle(op, "x"), w.handle(op, "w"), rstd.handle(op, "rstd")] as const;
+  if (device === "cuda") {
+    const [dx, dw] = cudaFn(op, "rmsnormBackward")(...h, residualGrad?.handle(op, "residualGrad"));
+    return { dx: new Tensor(dx, x.dtype, x.shape), dw: new Tensor(dw, "float32", [D]) };
+  }
+  const [dxRaw, dwRaw] = loadAddon().rmsnormBackward(...h);
+  const dx = new Tensor(dxRaw, x.dtype, x.shape);
+  if (residualGrad) addInto(dx, residualGrad);
+  return { dx, dw: new Tensor(dwRaw, x.dtype, [D]) };
 }
 
-/** y = (x - mean) * rstd * w + b over the last dim; mean and rstd per row. */
+/**
+ * y = (x - mean) * rstd * w + b over the last dim; mean and rstd per row. On cuda mean and rstd
+ * are float32 whatever x is.
+ */
 export function layernorm(x: Tensor, w: Tensor, b: Tensor, eps: number): { y: Tensor; mean: Tensor; rstd: Tensor } {
   const op = "layernorm";
-  needCpu(op, ["x", x], ["w", w], ["b", b]);
   const D = needLastDim(op, x, w, "w");
   needSameDtype(op, ["x", x], ["b", b]);
   needShape(op, "b", b, [D]);
   needFinite(op, "eps", eps);
+  const raw = backendFor(op, "layernorm", ["x", x], ["w", w], ["b", b]);
   const rows = [D ? x.numel / D : 0];
-  const [y, mean, rstd] = loadAddon().layernorm(x.handle(op, "x"), w.handle(op, "w"), b.handle(op, "b"), eps);
-  return { y: new Tensor(y, x.dtype, x.shape), mean: new Tensor(mean, x.dtype, rows), rstd: new Tensor(rstd, x.dtype, rows) };
+  const statDtype = x.device === "cuda" ? "float32" : x.dtype;
+  const [y, mean, rstd] = raw(x.handle(op, "x"), w.handle(op, "w"), b.handle(op, "b"), eps);
+  return { y: new Tensor(y, x.dtype, x.shape), mean: new Tensor(mean, statDtype, rows), rstd: new Tensor(rstd, statDtype, rows) };
 }
 
+/** On cuda, mean and rstd are float32 (as layernorm made them) and dw, db come back float32 (parameter gradients). */
 export function layernormBackward(
   dy: Tensor,
   x: Tensor,
@@ -133,21 +154,23 @@ export function layernormBackward(
   rstd: Tensor,
 ): { dx: Tensor; dw: Tensor; db: Tensor } {
   const op = "layernormBackward";
-  needCpu(op, ["dy", dy], ["x", x], ["w", w], ["mean", mean], ["rstd", rstd]);
   const D = needLastDim(op, x, w, "w");
   needSameShape(op, ["dy", dy], ["x", x]);
-  needSameDtype(op, ["x", x], ["dy", dy], ["mean", mean], ["rstd", rstd]);
+  const raw = backendFor(op, "layernormBackward", ["dy", dy], ["x", x], ["w", w], ["mean", mean], ["rstd", rstd]);
+  const cuda = x.device === "cuda";
+  needSameDtype(op, ["x", x], ["dy", dy]);
+  if (cuda) {
+    needDtype(op, "mean", mean, "float32");
+    needDtype(op, "rstd", rstd, "float32");
+  } else {
+    needSameDtype(op, ["x", x], ["mean", mean], ["rstd", rstd]);
+  }
   const rows = [D ? x.numel / D : 0];
   needShape(op, "mean", mean, rows);
   needShape(op, "rstd", rstd, rows);
-  const [dx, dw, db] = loadAddon().layernormBackward(
-    dy.handle(op, "dy"),
-    x.handle(op, "x"),
-    w.handle(op, "w"),
-    mean.handle(op, "mean"),
-    rstd.handle(op, "rstd"),
-  );
-  return { dx: new Tensor(dx, x.dtype, x.shape), dw: new Tensor(dw, x.dtype, [D]), db: new Tensor(db, x.dtype, [D]) };
+  const [dx, dw, db] = raw(dy.handle(op, "dy"), x.handle(op, "x"), w.handle(op, "w"), mean.handle(op, "mean"), rstd.handle(op, "rstd"));
+  const gradDtype = cuda ? "float32" : x.dtype;
+  return { dx: new Tensor(dx, x.dtype, x.shape), dw: new Tensor(dw, gradDtype, [D]), db: new Tensor(db, gradDtype, [D]) };
 }
 
 function pair(op: string, a: [string, Tensor], b: [string, Tensor]): void {
@@ -173,15 +196,16 @@ export function swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dgate: T
 
 /** GELU, tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh", GPT-2). */
 export function gelu(x: Tensor): Tensor {
-  needCpu("gelu", ["x", x]);
   needFloat("gelu", "x", x);
-  return new Tensor(loadAddon().gelu(x.handle("gelu", "x")), x.dtype, x.shape);
+  const raw = backendFor("gelu", "gelu", ["x", x]);
+  return new Tensor(raw(x.handle("gelu", "x")), x.dtype, x.shape);
 }
 
 export function geluBackward(dy: Tensor, x: Tensor): Tensor {
-  needCpu("geluBackward", ["dy", dy], ["x", x]);
-  pair("geluBackward", ["x", x], ["dy", dy]);
-  return new Tensor(loadAddon().geluBackward(dy.handle("geluBackward", "dy"), x.handle("geluBackward", "x")), x.dtype, x.shape);
+  const op = "geluBackward";
+  pair(op, ["x", x], ["dy", dy]);
+  const raw = backendFor(op, "geluBackward", ["dy", dy], ["x", x]);
+  return new Tensor(raw(dy.handle(op, "dy"), x.handle(op, "x")), x.dtype, x.shape);
 }
 
 /** Softmax over the last dim. */

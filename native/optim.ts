@@ -3,7 +3,7 @@ import { loadAddon, type Handle as H } from "./addon.ts";
 import { Tensor, castInto } from "./tensor.ts";
 import { scaleInPlace } from "./ops.ts";
 import { cudaFn, deviceOfInputs } from "./cuda.ts";
-import { fail, needCpu, needDtype, needFinite, needFloat, needRank, needSameDtype, needSameShape } from "./check.ts";
+import { fail, needDtype, needFinite, needFloat, needLive, needRank, needSameDtype, needSameShape } from "./check.ts";
 
 export interface AdamWOptions {
   lr: number;
@@ -94,14 +94,24 @@ export function adamwStepMany(items: readonly AdamWItem[], o: { beta1: number; b
   cudaFn(op, "adamwStepMany")(raw, o.beta1, o.beta2, o.eps, gradScale);
 }
 
-/** Keller Jordan's quintic Newton-Schulz orthogonalisation of g[M,N] (5 steps by default). */
-export function newtonSchulz5(g: Tensor, steps = 5): Tensor {
+export interface NewtonSchulzOptions {
+  /** cuda only: the tiled reference GEMM instead of cuBLASLt (tests of the fallback path). */
+  reference?: boolean;
+}
+
+/**
+ * Keller Jordan's quintic Newton-Schulz orthogonalisation of g[M,N] (5 steps by default), in g's
+ * dtype. On cuda (g float32 or bfloat16) it runs in bf16 with fp32 accumulation, as his reference
+ * does; on the CPU in g's precision (float32 or float64).
+ */
+export function newtonSchulz5(g: Tensor, steps = 5, o: NewtonSchulzOptions = {}): Tensor {
   const op = "newtonSchulz5";
-  needCpu(op, ["g", g]);
   needFloat(op, "g", g);
   needRank(op, "g", g, [2]);
   if (!Number.isInteger(steps) || steps < 0) fail(op, `steps must be a non-negative integer, got ${steps}`);
-  return new Tensor(loadAddon().newtonSchulz5(g.handle(op, "g"), steps), g.dtype, g.shape);
+  const h = g.handle(op, "g");
+  const out = g.device === "cuda" ? cudaFn(op, "newtonSchulz5")(h, steps, o.reference ?? false) : loadAddon().newtonSchulz5(h, steps);
+  return new Tensor(out, g.dtype, g.shape);
 }
 
 export interface MuonOptions {
@@ -110,34 +120,42 @@ export interface MuonOptions {
   nesterov?: boolean;
   weightDecay?: number;
   nsSteps?: number;
+  /** A bfloat16 tensor of the param's shape that receives the updated weights (the compute copy of fp32 master weights). */
+  bf16Copy?: Tensor;
 }
 
 /**
  * Muon in Moonlight's form, in place: buf = mu*buf + g; u = NS5(nesterov ? g + mu*buf : buf);
- * p = p*(1 - lr*wd) - lr * 0.2*sqrt(max(M,N)) * u.
+ * p = p*(1 - lr*wd) - lr * 0.2*sqrt(max(M,N)) * u. On cuda: param, grad and momentum float32,
+ * Newton-Schulz in bf16 (see newtonSchulz5), and bf16Copy written in the update's pass.
  */
 export function muonStep(param: Tensor, grad: Tensor, momentumBuf: Tensor, o: MuonOptions): void {
   const op = "muonStep";
-  needCpu(op, ["param", param], ["grad", grad], ["momentum", momentumBuf]);
+  const inputs: [string, Tensor][] = [["param", param], ["grad", grad], ["momentum", momentumBuf]];
+  if (o.bf16Copy) inputs.push(["bf16Copy", o.bf16Copy]);
+  for (const [name, t] of inputs) needLive(op, name, t);
+  const cuda = deviceOfInputs(op, ...inputs) === "cuda";
   needFloat(op, "param", param);
+  if (cuda) needDtype(op, "param", param, "float32");
   needRank(op, "param", param, [2]);
   for (const [name, t] of [["grad", grad], ["momentum", momentumBuf]] as const) {
     needSameDtype(op, ["param", param], [name, t]);
     needSameShape(op, ["param", param], [name, t]);
   }
+  if (o.bf16Copy) {
+    needDtype(op, "bf16Copy", o.bf16Copy, "bfloat16");
+    needSameShape(op, ["param", param], ["bf16Copy", o.bf16Copy]);
+  }
   const mu = o.momentum ?? 0.95;
   const wd = o.weightDecay ?? 0;
+  const nsSteps = o.nsSteps ?? 5;
   needFinite(op, "lr", o.lr);
   needFinite(op, "momentum", mu);
   needFinite(op, "weightDecay", wd);
-  loadAddon().muonStep(
-    param.handle(op, "param"),
-    grad.handle(op, "grad"),
-    momentumBuf.handle(op, "momentum"),
-    o.lr,
-    mu,
-    o.nesterov ?? true,
-    wd,
-    o.nsSteps ?? 5,
-  );
+  if (!Number.isInteger(nsSteps) || nsSteps < 0) fail(op, `nsSteps must be a non-negative integer, got ${nsSteps}`);
+  const args = [param.handle(op, "param"), grad.handle(op, "grad"), momentumBuf.handle(op, "momentum"), o.lr, mu, o.nesterov ?? true, wd, nsSteps] as const;
+  // The CUDA update writes the bf16 copy in the same pass; on CPU it is a cast after the step.
+  if (cuda) return cudaFn(op, "muonStep")(...args, o.bf16Copy?.handle(op, "bf16Copy"));
+  loadAddon().muonStep(...args);
+  if (o.bf16Copy) castInto(o.bf16Copy, param);
 }

@@ -138,10 +138,8 @@ export class Attention implements Layer {
   }
 
   private addBack(dx: Tensor, lin: Linear, dOut: Tensor, ctx: Ctx): void {
-    const d = lin.backward(dOut, ctx);
+    lin.backwardInto(dOut, ctx, dx);
     dOut.dispose();
-    ops.addInto(dx, d);
-    d.dispose();
   }
 
   params(): Param[] {

@@ -12,9 +12,14 @@ export interface Layer {
   params(): Param[];
 }
 
-/** A norm that can also take its input as x + residual (a pre-norm block's seam), returning the sum too; backward is forward's, with the sum as input. */
+/**
+ * A norm at a pre-norm block's seam: forward can take its input as x + residual (returning the
+ * sum too), and backward can add the residual stream's gradient into its dx.
+ */
 export interface NormLayer extends Layer {
   forwardResidual(x: Tensor, residual: Tensor, ctx: Ctx): { y: Tensor; sum: Tensor };
+  /** backward(dy) + residualGrad. */
+  backwardResidual(dy: Tensor, residualGrad: Tensor, ctx: Ctx): Tensor;
 }
 
 export class Linear implements Layer {
@@ -32,10 +37,19 @@ export class Linear implements Layer {
   }
 
   backward(dy: Tensor, ctx: Ctx): Tensor {
-    const x = ctx.get("x");
-    this.weight.accumulateProduct(dy, x, { transA: true });
-    if (this.bias) this.bias.accumulate(ops.sumRows(dy));
+    this.accumulateGrads(dy, ctx);
     return ops.matmul(dy, this.weight.value);
+  }
+
+  /** As backward, but adds dx into `dx` (one accumulating GEMM where a layer's input feeds several projections). */
+  backwardInto(dy: Tensor, ctx: Ctx, dx: Tensor): void {
+    this.accumulateGrads(dy, ctx);
+    ops.matmulInto(dx, dy, this.weight.value, { accumulate: true });
+  }
+
+  private accumulateGrads(dy: Tensor, ctx: Ctx): void {
+    this.weight.accumulateProduct(dy, ctx.get("x"), { transA: true });
+    if (this.bias) this.bias.accumulate(ops.sumRows(dy));
   }
 
   params(): Param[] {
@@ -82,6 +96,12 @@ export class RMSNorm implements NormLayer {
     return dx;
   }
 
+  backwardResidual(dy: Tensor, residualGrad: Tensor, ctx: Ctx): Tensor {
+    const { dx, dw } = ops.rmsnormBackward(dy, ctx.get("x"), this.weight.value, ctx.get("rstd"), residualGrad);
+    this.weight.accumulate(dw);
+    return dx;
+  }
+
   params(): Param[] {
     return [this.weight];
   }
@@ -118,6 +138,12 @@ export class LayerNorm implements NormLayer {
     const { dx, dw, db } = ops.layernormBackward(dy, ctx.get("x"), this.weight.value, ctx.get("mean"), ctx.get("rstd"));
     this.weight.accumulate(dw);
     this.bias.accumulate(db);
+    return dx;
+  }
+
+  backwardResidual(dy: Tensor, residualGrad: Tensor, ctx: Ctx): Tensor {
+    const dx = this.backward(dy, ctx);
+    ops.addInto(dx, residualGrad);
     return dx;
   }
 

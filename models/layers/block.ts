@@ -10,7 +10,7 @@ import { runSync, type Steps } from "./steps.ts";
 
 export class Block implements Layer {
   constructor(
-    readonly norm1: Layer,
+    readonly norm1: NormLayer,
     readonly attn: Attention,
     readonly norm2: NormLayer,
     readonly mlp: Layer,
@@ -53,13 +53,11 @@ export class Block implements Layer {
       (yield* this.run(ctx.get("x"), c)).dispose();
     }
     const db = this.mlp.backward(dy, c.child("mlp"));
-    const dh = this.norm2.backward(db, c.child("norm2"));
+    const dh = this.norm2.backwardResidual(db, dy, c.child("norm2"));
     db.dispose();
-    ops.addInto(dh, dy);
     const da = yield* this.attn.backwardSteps(dh, c.child("attn"));
-    const dx = this.norm1.backward(da, c.child("norm1"));
+    const dx = this.norm1.backwardResidual(da, dh, c.child("norm1"));
     da.dispose();
-    ops.addInto(dx, dh);
     dh.dispose();
     return dx;
   }

@@ -30,10 +30,8 @@ export class SwiGLU implements Layer {
     dh.dispose();
     const dx = this.gate.backward(dgate, ctx.child("gate"));
     dgate.dispose();
-    const dx2 = this.up.backward(dup, ctx.child("up"));
+    this.up.backwardInto(dup, ctx.child("up"), dx);
     dup.dispose();
-    ops.addInto(dx, dx2);
-    dx2.dispose();
     return dx;
   }
 

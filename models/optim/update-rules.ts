@@ -71,8 +71,9 @@ export function muonRule(h: MuonHyper): UpdateRule {
     algorithm: "muon",
     buffers: ["momentum_buffer"],
     apply(value, grad, [buf], o) {
-      ops.muonStep(value, grad, buf!, { lr: o.lr, momentum: h.momentum, nesterov: h.nesterov, weightDecay: o.weightDecay, nsSteps: h.nsSteps });
-      if (o.computeCopy) ops.castInto(o.computeCopy, value);
+      // On cuda the compute copy is written by the update's pass, as AdamW's.
+      const copy = o.computeCopy ? { bf16Copy: o.computeCopy } : {};
+      ops.muonStep(value, grad, buf!, { lr: o.lr, momentum: h.momentum, nesterov: h.nesterov, weightDecay: o.weightDecay, nsSteps: h.nsSteps, ...copy });
     },
   };
 }

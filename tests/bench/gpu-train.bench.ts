@@ -5,7 +5,11 @@
 // tests/bench/torch_reference.py (same shapes, same tokens per step), in the same call:
 //
 //   node --import tsx tests/bench/gpu-train.bench.ts [--models qwen2.5-0.5b,qwen2.5-1.5b]
-//        [--steps 10] [--warmup 3] [--out FILE]
+//        [--steps 10] [--warmup 3] [--seq-len 2048] [--tokens 8192] [--out FILE]
+//
+// --seq-len L packs 8192 / L sequences of L tokens (the last one shorter where L does not divide
+// 8192): short documents, as a job on short records packs them. --tokens T: T tokens a step
+// instead of 8192 (a packed job's count varies a little from step to step).
 //
 // Prints and writes JSON per model: tokens/s, step ms, MFU (the same FLOP count as the
 // PyTorch script: 6 N T + causal attention, over 989 TFLOP/s), peak and reserved device
@@ -22,8 +26,7 @@ const SHAPES: Record<string, Record<string, number>> = {
   "qwen2.5-1.5b": { hidden_size: 1536, num_hidden_layers: 28, num_attention_heads: 12, num_key_value_heads: 2, intermediate_size: 8960 },
 };
 const PEAK_TFLOPS = 989;
-const SEQS = 4;
-const SEQ = 2048;
+let TOKENS = 8192;
 const VOCAB = 151936;
 
 /** Which part of the step an op belongs to (the issue's split). */
@@ -49,22 +52,29 @@ function hfConfig(name: string): Record<string, unknown> {
   };
 }
 
-function flopsPerStep(name: string, params: number, tokens: number): number {
-  const s = SHAPES[name]!;
-  const attn = 3 * 2 * 2 * SEQS * SEQ * SEQ * s.hidden_size! * s.num_hidden_layers! / 2;
-  return 6 * params * tokens + attn;
+function seqLengths(seqLen: number): number[] {
+  const lens: number[] = [];
+  for (let left = TOKENS; left > 0; left -= seqLen) lens.push(Math.min(seqLen, left));
+  return lens;
 }
 
-function randomBatch(seed: number) {
+function flopsPerStep(name: string, params: number, seqLen: number): number {
+  const s = SHAPES[name]!;
+  const sumSq = seqLengths(seqLen).reduce((a, l) => a + l * l, 0);
+  const attn = (3 * 2 * 2 * sumSq * s.hidden_size! * s.num_hidden_layers!) / 2;
+  return 6 * params * TOKENS + attn;
+}
+
+function randomBatch(seed: number, seqLen: number) {
   let x = seed >>> 0;
   const next = () => {
     x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
     return x % VOCAB;
   };
-  return packSequences(Array.from({ length: SEQS }, () => Array.from({ length: SEQ }, next)));
+  return packSequences(seqLengths(seqLen).map((l) => Array.from({ length: l }, next)));
 }
 
-function benchModel(name: string, steps: number, warmup: number) {
+function benchModel(name: string, steps: number, warmup: number, seqLen: number) {
   const t0 = performance.now();
   const model: CausalLM = createModel(configFromHF(hfConfig(name), "bench"), { seed: 0, dtype: "float32" });
   model.place("cuda", "bfloat16");
@@ -76,8 +86,8 @@ function benchModel(name: string, steps: number, warmup: number) {
     { noDecay },
   );
   const setupS = (performance.now() - t0) / 1000;
-  const batches = [randomBatch(1), randomBatch(2)];
-  const tokens = SEQS * SEQ;
+  const batches = [randomBatch(1, seqLen), randomBatch(2, seqLen)];
+  const tokens = TOKENS;
   const losses: number[] = [];
   // Where each step's time goes: device time between timed events at the step's start, after
   // forward+backward and after the optimizer, and the host's time to the same points (the host
@@ -129,11 +139,12 @@ function benchModel(name: string, steps: number, warmup: number) {
   model.dispose();
   const live = liveTensors();
   cudaEmptyCache();
-  const flops = flopsPerStep(name, nParams, tokens);
+  const flops = flopsPerStep(name, nParams, seqLen);
   return {
     model: name,
     params: nParams,
     tokens_per_step: tokens,
+    seq_len: seqLen,
     step_ms: +stepMs.toFixed(2),
     tokens_per_s: Math.round(tokens / (stepMs / 1000)),
     mfu: +((flops / (stepMs / 1000)) / (PEAK_TFLOPS * 1e12)).toFixed(4),
@@ -155,6 +166,8 @@ const { values } = parseArgs({
     models: { type: "string", default: Object.keys(SHAPES).join(",") },
     steps: { type: "string", default: "10" },
     warmup: { type: "string", default: "3" },
+    "seq-len": { type: "string", default: "2048" },
+    tokens: { type: "string", default: "8192" },
     out: { type: "string", default: "tests/bench/results/gpu-train.json" },
   },
 });
@@ -162,10 +175,11 @@ if (!cudaAvailable()) {
   console.log("gpu-train: no CUDA device here; run it on the GPU machine");
   process.exit(0);
 }
+TOKENS = Number(values.tokens);
 const results = [];
 for (const name of values.models!.split(",")) {
   if (!SHAPES[name]) throw new Error(`unknown model ${name}; have ${Object.keys(SHAPES).join(", ")}`);
-  const r = benchModel(name, Number(values.steps), Number(values.warmup));
+  const r = benchModel(name, Number(values.steps), Number(values.warmup), Number(values["seq-len"]));
   console.log(JSON.stringify(r));
   results.push(r);
 }

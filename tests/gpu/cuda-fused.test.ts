@@ -184,8 +184,13 @@ test("matmulInto: bf16 or fp32 inputs into a float32 (or same-dtype) output, wri
               const same = randn([M, N], { seed: nextSeed(), dtype, device: "cuda" });
               matmulInto(same, a.gpu, b.gpu, { transA, transB, reference });
               assertClose(`write ${dtype} out ${label}`, same, product, dtype === "float32" ? 1e-4 : BF16);
-              if (reference) ref += 3;
-              else lt += 3;
+              // Accumulating into the inputs' dtype: a layer's dx summed over the projections that read its input.
+              const base = pairOf([M, N], dtype);
+              const sum = base.gpu.clone();
+              matmulInto(sum, a.gpu, b.gpu, { transA, transB, accumulate: true, reference });
+              assertClose(`accumulate ${dtype} out ${label}`, sum, add(base.cpu, product), dtype === "float32" ? 1e-4 : BF16);
+              if (reference) ref += 4;
+              else lt += 4;
             });
           }
         }
@@ -282,6 +287,11 @@ test("rmsnorm and rmsnormBackward at the vector path's edges: wide rows, many ro
         assertClose(`rmsnormBackward dw ${dtype} ${shape}`, gb.dw, cb.dw, dtype === "float32" ? 1e-5 : 1e-3);
         const again = rmsnormBackward(dy.gpu, x.gpu, w.gpu, g.rstd);
         assert.deepEqual(again.dw.toFloat64Array(), gb.dw.toFloat64Array(), "dw repeats bitwise");
+        // With the residual stream's gradient added in the same pass (both the vector and the scalar path).
+        const res = pairOf(shape, dtype);
+        const gr = rmsnormBackward(dy.gpu, x.gpu, w.gpu, g.rstd, res.gpu);
+        assertClose(`rmsnormBackward dx + residualGrad ${dtype} ${shape}`, gr.dx, add(cb.dx, res.cpu), tol);
+        assert.deepEqual(gr.dw.toFloat64Array(), gb.dw.toFloat64Array(), "dw does not depend on the residual");
       });
     }
   }

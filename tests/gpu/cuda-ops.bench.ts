@@ -178,3 +178,20 @@ console.table(
   rows.map((r) => ({ ...r, us: r.us.toFixed(1), deviceUs: r.deviceUs?.toFixed(1), gbs: r.gbs?.toFixed(0), floorUs: r.floorUs?.toFixed(1), tflops: r.tflops?.toFixed(1) })),
 );
 console.log(JSON.stringify({ device: "cuda", memory: cudaMemoryStats(), rows }));
+
+// Muon: one muonStep on the mlp down projection's shape ([1536, 8960] fp32 master with its bf16
+// copy; 5 Newton-Schulz steps in bf16), in TFLOP/s of its GEMMs: per step 4 s^2 l (X X^T and
+// B X) + 2 s^3 (A A), s = 1536, l = 8960. The elementwise passes (momentum + norm, normalise,
+// update + copy: ~30 B/element, ~0.14 ms at the floor) count as time, not FLOPs.
+{
+  const { muonStep } = await import("../../native/index.ts");
+  const [s, l] = [1536, 8960];
+  const param = randn([s, l], { seed: 40, std: 0.02, device: "cuda" }).keep();
+  const grad = randn([s, l], { seed: 41, device: "cuda" }).keep();
+  const momentum = zeros([s, l], "float32", "cuda").keep();
+  const weights = zeros([s, l], "bfloat16", "cuda").keep();
+  flops("muonStep (5 NS steps, bf16 copy)", `[${s}, ${l}] fp32`, 5 * (4 * s * s * l + 2 * s * s * s), () =>
+    muonStep(param, grad, momentum, { lr: 1e-3, weightDecay: 0.1, bf16Copy: weights }),
+  );
+  for (const t of [param, grad, momentum, weights]) t.dispose();
+}

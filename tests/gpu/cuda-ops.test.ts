@@ -27,7 +27,6 @@ import {
   embedding,
   embeddingBackward,
   embeddingBackwardInto,
-  gelu,
   globalNorm,
   liveTensors,
   matmul,
@@ -40,6 +39,7 @@ import {
   scale,
   scaleInPlace,
   scope,
+  softmax,
   sumSquares,
   swiglu,
   swigluBackward,
@@ -401,6 +401,12 @@ test("sumSquares and globalNorm match the CPU's float64 sums", () => {
       const want = globalNorm(ts.map((t) => t.cpu));
       const got = globalNorm(ts.map((t) => t.gpu));
       assert.ok(Math.abs(got - want) <= 1e-9 * want, `globalNorm ${dtype}: ${got} vs ${want}`);
+      // A model's worth of tensors: more than one launch's table (96), ragged sizes, empty ones.
+      const many = Array.from({ length: 230 }, (_, i) => pairOf([i % 17 === 0 ? 0 : 1 + ((i * 7919) % 70_001)], dtype));
+      const wantMany = globalNorm(many.map((t) => t.cpu));
+      const gotMany = globalNorm(many.map((t) => t.gpu));
+      assert.ok(Math.abs(gotMany - wantMany) <= 1e-9 * wantMany, `globalNorm of 230 tensors ${dtype}: ${gotMany} vs ${wantMany}`);
+      assert.equal(globalNorm(many.map((t) => t.gpu)), gotMany, "the same on a second run");
     });
   }
 });
@@ -410,7 +416,7 @@ test("inputs on different devices, and ops without a cuda kernel, are Errors nam
     const a = randn([4, 4], { seed: nextSeed() });
     const b = a.to("cuda");
     assert.throws(() => add(b, a), /^Error: add: b is on cpu but a is on cuda/);
-    assert.throws(() => gelu(b), /^Error: gelu: x is on cuda, and gelu has no cuda kernel yet/);
+    assert.throws(() => softmax(b), /^Error: softmax: x is on cuda, and softmax has no cuda kernel yet/);
     assert.throws(() => rmsnorm(b, zeros([4]), 1e-6), /^Error: rmsnorm: w is on cpu but x is on cuda/);
   });
 });

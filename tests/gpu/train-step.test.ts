@@ -16,6 +16,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SafetensorsReader, createOptimizer, loadHF, noDecay, type CausalLM, type PackedBatch } from "../../models/index.ts";
 import { cast, cudaSetDebugFill, cudaSynchronize, liveTensors } from "../../native/index.ts";
+import { assertClose } from "./compare.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const torchReady = spawnSync("python3", ["-c", "import torch, transformers"], { stdio: "ignore" }).status === 0;
@@ -36,28 +37,6 @@ interface Reference {
   loss: number;
   count: number;
   parameters: string[];
-}
-
-function worstOf(ours: ArrayLike<number>, ref: ArrayLike<number>): { worst: number; at: number; max: number } {
-  let worst = 0;
-  let at = 0;
-  let max = 0;
-  for (let i = 0; i < ref.length; i++) {
-    max = Math.max(max, Math.abs(ref[i]!));
-    const d = Math.abs(ours[i]! - ref[i]!);
-    if (!(d <= worst)) {
-      worst = d;
-      at = i;
-    }
-  }
-  return { worst, at, max };
-}
-
-function assertClose(ours: ArrayLike<number>, ref: ArrayLike<number>, rel: number, what: string): void {
-  assert.equal(ours.length, ref.length, `${what}: sizes`);
-  const { worst, at, max } = worstOf(ours, ref);
-  const tol = rel * max + 1e-6;
-  assert.ok(worst <= tol, `${what}: max |diff| ${worst.toExponential(3)} at ${at} (${ours[at]} vs ${ref[at]}) > ${tol.toExponential(3)} (max |ref| ${max.toExponential(3)})`);
 }
 
 async function fixture(): Promise<{ meta: Reference; ref: SafetensorsReader; batch: PackedBatch }> {

@@ -199,13 +199,14 @@ Napi::Value AddInto(const Napi::CallbackInfo& info) {
 }
 
 double SumSquaresOf(const Napi::CallbackInfo& info, const std::vector<TensorImpl*>& ts) {
-  Scratch acc(sizeof(double));
-  TESSERA_CUDA_CHECK("sumSquares", cudaMemsetAsync(acc.as<double>(), 0, sizeof(double), cuda::ComputeStream()));
+  std::vector<cuda::SumSquaresInput> in;
   for (TensorImpl* t : ts) {
     NeedFloat("sumSquares", *t);
-    Scratch partial(cuda::SumSquaresPartials(t->numel) * sizeof(double));
-    cuda::SumSquares(t->dtype, t->data<void>(), t->numel, partial.as<double>(), acc.as<double>());
+    in.push_back({t->dtype, t->data<void>(), t->numel});
   }
+  Scratch acc(sizeof(double));
+  Scratch partial(cuda::SumSquaresPartials(in.data(), int(in.size())) * sizeof(double));
+  cuda::SumSquaresMany(in.data(), int(in.size()), partial.as<double>(), acc.as<double>());
   double out = 0;
   DeviceCopy("sumSquares", &out, Device::CPU, acc.as<double>(), Device::CUDA, sizeof(double));
   return out;
@@ -412,7 +413,7 @@ Napi::Value RmsnormResidual(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// rmsnormBackward(dy, x, w, rstd) -> [dx (x's dtype), dw float32]
+// rmsnormBackward(dy, x, w, rstd, residualGrad?) -> [dx (x's dtype, plus residualGrad when given), dw float32]
 Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
   TensorImpl& dy = CudaTensorArg(info, 0);
   TensorImpl& x = CudaTensorArg(info, 1);
@@ -424,10 +425,16 @@ Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
   if (w.dtype != x.dtype || x.ndim() < 1 || D != x.dim(-1) || rstd.dtype != DType::F32 || rstd.numel != R) {
     throw OpError("rmsnormBackward: w must be [D] of x's dtype and rstd float32 [rows]");
   }
+  const void* dres = nullptr;
+  if (info.Length() > 4 && !info[4].IsUndefined() && !info[4].IsNull()) {
+    TensorImpl& r = CudaTensorArg(info, 4);
+    NeedSame("rmsnormBackward", r, x);
+    dres = r.data<void>();
+  }
   Out dx = NewTensor(info.Env(), x.dtype, x.shape, Device::CUDA);
   Out dw = NewTensor(info.Env(), DType::F32, {D}, Device::CUDA);
   Scratch partial(cuda::RmsnormPartialRows(R) * D * sizeof(double));
-  cuda::RmsnormBackward(x.dtype, dy.data<void>(), x.data<void>(), w.data<void>(), rstd.data<float>(), dx.t->data<void>(),
+  cuda::RmsnormBackward(x.dtype, dy.data<void>(), x.data<void>(), w.data<void>(), rstd.data<float>(), dres, dx.t->data<void>(),
                         dw.t->data<float>(), partial.as<double>(), R, D);
   return Pair(info.Env(), dx.value, dw.value);
 }
@@ -549,6 +556,8 @@ Napi::Value AdamwStepMany(const Napi::CallbackInfo& info) {
 
 void RegisterCudaLossBindings(Napi::Env env, Napi::Object cuda);  // bindings_loss.cc
 void RegisterCudaAttentionBindings(Napi::Env env, Napi::Object cuda);  // bindings_attention.cc
+void RegisterCudaNnBindings(Napi::Env env, Napi::Object cuda);  // bindings_nn.cc
+void RegisterCudaOptimBindings(Napi::Env env, Napi::Object cuda);  // bindings_optim.cc
 
 void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   Napi::Object c = Napi::Object::New(env);
@@ -572,6 +581,8 @@ void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   Export(env, c, "rmsnormResidual", RmsnormResidual);
   RegisterCudaLossBindings(env, c);
   RegisterCudaAttentionBindings(env, c);
+  RegisterCudaNnBindings(env, c);
+  RegisterCudaOptimBindings(env, c);
   Export(env, c, "add", Add);
   Export(env, c, "mul", Mul);
   Export(env, c, "scale", Scale);

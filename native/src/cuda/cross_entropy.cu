@@ -4,6 +4,8 @@
 // Then one block sums the per-row losses and counts in a fixed order (fp64), so the total is
 // the same on every run and the host reads it once per call.
 // Floor per chunk: reads the [C,V] logits twice (max / sum, then gradient) and writes them once.
+// Rows are `ld` apart (ld >= V): a vocabulary that is not a multiple of the vector width runs on
+// logits padded to an aligned row; the pad takes no part in the softmax and its gradient is 0.
 #include <cmath>
 
 #include "cuda/kernels.h"
@@ -29,9 +31,9 @@ __device__ __forceinline__ void Merge(float& m, float& s, float m2, float s2) {
 
 template <class T, int N>
 __global__ void __launch_bounds__(kRowThreads) CrossEntropyRowKernel(T* logits, const int32_t* labels, double* loss, int* counted,
-                                                                     int64_t V, int64_t ignoreIndex, float gradScale, bool wantGrad,
-                                                                     int* bad) {
-  T* row = logits + blockIdx.x * V;
+                                                                     int64_t V, int64_t ld, int64_t ignoreIndex, float gradScale,
+                                                                     bool wantGrad, int* bad) {
+  T* row = logits + blockIdx.x * ld;
   const int64_t label = labels[blockIdx.x];
   const int64_t vecs = V / N;
   const bool ignored = label == ignoreIndex;
@@ -44,7 +46,7 @@ __global__ void __launch_bounds__(kRowThreads) CrossEntropyRowKernel(T* logits, 
     if (!wantGrad) return;
     float zero[N] = {};
     for (int64_t k = threadIdx.x; k < vecs; k += blockDim.x) StoreVec<N>(row + k * N, zero);
-    for (int64_t j = vecs * N + threadIdx.x; j < V; j += blockDim.x) Store(row, j, 0.f);
+    for (int64_t j = vecs * N + threadIdx.x; j < ld; j += blockDim.x) Store(row, j, 0.f);
     return;
   }
   // Read before the gradient pass overwrites it (the block syncs in between).
@@ -93,8 +95,8 @@ __global__ void __launch_bounds__(kRowThreads) CrossEntropyRowKernel(T* logits, 
     for (int i = 0; i < N; ++i) f[i] = expf(f[i] - M) * scaleOverSum - (k * N + i == label ? gradScale : 0.f);
     StoreVec<N>(row + k * N, f);
   }
-  for (int64_t j = vecs * N + threadIdx.x; j < V; j += blockDim.x) {
-    Store(row, j, expf(Load(row, j) - M) * scaleOverSum - (j == label ? gradScale : 0.f));
+  for (int64_t j = vecs * N + threadIdx.x; j < ld; j += blockDim.x) {
+    Store(row, j, j < V ? expf(Load(row, j) - M) * scaleOverSum - (j == label ? gradScale : 0.f) : 0.f);
   }
 }
 
@@ -124,24 +126,24 @@ __global__ void __launch_bounds__(kTotalThreads) TotalsKernel(const double* loss
 }
 
 template <class T>
-void LaunchRows(void* logits, const int32_t* labels, double* loss, int* counted, int64_t C, int64_t V, int64_t ignoreIndex,
-                float gradScale, bool wantGrad, int* bad) {
+void LaunchRows(void* logits, const int32_t* labels, double* loss, int* counted, int64_t C, int64_t V, int64_t ld,
+                int64_t ignoreIndex, float gradScale, bool wantGrad, int* bad) {
   constexpr int N = kVec<T>;
   auto* row = static_cast<T*>(logits);
   cudaStream_t s = ComputeStream();
-  // Rows start 16-byte aligned only when V is a multiple of the vector width.
-  if (V % N == 0) CrossEntropyRowKernel<T, N><<<static_cast<unsigned>(C), kRowThreads, 0, s>>>(row, labels, loss, counted, V, ignoreIndex, gradScale, wantGrad, bad);
-  else CrossEntropyRowKernel<T, 1><<<static_cast<unsigned>(C), kRowThreads, 0, s>>>(row, labels, loss, counted, V, ignoreIndex, gradScale, wantGrad, bad);
+  // Rows start 16-byte aligned only when the row stride is a multiple of the vector width.
+  if (ld % N == 0) CrossEntropyRowKernel<T, N><<<static_cast<unsigned>(C), kRowThreads, 0, s>>>(row, labels, loss, counted, V, ld, ignoreIndex, gradScale, wantGrad, bad);
+  else CrossEntropyRowKernel<T, 1><<<static_cast<unsigned>(C), kRowThreads, 0, s>>>(row, labels, loss, counted, V, ld, ignoreIndex, gradScale, wantGrad, bad);
 }
 
 }  // namespace
 
-void CrossEntropyRows(DType dt, void* logits, const int32_t* labels, double* loss, int* counted, int64_t C, int64_t V,
+void CrossEntropyRows(DType dt, void* logits, const int32_t* labels, double* loss, int* counted, int64_t C, int64_t V, int64_t ld,
                       int64_t ignoreIndex, float gradScale, bool wantGrad, int* bad) {
   if (C == 0) return;
   if (C > INT32_MAX) throw OpError("linearCrossEntropy: too many rows in a chunk");
-  if (dt == DType::F32) LaunchRows<float>(logits, labels, loss, counted, C, V, ignoreIndex, gradScale, wantGrad, bad);
-  else LaunchRows<bf16>(logits, labels, loss, counted, C, V, ignoreIndex, gradScale, wantGrad, bad);
+  if (dt == DType::F32) LaunchRows<float>(logits, labels, loss, counted, C, V, ld, ignoreIndex, gradScale, wantGrad, bad);
+  else LaunchRows<bf16>(logits, labels, loss, counted, C, V, ld, ignoreIndex, gradScale, wantGrad, bad);
   CheckLaunch("linearCrossEntropy");
 }
 

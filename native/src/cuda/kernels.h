@@ -32,10 +32,27 @@ void Rmsnorm(DType dt, const void* x, const void* w, void* y, float* rstd, int64
 /** sum = x + residual, then Rmsnorm of sum into y and rstd (all of dt but rstd). */
 void RmsnormResidual(DType dt, const void* x, const void* residual, const void* w, void* sum, void* y, float* rstd, int64_t rows,
                      int64_t D, float eps);
-/** dx per row; dw (fp32) = sum over rows of dy * x * rstd. `partial` holds RmsnormPartialRows(rows) x D doubles. */
-void RmsnormBackward(DType dt, const void* dy, const void* x, const void* w, const float* rstd, void* dx, float* dw,
-                     double* partial, int64_t rows, int64_t D);
+/**
+ * dx per row (plus `dres` where it is not null: the residual's gradient, added in the same pass);
+ * dw (fp32) = sum over rows of dy * x * rstd. `partial` holds RmsnormPartialRows(rows) x D doubles.
+ */
+void RmsnormBackward(DType dt, const void* dy, const void* x, const void* w, const float* rstd, const void* dres, void* dx,
+                     float* dw, double* partial, int64_t rows, int64_t D);
 int64_t RmsnormPartialRows(int64_t rows);
+
+// layernorm.cu
+/** y = (x - mean) * rstd * w + b per row of D (x, w, b, y of dt); mean and rstd = 1/sqrt(var + eps) fp32. */
+void Layernorm(DType dt, const void* x, const void* w, const void* b, void* y, float* mean, float* rstd, int64_t rows, int64_t D,
+               float eps);
+/** dx per row; dw = sum over rows of dy * xhat, db = sum of dy (fp32). `partial` holds 2 x LayernormPartialRows(rows) x D doubles. */
+void LayernormBackward(DType dt, const void* dy, const void* x, const void* w, const float* mean, const float* rstd, void* dx,
+                       float* dw, float* db, double* partial, int64_t rows, int64_t D);
+int64_t LayernormPartialRows(int64_t rows);
+
+// gelu.cu (tanh approximation)
+void Gelu(DType dt, const void* x, void* y, int64_t n);
+/** dx = dy * gelu'(x). */
+void GeluBackward(DType dt, const void* dy, const void* x, void* dx, int64_t n);
 
 // swiglu.cu
 void Swiglu(DType dt, const void* gate, const void* up, void* h, int64_t n);
@@ -67,10 +84,28 @@ constexpr int kAdamWItems = 48;
 /** AdamW over many tensors in few launches; every gradient is multiplied by gradScale first (global-norm clipping). */
 void AdamWMany(AdamWItem* items, int count, float b1, float b2, float eps, float gradScale);
 
+// muon.cu
+/**
+ * Keller Jordan's quintic Newton-Schulz of g[M,N] (gDt F32 or BF16) into out (outDt), in bf16
+ * with fp32 accumulation; `reference` takes the tiled GEMM over cuBLASLt (for tests).
+ */
+void NewtonSchulz(DType gDt, const void* g, DType outDt, void* out, int64_t M, int64_t N, int steps, bool reference);
+/**
+ * Muon (Moonlight's form) on fp32 p, g, buf [M,N]: buf = mu*buf + g; u = NS(nesterov ? g + mu*buf : buf);
+ * p = p*decay - stepSize*u; copy (bf16, may be null) receives bf16(p) in the same pass.
+ */
+void MuonStep(float* p, const float* g, float* buf, void* copy, int64_t M, int64_t N, float mu, bool nesterov, float decay,
+              float stepSize, int steps);
+
 // sumsq.cu
-/** *acc += sum of x^2 (fp64), in a fixed order. `partial` holds SumSquaresPartials(n) doubles. */
-void SumSquares(DType dt, const void* x, int64_t n, double* partial, double* acc);
-int64_t SumSquaresPartials(int64_t n);
+struct SumSquaresInput {
+  DType dt;  // F32 or BF16
+  const void* x;
+  int64_t n;
+};
+/** *out = sum of x^2 over every input (fp64), in a fixed order. `partial` holds SumSquaresPartials(in, count) doubles. */
+void SumSquaresMany(const SumSquaresInput* in, int count, double* partial, double* out);
+int64_t SumSquaresPartials(const SumSquaresInput* in, int count);
 
 // matmul.cu
 /** c[b] = op(a[b]) op(b[b]) for b < batch: op(a) [M,K], op(b) [K,N] (stored transposed when ta / tb); fp32 accumulation. */
@@ -90,6 +125,9 @@ bool MatmulLt(DType dt, const void* a, const void* b, void* c, int64_t batch, in
 /** MatmulInto's contract through cuBLASLt (bias as its BIAS epilogue, cDt == dt only); false as MatmulLt. */
 bool MatmulLtInto(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch,
                   int64_t M, int64_t N, int64_t K, bool ta, bool tb);
+/** d = alpha op(a) op(b) + beta c, c and d of cDt in one layout (c may be d; not read when beta is 0); false as MatmulLt. */
+bool MatmulLtAxpby(DType dt, const void* a, const void* b, DType cDt, const void* c, void* d, float alpha, float beta, int64_t batch,
+                   int64_t M, int64_t N, int64_t K, bool ta, bool tb);
 #endif
 
 // gemm.cc
@@ -106,11 +144,12 @@ int64_t SumRowsPartials(int64_t rows);
 
 // cross_entropy.cu
 /**
- * Per row of logits[C,V] (dt): loss[r] (fp64) = logsumexp - logit[label]; with wantGrad the row
- * becomes (softmax - onehot) * gradScale in place (rows whose label is ignoreIndex: loss 0,
- * gradient zeros, counted[r] 0). A label outside [0,V) that is not ignoreIndex sets *bad.
+ * Per row of logits[C,V] (dt, rows ld >= V apart): loss[r] (fp64) = logsumexp - logit[label]; with
+ * wantGrad the row becomes (softmax - onehot) * gradScale in place, and columns [V, ld) become 0
+ * (rows whose label is ignoreIndex: loss 0, gradient zeros, counted[r] 0). A label outside [0,V)
+ * that is not ignoreIndex sets *bad.
  */
-void CrossEntropyRows(DType dt, void* logits, const int32_t* labels, double* loss, int* counted, int64_t C, int64_t V,
+void CrossEntropyRows(DType dt, void* logits, const int32_t* labels, double* loss, int* counted, int64_t C, int64_t V, int64_t ld,
                       int64_t ignoreIndex, float gradScale, bool wantGrad, int* bad);
 /** out[0] = sum of loss[0..T), out[1] = sum of counted[0..T), in a fixed order (one block). */
 void CrossEntropyTotals(const double* loss, const int* counted, int64_t T, double* out);

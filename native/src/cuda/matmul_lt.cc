@@ -22,6 +22,7 @@
 
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <iterator>
 #include <list>
@@ -191,15 +192,14 @@ const Plan& PlanFor(PlanCache& cache, const PlanKey& key, DType dt, DType cDt, b
   return cache.lru.back().second;
 }
 
-}  // namespace
-
-bool MatmulLtInto(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch,
-                  int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+// d = alpha op(a) op(b) + beta c (+ bias); c and d share one layout and may be one buffer.
+bool LtMatmul(DType dt, const void* a, const void* b, DType cDt, const void* c, void* d, float alpha, float beta, const void* bias,
+              int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
   if (batch * M * N * K == 0 || batch > INT32_MAX) return false;
   // The epilogue takes the bias in the output's type; fp32 outputs with a bias go to the reference.
   if (bias && (cDt != dt || AlignmentOf(bias) < 16)) return false;
   PlanKey key{static_cast<int>(dt), static_cast<int>(cDt), bias != nullptr, batch, M, N, K, ta, tb,
-              AlignmentOf(a), AlignmentOf(b), AlignmentOf(c)};
+              AlignmentOf(a), AlignmentOf(b), std::min(AlignmentOf(c), AlignmentOf(d))};
   PlanCache& cache = Plans();
   // Held until the GEMM is queued: an eviction by another thread must not free descriptors in use.
   std::lock_guard<std::mutex> lk(cache.mu);
@@ -209,11 +209,22 @@ bool MatmulLtInto(DType dt, const void* a, const void* b, DType cDt, void* c, fl
     TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
   Scratch workspace(p.workspace);
-  const float alpha = 1.f;
-  TESSERA_LT_CHECK(cublasLtMatmul(Handle(), p.desc, &alpha, b, p.ltA, a, p.ltB, &beta, c, p.ltC, c, p.ltC, &p.algo,
+  TESSERA_LT_CHECK(cublasLtMatmul(Handle(), p.desc, &alpha, b, p.ltA, a, p.ltB, &beta, c, p.ltC, d, p.ltC, &p.algo,
                                   workspace.as<void>(), p.workspace, ComputeStream()));
   CheckLaunch("matmul");
   return true;
+}
+
+}  // namespace
+
+bool MatmulLtInto(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch,
+                  int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  return LtMatmul(dt, a, b, cDt, c, c, 1.f, beta, bias, batch, M, N, K, ta, tb);
+}
+
+bool MatmulLtAxpby(DType dt, const void* a, const void* b, DType cDt, const void* c, void* d, float alpha, float beta, int64_t batch,
+                   int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  return LtMatmul(dt, a, b, cDt, c, d, alpha, beta, nullptr, batch, M, N, K, ta, tb);
 }
 
 bool MatmulLt(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {

@@ -138,8 +138,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) RmsnormVecKernel(const T*
 // which rows each warp sums into its dw partial does not change between runs.
 template <class T, int NV>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2) RmsnormBackwardVecKernel(const T* dy, const T* x, const T* w,
-                                                                                const float* rstd, T* dx, double* partial,
-                                                                                int64_t rows, int64_t D) {
+                                                                                const float* rstd, const T* dres, T* dx,
+                                                                                double* partial, int64_t rows, int64_t D) {
   constexpr int N = kVec<T>;
   using VT = Vec<T, N>;
   extern __shared__ double blockDw[];  // D
@@ -166,19 +166,21 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2) RmsnormBackwardVecKern
     const float rs = rstd[r];
     const float c3 = rs * rs * rs * dot / float(D);
     VT* o = reinterpret_cast<VT*>(dx + r * D);
+    const VT* rr = reinterpret_cast<const VT*>(dres + r * D);
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int64_t k = lane + 32 * i;
       if (k >= vecs) break;
       // A re-read of what this warp just loaded: served from L1, not memory.
-      float gf[N], xf[N], wf[N];
+      float gf[N], xf[N], wf[N], rf[N] = {};
       ToFloat<N>(gr[k], gf);
       ToFloat<N>(xr[k], xf);
       LoadVec<N>(w + k * N, wf);
+      if (dres) ToFloat<N>(rr[k], rf);
 #pragma unroll
       for (int e = 0; e < N; ++e) {
         acc[i][e] += gf[e] * xf[e] * rs;
-        gf[e] = rs * (gf[e] * wf[e]) - c3 * xf[e];
+        gf[e] = rs * (gf[e] * wf[e]) - c3 * xf[e] + rf[e];
       }
       o[k] = FromFloat<N, T>(gf);
     }
@@ -235,8 +237,9 @@ bool LaunchVecForward(const void* x, const void* res, const void* w, void* sum, 
 }
 
 template <class T>
-bool LaunchVecBackward(const void* dy, const void* x, const void* w, const float* rstd, void* dx, double* partial, int64_t rows,
-                       int64_t D) {
+bool LaunchVecBackward(const void* dy, const void* x, const void* w, const float* rstd, const void* dres, void* dx, double* partial,
+                       int64_t rows, int64_t D) {
+  auto* rp = static_cast<const T*>(dres);
   auto* dyp = static_cast<const T*>(dy);
   auto* xp = static_cast<const T*>(x);
   auto* wp = static_cast<const T*>(w);
@@ -245,10 +248,10 @@ bool LaunchVecBackward(const void* dy, const void* x, const void* w, const float
   size_t smem = D * sizeof(double);
   cudaStream_t s = ComputeStream();
   switch (VecsPerLane<T>(D)) {
-    case 1: RmsnormBackwardVecKernel<T, 1><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, dxp, partial, rows, D); return true;
-    case 2: RmsnormBackwardVecKernel<T, 2><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, dxp, partial, rows, D); return true;
-    case 4: RmsnormBackwardVecKernel<T, 4><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, dxp, partial, rows, D); return true;
-    case 8: RmsnormBackwardVecKernel<T, kMaxBwdVecsPerLane><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, dxp, partial, rows, D); return true;
+    case 1: RmsnormBackwardVecKernel<T, 1><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, rp, dxp, partial, rows, D); return true;
+    case 2: RmsnormBackwardVecKernel<T, 2><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, rp, dxp, partial, rows, D); return true;
+    case 4: RmsnormBackwardVecKernel<T, 4><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, rp, dxp, partial, rows, D); return true;
+    case 8: RmsnormBackwardVecKernel<T, kMaxBwdVecsPerLane><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, rp, dxp, partial, rows, D); return true;
     default: return false;
   }
 }
@@ -288,8 +291,8 @@ void RmsnormResidual(DType dt, const void* x, const void* residual, const void* 
   Rmsnorm(dt, sum, w, y, rstd, rows, D, eps);
 }
 
-void RmsnormBackward(DType dt, const void* dy, const void* x, const void* w, const float* rstd, void* dx, float* dw,
-                     double* partial, int64_t rows, int64_t D) {
+void RmsnormBackward(DType dt, const void* dy, const void* x, const void* w, const float* rstd, const void* dres, void* dx,
+                     float* dw, double* partial, int64_t rows, int64_t D) {
   if (D == 0) return;
   cudaStream_t s = ComputeStream();
   if (rows == 0) {
@@ -297,8 +300,8 @@ void RmsnormBackward(DType dt, const void* dy, const void* x, const void* w, con
     return;
   }
   unsigned colBlocks = static_cast<unsigned>((D + kThreads - 1) / kThreads);
-  bool vec = dt == DType::F32 ? LaunchVecBackward<float>(dy, x, w, rstd, dx, partial, rows, D)
-                              : LaunchVecBackward<bf16>(dy, x, w, rstd, dx, partial, rows, D);
+  bool vec = dt == DType::F32 ? LaunchVecBackward<float>(dy, x, w, rstd, dres, dx, partial, rows, D)
+                              : LaunchVecBackward<bf16>(dy, x, w, rstd, dres, dx, partial, rows, D);
   if (vec) {
     CheckLaunch("rmsnormBackward");
     ColumnSum(partial, dw, BwdBlocks(rows), D, s);
@@ -323,6 +326,7 @@ void RmsnormBackward(DType dt, const void* dy, const void* x, const void* w, con
   CheckLaunch("rmsnormBackward");
   ColumnSum(partial, dw, chunks, D, s);
   CheckLaunch("rmsnormBackward");
+  if (dres) AddInto(dt, dx, dt, dres, 1.f, rows * D);  // the scalar path adds the residual in a pass of its own
 }
 
 }  // namespace tessera::cuda

@@ -1,0 +1,28 @@
+// Comparisons the GPU tests share: a whole array against a reference, with the tolerance a
+// fraction of the reference's largest magnitude (so near-zero elements of a bf16 result are
+// judged on the scale of the tensor, not their own).
+import assert from "node:assert/strict";
+
+function worstOf(ours: ArrayLike<number>, ref: ArrayLike<number>): { worst: number; at: number; max: number } {
+  let worst = 0;
+  let at = 0;
+  let max = 0;
+  for (let i = 0; i < ref.length; i++) {
+    max = Math.max(max, Math.abs(ref[i]!));
+    const d = Math.abs(ours[i]! - ref[i]!);
+    if (!(d <= worst)) {
+      worst = d;
+      at = i;
+    }
+  }
+  return { worst, at, max };
+}
+
+/** max |ours - ref| <= rel * max |ref| + 1e-6 (a NaN anywhere in ours fails); returns max |diff| / max |ref|. */
+export function assertClose(ours: ArrayLike<number>, ref: ArrayLike<number>, rel: number, what: string): number {
+  assert.equal(ours.length, ref.length, `${what}: sizes`);
+  const { worst, at, max } = worstOf(ours, ref);
+  const tol = rel * max + 1e-6;
+  assert.ok(worst <= tol, `${what}: max |diff| ${worst.toExponential(3)} at ${at} (${ours[at]} vs ${ref[at]}) > ${tol.toExponential(3)} (max |ref| ${max.toExponential(3)})`);
+  return max > 0 ? worst / max : worst;
+}
