@@ -26,11 +26,14 @@ export interface ResumePoint {
 
 /** `checkpoint.resume`: auto (the newest complete checkpoint, if any), never, or a folder. */
 export async function findResume(cfg: JobConfig, note: (line: string) => void): Promise<ResumePoint | undefined> {
+  // "local": a checkpoint this process saved or verified (a restart after a rank failure) is not read again.
   const dir = await resolveResume(cfg.checkpoint.dir, cfg.checkpoint.resume, {
+    verify: "local",
     onSkip: (d, err) => note(`resume: passing over ${d}: ${err.message}`),
   });
   if (!dir) return undefined;
-  const ckpt = await openCheckpoint(dir);
+  // resolveResume has just read and hashed every shard of it; only the manifest is wanted here.
+  const ckpt = await openCheckpoint(dir, { verify: "size" });
   try {
     const data = ckpt.dataState as DataState | null;
     if (!data) throw new Error(`checkpoint ${dir} holds no data pipeline state; cannot resume the data where it was`);
@@ -57,11 +60,15 @@ export interface CommitInput {
   data: Uint8Array;
 }
 
-/** Writes the manifest and publishes the checkpoint; returns its folder. */
+/**
+ * Writes the manifest and publishes the checkpoint; returns its folder. Shards written by this
+ * process (a rank in the coordinator's process) are not read back: their sha256 was taken of
+ * the bytes as they went out. Shards from rank processes are re-hashed in full.
+ */
 export function commitJobCheckpoint(dir: string, c: CommitInput): Promise<string> {
   const manifest = buildManifest(
     { step: c.step, tokensSeen: c.tokens, mesh: c.mesh, config: c.config, model: c.model, data: decodeState(c.data), rng: null },
     c.reports,
   );
-  return commitCheckpoint(dir, manifest, { keepLast: c.config.checkpoint.keep_last });
+  return commitCheckpoint(dir, manifest, { keepLast: c.config.checkpoint.keep_last, verify: "local" });
 }

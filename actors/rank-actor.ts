@@ -148,7 +148,8 @@ export function rankActor(o: RankActorOptions) {
       },
 
       load: async ({ step, dir }) => {
-        const ckpt = await openCheckpoint(dir);
+        // "local": a shard this process just verified (findResume) or wrote is not read again; others are.
+        const ckpt = await openCheckpoint(dir, { verify: "local" });
         try {
           if (ckpt.step !== step) throw new Error(`rank ${o.layout.rank}: ${dir} holds step ${ckpt.step}, not ${step}`);
           await plan.loadCheckpoint(ckpt);

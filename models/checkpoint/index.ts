@@ -13,10 +13,13 @@
 // Save (the coordinator drives it through the actors): beginCheckpoint on rank 0, then
 // writeRankShard on every rank into the folder it returns, then on rank 0, with every
 // rank's report, commitCheckpoint(dir, buildManifest(meta, reports), { keepLast }).
-// saveCheckpoint runs the three in one process. Load: openCheckpoint(dir or root), then
-// ckpt.loadShard(name, range) / ckpt.loadOptimizerState(targets) with the ranges of the
-// loading mesh (any mesh: ranges are flat element ranges). resolveResume implements
-// `checkpoint.resume`; exportHF writes a Hugging Face folder.
+// saveCheckpoint runs the three in one process. Each shard is written in one pass, its sha256
+// taken of the bytes going out; `verify: "local"` (commit, open) re-reads only the shards this
+// process did not write or hash itself, "full" (the default) re-reads all.
+// Load: openCheckpoint(dir or root), then ckpt.loadShard(name, range) /
+// ckpt.loadOptimizerState(targets) with the ranges of the loading mesh (any mesh: ranges are
+// flat element ranges). resolveResume implements `checkpoint.resume`; exportHF writes a
+// Hugging Face folder.
 //
 // The root must be storage every rank sees (one node, or a shared file system): ranks write
 // their shards into rank 0's folder. The commit point is the folder's rename; `latest` moves

@@ -1,21 +1,28 @@
 // Opening a checkpoint and reading the part of a tensor a rank needs, under any mesh.
 // Opening checks everything before anything is used: the manifest, that every shard file is
 // there with its recorded size and (by default) sha256, and that each file's safetensors
-// header holds the pieces the manifest says. Reading a range touches only the bytes of the
+// header holds the pieces the manifest says. The sha256 pass reads each file once in large
+// chunks, reading ahead while it hashes (sha256File). Reading a range touches only the bytes of the
 // pieces that overlap it, with positioned reads straight into the result.
 import { open, readFile, stat, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import type { OptimizerStateDict, ParamState } from "../optim/index.ts";
 import { SafetensorsReader } from "../hf/safetensors-read.ts";
-import { sha256File } from "./durable.ts";
+import { hashAndRemember, knownUnchanged } from "./hashed-here.ts";
 import { LATEST_FILE } from "./layout.ts";
 import { MANIFEST_FILE, optimTensorName, parseManifest, type CheckpointManifest, type TensorEntry } from "./manifest.ts";
 import { checkRange, numel, wholeRange, type ShardRange } from "./shard-spec.ts";
 import { fromTaggedJSON } from "./tagged-json.ts";
 
 export interface OpenOptions {
-  /** full (default): sha256 of every shard file; size: sizes and headers only (large checkpoints). */
-  verify?: "full" | "size";
+  /**
+   * - full (default): read and sha256 every shard file;
+   * - local: the same, except for files this process wrote or hashed whole itself and that are
+   *   unchanged since (hashed-here.ts): a resume in the process that saved or already
+   *   verified the checkpoint reads nothing twice;
+   * - size: sizes and headers only (the coordinator verified it moments ago, or large checkpoints).
+   */
+  verify?: "full" | "local" | "size";
 }
 
 /** What a rank wants of one parameter's optimizer state. */
@@ -54,19 +61,22 @@ export class Checkpoint {
       throw new Error(`checkpoint: ${where} is not JSON: ${(err as Error).message}`);
     }
     const m = parseManifest(json, where);
-    const offsets = new Map<string, Map<string, number>>();
+    const verify = opts.verify ?? "full";
+    const holds = (file: string) => `(rank ${m.files[file]!.rank}'s shard, holding ${describe(tensorsIn(m, file))})`;
+    const toHash: { file: string; path: string; bytes: number; sha256: string }[] = [];
     for (const [file, f] of Object.entries(m.files)) {
       const path = join(dir, file);
-      const names = tensorsIn(m, file);
-      const holds = `(rank ${f.rank}'s shard, holding ${describe(names)})`;
       const st = await stat(path).catch(() => undefined);
-      if (!st?.isFile()) throw new Error(`checkpoint: shard file ${path} is missing ${holds}`);
-      if (st.size !== f.bytes) throw new Error(`checkpoint: shard file ${path} is ${st.size} bytes, the manifest says ${f.bytes}: truncated or overwritten ${holds}`);
-      if ((opts.verify ?? "full") === "full" && (await sha256File(path)) !== f.sha256) {
-        throw new Error(`checkpoint: shard file ${path} fails its sha256 checksum: corrupt ${holds}`);
-      }
-      offsets.set(file, await pieceOffsets(m, file, path));
+      if (!st?.isFile()) throw new Error(`checkpoint: shard file ${path} is missing ${holds(file)}`);
+      if (st.size !== f.bytes) throw new Error(`checkpoint: shard file ${path} is ${st.size} bytes, the manifest says ${f.bytes}: truncated or overwritten ${holds(file)}`);
+      if (verify === "full" || (verify === "local" && !(await knownUnchanged(path, f.sha256)))) toHash.push({ file, path, bytes: f.bytes, sha256: f.sha256 });
     }
+    const hashes = await hashAndRemember(toHash);
+    toHash.forEach((h, i) => {
+      if (hashes[i] !== h.sha256) throw new Error(`checkpoint: shard file ${h.path} fails its sha256 checksum: corrupt ${holds(h.file)}`);
+    });
+    const offsets = new Map<string, Map<string, number>>();
+    for (const file of Object.keys(m.files)) offsets.set(file, await pieceOffsets(m, file, join(dir, file)));
     return new Checkpoint(dir, m, offsets);
   }
 

@@ -2,10 +2,12 @@
 //   1. beginCheckpoint (rank 0 / the coordinator): removes what crashed saves left, makes
 //      `step-000120.tmp-<hex>/` and hands its path to the ranks;
 //   2. writeRankShard (every rank): its own `rank-NNNNN.safetensors`, fsynced, and a report
-//      of what it holds with the file's size and sha256;
+//      of what it holds with the file's size and sha256 (of the bytes as they were written:
+//      one pass, no read-back);
 //   3. commitCheckpoint (rank 0, once every rank reported success): checks every shard file
-//      against its report, writes manifest.json last, renames the folder to `step-000120/`,
-//      fsyncs the root, moves `latest` (temp + rename), prunes to keep_last.
+//      against its report (verify: "full" re-hashes each; "local" re-hashes only those this
+//      process did not write itself), writes manifest.json last, renames the folder to
+//      `step-000120/`, fsyncs the root, moves `latest` (temp + rename), prunes to keep_last.
 // A crash before the rename leaves only a `.tmp-` folder, which no reader takes for a
 // checkpoint; a crash after it leaves a complete checkpoint.
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
@@ -15,7 +17,8 @@ import type { MeshShape } from "../../mesh/index.ts";
 import type { HFConfigJson } from "../config.ts";
 import type { OptimizerStateDict } from "../optim/index.ts";
 import { atomicWriteText, writeSafetensors, type TensorToWrite } from "../hf/safetensors-write.ts";
-import { fsyncPath, sha256File } from "./durable.ts";
+import { fsyncPath } from "./durable.ts";
+import { forgetUnder, hashAndRemember, knownUnchanged, moveKnown, rememberHash } from "./hashed-here.ts";
 import { LATEST_FILE, completeNameOfTmp, isTmpName, listComplete, rankFileName, stepDirName } from "./layout.ts";
 import {
   FORMAT,
@@ -79,8 +82,16 @@ export interface CheckpointMeta {
 export interface CommitOptions {
   /** Keep this many complete checkpoints (the new one included); absent: keep all. */
   keepLast?: number;
-  /** full (default): re-hash every shard file; size: check sizes only (large checkpoints on slow storage). */
-  verify?: "full" | "size";
+  /**
+   * How the shard files are checked against their reports before the commit:
+   * - full (default): re-read and re-hash every shard;
+   * - local: the same, except for shards this process wrote itself (writeRankShard) and that
+   *   are unchanged since (hashed-here.ts): their hash was taken of the bytes going out, and
+   *   reading them back would only read this process's page cache. What the trainer uses:
+   *   one pass over the data for a single-process job, full checks of other processes' shards;
+   * - size: sizes only.
+   */
+  verify?: "full" | "local" | "size";
   /** Runs after the manifest is written, before the rename (failure injection in tests). */
   beforeRename?: () => void | Promise<void>;
 }
@@ -101,6 +112,7 @@ export async function cleanLeftovers(root: string): Promise<string[]> {
   for (const name of await readdir(root)) {
     if (!isTmpName(name)) continue;
     await rm(join(root, name), { recursive: true, force: true });
+    forgetUnder(join(root, name));
     gone.push(name);
   }
   return gone;
@@ -141,9 +153,9 @@ export async function writeRankShard(dir: string, rank: number, input: RankShard
     }
   }
 
-  await writeSafetensors(path, toWrite, { dtype: "F32", metadata: { "tessera.rank": String(rank) } });
-  const [{ size }, sha256] = await Promise.all([stat(path), sha256File(path)]);
-  return { rank, file, bytes: size, sha256, tensors: held.filter((t) => t.end > t.start), optimizer };
+  const written = await writeSafetensors(path, toWrite, { dtype: "F32", metadata: { "tessera.rank": String(rank) }, sha256: true });
+  await rememberHash(path, written.sha256!);
+  return { rank, file, bytes: written.bytes, sha256: written.sha256!, tensors: held.filter((t) => t.end > t.start), optimizer };
 }
 
 function asF32(a: FloatData): Float32Array {
@@ -216,15 +228,20 @@ export async function commitCheckpoint(tmpDir: string, manifest: CheckpointManif
   const root = dirname(tmpDir);
   const m = parseManifest(JSON.parse(JSON.stringify(manifest)), `the manifest for ${tmpDir}`);
 
+  const verify = opts.verify ?? "full";
+  const toHash: { path: string; bytes: number; rank: number; sha256: string }[] = [];
   for (const [file, f] of Object.entries(m.files)) {
     const path = join(tmpDir, file);
     const st = await stat(path).catch(() => undefined);
     if (!st?.isFile()) throw new Error(`checkpoint: rank ${f.rank}'s shard ${path} is missing; not committing`);
     if (st.size !== f.bytes) throw new Error(`checkpoint: rank ${f.rank}'s shard ${path} is ${st.size} bytes, its report says ${f.bytes}; not committing`);
-    if ((opts.verify ?? "full") === "full" && (await sha256File(path)) !== f.sha256) {
-      throw new Error(`checkpoint: rank ${f.rank}'s shard ${path} does not match its reported sha256; not committing`);
-    }
+    if (verify === "size" || (verify === "local" && (await knownUnchanged(path, f.sha256)))) continue;
+    toHash.push({ path, bytes: f.bytes, rank: f.rank, sha256: f.sha256 });
   }
+  const hashes = await hashAndRemember(toHash);
+  toHash.forEach((h, i) => {
+    if (hashes[i] !== h.sha256) throw new Error(`checkpoint: rank ${h.rank}'s shard ${h.path} does not match its reported sha256; not committing`);
+  });
   await atomicWriteText(join(tmpDir, MANIFEST_FILE), JSON.stringify(m, null, 1) + "\n");
   await opts.beforeRename?.();
 
@@ -236,7 +253,9 @@ export async function commitCheckpoint(tmpDir: string, manifest: CheckpointManif
     () => undefined,
   );
   if (old) await rename(final, old);
+  forgetUnder(final);
   await rename(tmpDir, final);
+  moveKnown(tmpDir, final);
   await fsyncPath(root);
   if (old) await rm(old, { recursive: true, force: true });
   await atomicWriteText(join(root, LATEST_FILE), name + "\n");
@@ -260,6 +279,7 @@ export async function prune(root: string, keepLast: number, keep: string): Promi
     // half-deleted folder that looks like a checkpoint.
     const doomed = join(root, `${c.name}.tmp-pruned-${randomBytes(4).toString("hex")}`);
     await rename(c.path, doomed);
+    forgetUnder(c.path);
     await rm(doomed, { recursive: true, force: true });
   }
   if (drop.length) await fsyncPath(root);
@@ -274,7 +294,8 @@ export interface SaveOptions extends CommitOptions {
 /**
  * The whole protocol in one process: every rank's input here, in rank order (a single-rank
  * job, or tests). A failure leaves the previous checkpoint as it was and a `.tmp-` folder
- * that the next save removes.
+ * that the next save removes. Every shard is written here, so the commit's verify defaults
+ * to "local" (no read-back); pass "full" to re-hash them.
  */
 export async function saveCheckpoint(root: string, meta: CheckpointMeta, ranks: readonly RankShardInput[], opts: SaveOptions = {}): Promise<string> {
   const dir = await beginCheckpoint(root, meta.step);
@@ -283,5 +304,5 @@ export async function saveCheckpoint(root: string, meta: CheckpointMeta, ranks: 
     reports.push(await writeRankShard(dir, rank, ranks[rank]!));
     await opts.afterShard?.(rank);
   }
-  return commitCheckpoint(dir, buildManifest(meta, reports), opts);
+  return commitCheckpoint(dir, buildManifest(meta, reports), { verify: "local", ...opts });
 }

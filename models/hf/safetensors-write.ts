@@ -3,9 +3,12 @@
 // multiple of 8 bytes so the data starts aligned, tensors laid out in name order.
 // Each file is written atomically: a temporary name in the same folder, fsync, rename,
 // fsync of the folder; a crash leaves the old file or the new one, never half of one.
+// The bytes go out in one pass through a FileSink (large positioned writes, several in
+// flight), which can sha256 them on the way (`sha256: true`), so checkpoints need no re-read.
 import { open, rename, unlink, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { randomBytes } from "node:crypto";
+import { FileSink, type SinkResult } from "./file-sink.ts";
 import { f32ToBf16 } from "./half.ts";
 import { DTYPE_BYTES, numel } from "./safetensors-read.ts";
 
@@ -25,9 +28,12 @@ export interface WriteOptions {
   /** Float storage dtype; default F32. */
   dtype?: "F32" | "BF16";
   metadata?: Record<string, string>;
+  /** Hash the file's bytes as they are written; the result's `sha256`. */
+  sha256?: boolean;
 }
 
-export async function writeSafetensors(path: string, tensors: readonly TensorToWrite[], opts: WriteOptions = {}): Promise<void> {
+/** Writes `path` atomically; its size and, when asked, the sha256 of exactly the bytes written. */
+export async function writeSafetensors(path: string, tensors: readonly TensorToWrite[], opts: WriteOptions = {}): Promise<SinkResult> {
   const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (let i = 1; i < sorted.length; i++) {
     if (sorted[i]!.name === sorted[i - 1]!.name) throw new Error(`safetensors: tensor ${sorted[i]!.name} given twice for ${path}`);
@@ -48,27 +54,24 @@ export async function writeSafetensors(path: string, tensors: readonly TensorToW
   const lenBytes = Buffer.alloc(8);
   lenBytes.writeBigUInt64LE(BigInt(json.length));
 
+  let written: SinkResult | undefined;
   await atomicWrite(path, async (fh) => {
-    let pos = 0;
-    const put = async (b: Uint8Array) => {
-      let done = 0;
-      while (done < b.length) {
-        const { bytesWritten } = await fh.write(b, done, b.length - done, pos + done);
-        done += bytesWritten;
-      }
-      pos += b.length;
-    };
-    await put(lenBytes);
-    await put(json);
+    const sink = new FileSink(fh, { sha256: opts.sha256 === true });
+    await sink.put(lenBytes);
+    await sink.put(json);
     for (let i = 0; i < sorted.length; i++) {
       const t = sorted[i]!;
+      // Produced while the previous tensors' writes are still in flight: a device copy overlaps the disk.
       const data = typeof t.data === "function" ? await t.data() : t.data;
       if (data.length !== numel(t.shape)) {
         throw new Error(`safetensors: tensor ${t.name} has ${data.length} values but shape [${t.shape.join(", ")}] for ${path}`);
       }
-      await put(encodeTensor(t.name, data, dtypes[i]!));
+      await sink.put(encodeTensor(t.name, data, dtypes[i]!));
     }
+    written = await sink.end();
+    if (written.bytes !== 8 + json.length + offset) throw new Error(`safetensors: wrote ${written.bytes} bytes to ${path}, the header promises ${8 + json.length + offset}`);
   });
+  return written!;
 }
 
 function encodeTensor(name: string, data: Float32Array | Int32Array, dtype: WriteDtype): Uint8Array {

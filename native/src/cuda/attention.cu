@@ -7,8 +7,9 @@
 // window are never visited.
 //
 // Backward: rowDot = rowsum(dout * o) first; then a CTA of 8 warps per (key block of 128, q
-// head, sequence) keeps dK, dV of its 128 keys in registers (16 keys per warp) and walks the
-// query blocks that see them (double-buffered), recomputing P from the saved lse. A CTA per q
+// head, sequence) keeps dK, dV of its 128 keys in registers (32 keys x half the head dim per
+// warp) and walks the query blocks of 64 that see them (double-buffered), recomputing P from the
+// saved lse; P and dS pass through shared memory between the warp tilings (see BwdKernel). A CTA per q
 // head rather than per kv head keeps the causal critical path at one head's query blocks: its
 // dK, dV are per-q-head fp32 partials, summed over each kv head's group by a last small kernel
 // (in a fixed order). dQ is summed by atomics into an fp32 buffer (each CTA adds dS K for its
@@ -26,10 +27,6 @@ namespace {
 constexpr int kRowDotWarps = 4;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-
-// The backward's query block: 32 rows for Dh = 128 keep dK, dV and the score tiles in registers.
-template <int D>
-__host__ __device__ constexpr int BwdBQ() { return D == 128 ? 32 : 64; }
 
 __device__ __forceinline__ uint32_t SmemAddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 
@@ -282,24 +279,29 @@ __device__ __forceinline__ void AtomicAdd2(float* p, float a, float b) {
 #endif
 }
 
-// The backward's CTA: 8 warps of 16 keys each, so that each Q/dO tile loaded serves 128 keys
-// and dQ takes half the atomics of 64-key CTAs.
-constexpr int kBwdWarps = 8, kBwdKeys = 16 * kBwdWarps;
+// The backward's CTA: 8 warps over 128 keys (K and V stay in shared memory) and 64 queries a
+// step, in three warp tilings of 32 x 32 or wider so that each fragment read by ldmatrix feeds
+// several mma (0.45 ldmatrix per mma against v4's 0.65, whose 16-key warps re-read every Q and dO
+// fragment): S^T and dP^T as 4 (keys) x 2 (queries) warps; P and dS go through shared memory;
+// dV, dK as 4 (keys) x 2 (head-dim halves) warps, which keep them in registers; dQ as 2 (queries)
+// x 4 (head-dim quarters) warps.
+constexpr int kBwdWarps = 8, kBwdKeys = 128, kBwdQ = 64;
 template <int D>
 constexpr size_t BwdSmem() {
-  constexpr int BQ = BwdBQ<D>(), BK = kBwdKeys;
-  return (size_t(2 * BK + 4 * BQ) * (D + 8) + size_t(BK) * (BQ + 8)) * sizeof(bf16) + 4 * BQ * sizeof(float);
+  return (size_t(2 * kBwdKeys + 4 * kBwdQ) * (D + 8) + size_t(2 * kBwdKeys) * (kBwdQ + 8)) * sizeof(bf16) +
+         4 * kBwdQ * sizeof(float);
 }
 
 template <int D>
-__global__ void __launch_bounds__(kBwdWarps * 32) BwdKernel(const bf16* __restrict__ dout, const bf16* __restrict__ q,
-                                                           const bf16* __restrict__ k, const bf16* __restrict__ v,
-                                                           const float* __restrict__ lse, const float* __restrict__ rowDot,
-                                                           const int32_t* __restrict__ cu, float* __restrict__ dqAcc,
-                                                           float* __restrict__ dkPart, float* __restrict__ dvPart, int T,
-                                                           int Hq, int Hkv, int causal, int window, float scale,
-                                                           float scaleLog2) {
-  constexpr int BQ = BwdBQ<D>(), BK = kBwdKeys, S = D + 8, SP = BQ + 8, kThreads = kBwdWarps * 32;
+__global__ void __launch_bounds__(kBwdWarps * 32, 1) BwdKernel(const bf16* __restrict__ dout, const bf16* __restrict__ q,
+                                                              const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                                              const float* __restrict__ lse, const float* __restrict__ rowDot,
+                                                              const int32_t* __restrict__ cu, float* __restrict__ dqAcc,
+                                                              float* __restrict__ dkPart, float* __restrict__ dvPart, int T,
+                                                              int Hq, int Hkv, int causal, int window, float scale,
+                                                              float scaleLog2) {
+  constexpr int BQ = kBwdQ, BK = kBwdKeys, S = D + 8, SP = BQ + 8, kThreads = kBwdWarps * 32;
+  constexpr int kHalf = D / 2, kQuarter = D / 4;  // head-dim columns of a warp: dK/dV, dQ
   const int k0 = blockIdx.x * BK, h = blockIdx.y, b = blockIdx.z, kvh = h / (Hq / Hkv);
   const int start = cu[b], len = cu[b + 1] - start;
   if (k0 >= len) return;
@@ -307,24 +309,25 @@ __global__ void __launch_bounds__(kBwdWarps * 32) BwdKernel(const bf16* __restri
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* Ks = reinterpret_cast<bf16*>(smem);
   bf16* Vs = Ks + BK * S;
-  bf16* Qs = Vs + BK * S;      // two buffers
-  bf16* dOs = Qs + 2 * BQ * S;  // two buffers
-  bf16* dSs = dOs + 2 * BQ * S;  // dS^T [key][query]
+  bf16* Qs = Vs + BK * S;        // two buffers
+  bf16* dOs = Qs + 2 * BQ * S;   // two buffers
+  bf16* Ps = dOs + 2 * BQ * S;   // P^T [key][query]
+  bf16* dSs = Ps + BK * SP;      // dS^T [key][query]
   float* Ls = reinterpret_cast<float*>(dSs + BK * SP);  // two buffers
   float* Ds = Ls + 2 * BQ;                              // two buffers
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
+  const int wk = warp % 4;        // keys wk*32.. (S^T, dP^T, dK, dV)
+  const int wq = warp / 4;        // queries wq*32.. (S^T, dP^T); head-dim half (dK, dV)
+  const int wq4 = warp % 2;       // queries wq4*32.. (dQ)
+  const int wc = warp / 2;        // head-dim quarter (dQ)
   const int64_t qStride = int64_t(Hq) * D, kStride = int64_t(Hkv) * D;
 
   LoadTile<D, BK, kThreads>(Ks, k + kvh * D, kStride, start + k0, k1 - k0);
   LoadTile<D, BK, kThreads>(Vs, v + kvh * D, kStride, start + k0, k1 - k0);
 
-  float dK[D / 8][4] = {}, dV[D / 8][4] = {};
+  float dK[2][kHalf / 8][4] = {}, dV[2][kHalf / 8][4] = {};
   const int qLo = causal ? k0 : 0;  // k0 is a multiple of BK, so of BQ: blocks stay aligned
   const int qHi = window > 0 ? min(len, k1 - 1 + window) : len;
-  const int key0 = k0 + warp * 16 + g;  // this thread's keys: key0, key0 + 8
-  // The dQ tile (BQ x D) split over the warps: row tile, then a column range.
-  constexpr int kRowTiles = BQ / 16, kColWarps = kBwdWarps / kRowTiles, kCols = D / kColWarps;
-  const int rt = warp % kRowTiles, c0 = (warp / kRowTiles) * kCols;
 
   // Query blocks in order; the next one's tiles load while this one computes.
   const int steps = (qHi - qLo + BQ - 1) / BQ;
@@ -346,107 +349,142 @@ __global__ void __launch_bounds__(kBwdWarps * 32) BwdKernel(const bf16* __restri
     const int buf = step & 1;
     const int q0 = qLo + step * BQ;
     CpAsyncWaitAll();
-    __syncthreads();  // this step's tiles are visible; every warp is done with the last step's buffers and dSs
+    __syncthreads();  // this step's tiles are visible; every warp is done with the last step's buffers, Ps and dSs
     if (step + 1 < steps) issue(step + 1, buf ^ 1);
     const bf16* Qb = Qs + buf * BQ * S;
     const bf16* dOb = dOs + buf * BQ * S;
     const float* Lb = Ls + buf * BQ;
     const float* Db = Ds + buf * BQ;
 
-    // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys.
-    float st[BQ / 8][4] = {}, dp[BQ / 8][4] = {};
+    {
+      // S^T = K Q^T and dP^T = V dO^T: this warp's 32 keys x 32 queries.
+      float st[2][4][4] = {}, dp[2][4][4] = {};
 #pragma unroll
-    for (int kc = 0; kc < D / 16; ++kc) {
-      uint32_t ka[4], va[4];
-      Ldmatrix(ka, Ks + (warp * 16 + (lane & 15)) * S + kc * 16 + (lane >> 4) * 8);
-      Ldmatrix(va, Vs + (warp * 16 + (lane & 15)) * S + kc * 16 + (lane >> 4) * 8);
+      for (int kc = 0; kc < D / 16; ++kc) {
+        uint32_t ka[2][4], va[2][4];
 #pragma unroll
-      for (int np = 0; np < BQ / 16; ++np) {
-        const int off = (np * 16 + (lane & 7) + (lane >> 4) * 8) * S + kc * 16 + ((lane >> 3) & 1) * 8;
-        uint32_t r4[4];
-        Ldmatrix(r4, Qb + off);
-        Mma(st[2 * np], ka, r4[0], r4[1]);
-        Mma(st[2 * np + 1], ka, r4[2], r4[3]);
-        Ldmatrix(r4, dOb + off);
-        Mma(dp[2 * np], va, r4[0], r4[1]);
-        Mma(dp[2 * np + 1], va, r4[2], r4[3]);
+        for (int mt = 0; mt < 2; ++mt) {
+          const int off = (wk * 32 + mt * 16 + (lane & 15)) * S + kc * 16 + (lane >> 4) * 8;
+          Ldmatrix(ka[mt], Ks + off);
+          Ldmatrix(va[mt], Vs + off);
+        }
+#pragma unroll
+        for (int np = 0; np < 2; ++np) {
+          const int off = (wq * 32 + np * 16 + (lane & 7) + (lane >> 4) * 8) * S + kc * 16 + ((lane >> 3) & 1) * 8;
+          uint32_t r4[4];
+          Ldmatrix(r4, Qb + off);
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            Mma(st[mt][2 * np], ka[mt], r4[0], r4[1]);
+            Mma(st[mt][2 * np + 1], ka[mt], r4[2], r4[3]);
+          }
+          Ldmatrix(r4, dOb + off);
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            Mma(dp[mt][2 * np], va[mt], r4[0], r4[1]);
+            Mma(dp[mt][2 * np + 1], va[mt], r4[2], r4[3]);
+          }
+        }
       }
-    }
-    // P = exp(S - lse) where visible; dS = P (dP - rowDot) scale. Only blocks that cross the
-    // diagonal, the window's edge or a sequence's end need the per-element test.
-    const bool edge = q0 + BQ > len || k0 + BK > len || (causal && q0 < k0 + BK - 1) || (window > 0 && q0 + BQ - 1 - k0 >= window);
+      // P = exp(S - lse) where visible; dS = P (dP - rowDot) scale. Only blocks that cross the
+      // diagonal, the window's edge or a sequence's end need the per-element test.
+      const bool edge = q0 + BQ > len || k0 + BK > len || (causal && q0 < k0 + BK - 1) || (window > 0 && q0 + BQ - 1 - k0 >= window);
 #pragma unroll
-    for (int nt = 0; nt < BQ / 8; ++nt) {
+      for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int il = nt * 8 + 2 * tig + (e & 1);
-        const bool vis = !edge || Visible(q0 + il, key0 + (e >> 1) * 8, len, causal, window);
-        const float p = vis ? Exp2(st[nt][e] * scaleLog2 - Lb[il]) : 0.f;
-        st[nt][e] = p;
-        dp[nt][e] = p * (dp[nt][e] - Db[il]) * scale;
+        for (int nt = 0; nt < 4; ++nt) {
+          const int rowK = wk * 32 + mt * 16 + g;  // this thread's keys: rowK, rowK + 8 (in the block)
+          const int col = wq * 32 + nt * 8 + 2 * tig;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int il = col + (e & 1);
+            const bool vis = !edge || Visible(q0 + il, k0 + rowK + (e >> 1) * 8, len, causal, window);
+            const float p = vis ? Exp2(st[mt][nt][e] * scaleLog2 - Lb[il]) : 0.f;
+            st[mt][nt][e] = p;
+            dp[mt][nt][e] = p * (dp[mt][nt][e] - Db[il]) * scale;
+          }
+          *reinterpret_cast<uint32_t*>(Ps + rowK * SP + col) = Pack(st[mt][nt][0], st[mt][nt][1]);
+          *reinterpret_cast<uint32_t*>(Ps + (rowK + 8) * SP + col) = Pack(st[mt][nt][2], st[mt][nt][3]);
+          *reinterpret_cast<uint32_t*>(dSs + rowK * SP + col) = Pack(dp[mt][nt][0], dp[mt][nt][1]);
+          *reinterpret_cast<uint32_t*>(dSs + (rowK + 8) * SP + col) = Pack(dp[mt][nt][2], dp[mt][nt][3]);
+        }
       }
-    }
-    // dV += P^T dO, dK += dS^T Q.
-#pragma unroll
-    for (int kk = 0; kk < BQ / 16; ++kk) {
-      uint32_t pa[4], da[4];
-      AccToA(pa, st[2 * kk], st[2 * kk + 1]);
-      AccToA(da, dp[2 * kk], dp[2 * kk + 1]);
-#pragma unroll
-      for (int dpair = 0; dpair < D / 16; ++dpair) {
-        const int off = (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + dpair * 16 + (lane >> 4) * 8;
-        uint32_t r4[4];
-        LdmatrixT(r4, dOb + off);
-        Mma(dV[2 * dpair], pa, r4[0], r4[1]);
-        Mma(dV[2 * dpair + 1], pa, r4[2], r4[3]);
-        LdmatrixT(r4, Qb + off);
-        Mma(dK[2 * dpair], da, r4[0], r4[1]);
-        Mma(dK[2 * dpair + 1], da, r4[2], r4[3]);
-      }
-    }
-#pragma unroll
-    for (int nt = 0; nt < BQ / 8; ++nt) {
-      bf16* row = dSs + (warp * 16 + g) * SP + nt * 8 + 2 * tig;
-      *reinterpret_cast<uint32_t*>(row) = Pack(dp[nt][0], dp[nt][1]);
-      *reinterpret_cast<uint32_t*>(row + 8 * SP) = Pack(dp[nt][2], dp[nt][3]);
     }
     __syncthreads();
 
-    // dQ[rows of tile rt, columns c0..c0+kCols) += dS K over this CTA's keys.
-    uint32_t dsa[BK / 16][4];
+    // dV += P^T dO and dK += dS^T Q: this warp's 32 keys x half the head dim, over the 64 queries.
 #pragma unroll
-    for (int kc = 0; kc < BK / 16; ++kc) {
-      LdmatrixT(dsa[kc], dSs + (kc * 16 + (lane & 7) + (lane >> 4) * 8) * SP + rt * 16 + ((lane >> 3) & 1) * 8);
-    }
-    const int i0 = q0 + rt * 16 + g;
+    for (int kk = 0; kk < BQ / 16; ++kk) {
+      uint32_t pa[2][4], da[2][4];
 #pragma unroll
-    for (int dpair = 0; dpair < kCols / 16; ++dpair) {
-      float c[2][4] = {};
-#pragma unroll
-      for (int kc = 0; kc < BK / 16; ++kc) {
-        uint32_t r4[4];
-        LdmatrixT(r4, Ks + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + c0 + dpair * 16 + (lane >> 4) * 8);
-        Mma(c[0], dsa[kc], r4[0], r4[1]);
-        Mma(c[1], dsa[kc], r4[2], r4[3]);
+      for (int mt = 0; mt < 2; ++mt) {
+        const int off = (wk * 32 + mt * 16 + (lane & 15)) * SP + kk * 16 + (lane >> 4) * 8;
+        Ldmatrix(pa[mt], Ps + off);
+        Ldmatrix(da[mt], dSs + off);
       }
 #pragma unroll
-      for (int t = 0; t < 2; ++t) {
-        const int col = c0 + dpair * 16 + t * 8 + 2 * tig;
-        if (i0 < len) AtomicAdd2(dqAcc + (int64_t(start + i0) * Hq + h) * D + col, c[t][0], c[t][1]);
-        if (i0 + 8 < len) AtomicAdd2(dqAcc + (int64_t(start + i0 + 8) * Hq + h) * D + col, c[t][2], c[t][3]);
+      for (int dpair = 0; dpair < kHalf / 16; ++dpair) {
+        const int off = (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + wq * kHalf + dpair * 16 + (lane >> 4) * 8;
+        uint32_t r4[4];
+        LdmatrixT(r4, dOb + off);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          Mma(dV[mt][2 * dpair], pa[mt], r4[0], r4[1]);
+          Mma(dV[mt][2 * dpair + 1], pa[mt], r4[2], r4[3]);
+        }
+        LdmatrixT(r4, Qb + off);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          Mma(dK[mt][2 * dpair], da[mt], r4[0], r4[1]);
+          Mma(dK[mt][2 * dpair + 1], da[mt], r4[2], r4[3]);
+        }
+      }
+    }
+
+    // dQ[32 queries of wq4, a quarter of the head dim] += dS K over this CTA's keys.
+    float c[2][kQuarter / 8][4] = {};
+#pragma unroll
+    for (int kc = 0; kc < BK / 16; ++kc) {
+      uint32_t dsa[2][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        LdmatrixT(dsa[mt], dSs + (kc * 16 + (lane & 7) + (lane >> 4) * 8) * SP + wq4 * 32 + mt * 16 + ((lane >> 3) & 1) * 8);
+      }
+#pragma unroll
+      for (int dpair = 0; dpair < kQuarter / 16; ++dpair) {
+        uint32_t r4[4];
+        LdmatrixT(r4, Ks + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + wc * kQuarter + dpair * 16 + (lane >> 4) * 8);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          Mma(c[mt][2 * dpair], dsa[mt], r4[0], r4[1]);
+          Mma(c[mt][2 * dpair + 1], dsa[mt], r4[2], r4[3]);
+        }
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+      const int i0 = q0 + wq4 * 32 + mt * 16 + g;
+#pragma unroll
+      for (int t = 0; t < kQuarter / 8; ++t) {
+        const int col = wc * kQuarter + t * 8 + 2 * tig;
+        if (i0 < len) AtomicAdd2(dqAcc + (int64_t(start + i0) * Hq + h) * D + col, c[mt][t][0], c[mt][t][1]);
+        if (i0 + 8 < len) AtomicAdd2(dqAcc + (int64_t(start + i0 + 8) * Hq + h) * D + col, c[mt][t][2], c[mt][t][3]);
       }
     }
   }
 
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int j = key0 + r * 8;
-    if (j >= len) continue;
-    const int64_t at = (int64_t(start + j) * Hq + h) * D + 2 * tig;
+  for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt) {
-      *reinterpret_cast<float2*>(dkPart + at + dt * 8) = make_float2(dK[dt][2 * r], dK[dt][2 * r + 1]);
-      *reinterpret_cast<float2*>(dvPart + at + dt * 8) = make_float2(dV[dt][2 * r], dV[dt][2 * r + 1]);
+    for (int r = 0; r < 2; ++r) {
+      const int j = k0 + wk * 32 + mt * 16 + g + r * 8;
+      if (j >= len) continue;
+      const int64_t at = (int64_t(start + j) * Hq + h) * D + wq * kHalf + 2 * tig;
+#pragma unroll
+      for (int dt = 0; dt < kHalf / 8; ++dt) {
+        *reinterpret_cast<float2*>(dkPart + at + dt * 8) = make_float2(dK[mt][dt][2 * r], dK[mt][dt][2 * r + 1]);
+        *reinterpret_cast<float2*>(dvPart + at + dt * 8) = make_float2(dV[mt][dt][2 * r], dV[mt][dt][2 * r + 1]);
+      }
     }
   }
 }

@@ -1,14 +1,21 @@
 // Bias add (y = x + b per row, the forward of q/k/v biases where the GEMM's epilogue does not
 // serve) and its gradient, a column sum over rows: fp64 partial sums over fixed row chunks
-// (threads along columns: coalesced), then a sum over chunks; no atomics, so the same every run.
+// (threads along columns, a 16-byte vector each: coalesced), then ColumnSum over the chunks; no
+// atomics, so the same every run.
 // Floor: add reads x and writes y; sumRows reads dy once.
+#include <type_traits>
+
+#include "cuda/column_sum.cuh"
 #include "cuda/kernels.h"
 #include "cuda/vec.cuh"
 
 namespace tessera::cuda {
 namespace {
 
-constexpr int64_t kMinRowsPerChunk = 32;
+// 64 rows a chunk: a [8192, N] gradient gives 128 chunks, enough blocks for the GPU with a short
+// second pass (ColumnSum) over the chunks.
+constexpr int64_t kMinRowsPerChunk = 64;
+constexpr int kSumRowsThreads = 128;
 constexpr int64_t kMaxChunks = 65535;  // gridDim.y
 
 int64_t RowsPerChunk(int64_t rows) {
@@ -29,23 +36,27 @@ __global__ void AddBiasKernel(const T* x, const T* b, T* y, int64_t vecs, int64_
   }
 }
 
-template <class T>
+// A thread sums N adjacent columns (one 16-byte vector where N > 1) over one chunk of rows.
+template <class T, int N>
 __global__ void SumRowsPartialKernel(const T* dy, double* partial, int64_t rows, int64_t cols, int64_t rowsPerChunk) {
-  int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t j = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * N;
   if (j >= cols) return;
-  int64_t r0 = blockIdx.y * rowsPerChunk;
-  int64_t r1 = min(rows, r0 + rowsPerChunk);
-  double s = 0;
-  for (int64_t r = r0; r < r1; ++r) s += Load(dy, r * cols + j);
-  partial[blockIdx.y * cols + j] = s;
-}
-
-__global__ void SumPartialsKernel(const double* partial, float* out, int64_t chunks, int64_t cols) {
-  int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (j >= cols) return;
-  double s = 0;
-  for (int64_t c = 0; c < chunks; ++c) s += partial[c * cols + j];
-  out[j] = static_cast<float>(s);
+  const int64_t r0 = blockIdx.y * rowsPerChunk;
+  const int64_t r1 = min(rows, r0 + rowsPerChunk);
+  double s[N] = {};
+#pragma unroll 4
+  for (int64_t r = r0; r < r1; ++r) {
+    float f[N];
+    if constexpr (N > 1) {
+      LoadVec<N>(dy + r * cols + j, f);
+    } else {
+      f[0] = Load(dy, r * cols + j);
+    }
+#pragma unroll
+    for (int e = 0; e < N; ++e) s[e] += f[e];
+  }
+#pragma unroll
+  for (int e = 0; e < N; ++e) partial[blockIdx.y * cols + j + e] = s[e];
 }
 
 template <class T>
@@ -80,13 +91,25 @@ void SumRows(DType dt, const void* dy, float* out, double* partial, int64_t rows
     Check("sumRows", "cudaMemsetAsync", cudaMemsetAsync(out, 0, N * sizeof(float), s));
     return;
   }
-  int64_t chunks = SumRowsPartials(rows);
-  unsigned colBlocks = static_cast<unsigned>((N + kThreads - 1) / kThreads);
-  dim3 grid(colBlocks, static_cast<unsigned>(chunks));
-  if (dt == DType::F32) SumRowsPartialKernel<<<grid, kThreads, 0, s>>>(static_cast<const float*>(dy), partial, rows, N, RowsPerChunk(rows));
-  else SumRowsPartialKernel<<<grid, kThreads, 0, s>>>(static_cast<const bf16*>(dy), partial, rows, N, RowsPerChunk(rows));
+  const int64_t chunks = SumRowsPartials(rows), per = RowsPerChunk(rows);
+  // Vector loads where rows start 16-byte aligned (N a multiple of the vector width).
+  auto launch = [&](auto* p, auto vec) {
+    constexpr int V = decltype(vec)::value;
+    const int64_t threads = (N / V + kSumRowsThreads - 1) / kSumRowsThreads;
+    dim3 grid(static_cast<unsigned>(threads), static_cast<unsigned>(chunks));
+    SumRowsPartialKernel<std::remove_const_t<std::remove_pointer_t<decltype(p)>>, V><<<grid, kSumRowsThreads, 0, s>>>(p, partial, rows, N, per);
+  };
+  if (dt == DType::F32) {
+    auto* p = static_cast<const float*>(dy);
+    if (N % kVec<float> == 0) launch(p, std::integral_constant<int, kVec<float>>{});
+    else launch(p, std::integral_constant<int, 1>{});
+  } else {
+    auto* p = static_cast<const bf16*>(dy);
+    if (N % kVec<bf16> == 0) launch(p, std::integral_constant<int, kVec<bf16>>{});
+    else launch(p, std::integral_constant<int, 1>{});
+  }
   CheckLaunch("sumRows");
-  SumPartialsKernel<<<colBlocks, kThreads, 0, s>>>(partial, out, chunks, N);
+  ColumnSum(partial, out, chunks, N, s);
   CheckLaunch("sumRows");
 }
 

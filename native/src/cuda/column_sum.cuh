@@ -1,8 +1,9 @@
 // The last step of the fixed-order column sums (RMSNorm's dw, the bias gradient): partial[c, j]
 // for chunks c < chunks summed over c into out[j] (fp32) in fp64. A block takes 32 columns
 // (a warp's lanes: coalesced rows of the partials) and splits the chunks over its 8 warps
-// (warp w takes chunks w, w + 8, ...), then adds the warps in order: the same sum every run,
-// and enough loads in flight that the read is not latency-bound.
+// (warp w takes chunks w, w + 8, ...; four of them in flight at a time, into four sums that are
+// added in a fixed order), then adds the warps in order: the same sum every run, and enough
+// loads in flight that the read is not latency-bound (a model's 1536 columns are only 48 blocks).
 #pragma once
 #include "cuda/common.cuh"
 
@@ -17,7 +18,16 @@ __global__ void __launch_bounds__(kColumnSumWarps * 32) ColumnSumKernel(const do
   const int64_t j = blockIdx.x * int64_t(32) + lane;
   double s = 0;
   if (j < cols) {
-    for (int64_t c = warp; c < chunks; c += kColumnSumWarps) s += partial[c * cols + j];
+    constexpr int kInFlight = 4;
+    double acc[kInFlight] = {};
+    int64_t c = warp;
+    for (; c + (kInFlight - 1) * kColumnSumWarps < chunks; c += kInFlight * kColumnSumWarps) {
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) acc[u] += partial[(c + u * kColumnSumWarps) * cols + j];
+    }
+    for (; c < chunks; c += kColumnSumWarps) acc[0] += partial[c * cols + j];
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) s += acc[u];
   }
   part[warp][lane] = s;
   __syncthreads();
