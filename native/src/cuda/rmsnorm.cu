@@ -74,8 +74,9 @@ __global__ void RmsnormDwPartialKernel(const T* dy, const T* x, const float* rst
 
 constexpr int kMaxFwdVecsPerLane = 16;
 constexpr int kMaxBwdVecsPerLane = 8;
-// Blocks of the vector backward: enough to fill the GPU twice, and so the partial rows to sum.
-constexpr int64_t kBwdBlocks = 2 * 132;
+// Blocks of the vector backward (one an SM: the row in registers takes up to 255 a thread), and
+// so the partial rows to sum.
+constexpr int64_t kBwdBlocks = 132;
 
 template <class T>
 __device__ __forceinline__ float RoundTo(float v) {
@@ -137,7 +138,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) RmsnormVecKernel(const T*
 // dx as RmsnormDxKernel; a fixed grid of warps walks the rows (row r to warp r mod warps), so
 // which rows each warp sums into its dw partial does not change between runs.
 template <class T, int NV>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32, 2) RmsnormBackwardVecKernel(const T* dy, const T* x, const T* w,
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, 1) RmsnormBackwardVecKernel(const T* dy, const T* x, const T* w,
                                                                                 const float* rstd, const T* dres, T* dx,
                                                                                 double* partial, int64_t rows, int64_t D) {
   constexpr int N = kVec<T>;
@@ -150,39 +151,54 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2) RmsnormBackwardVecKern
   for (int64_t r = blockIdx.x * int64_t(kWarpsPerBlock) + warp; r < rows; r += warps) {
     const VT* gr = reinterpret_cast<const VT*>(dy + r * D);
     const VT* xr = reinterpret_cast<const VT*>(x + r * D);
+    const VT* rr = reinterpret_cast<const VT*>(dres + r * D);
+    // The row's dy, x (and residual gradient) are all loaded before any is used, so a warp has
+    // every load of its row in flight at once (a loop that breaks at the row's end waits on each).
+    // At 8 vectors a lane the residual's would spill: it is loaded in the second pass there.
+    constexpr bool kHoldRes = NV <= 6;
+    VT g[NV], xv[NV], rv[NV];
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int64_t k = lane + 32 * i;
+      if (k < vecs) {
+        g[i] = gr[k];
+        xv[i] = xr[k];
+        if (kHoldRes && dres) rv[i] = rr[k];
+      }
+    }
     float dot = 0.f;
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int64_t k = lane + 32 * i;
-      if (k >= vecs) break;
-      float gf[N], xf[N], wf[N];
-      ToFloat<N>(gr[k], gf);
-      ToFloat<N>(xr[k], xf);
-      LoadVec<N>(w + k * N, wf);
+      if (k < vecs) {
+        float gf[N], xf[N], wf[N];
+        ToFloat<N>(g[i], gf);
+        ToFloat<N>(xv[i], xf);
+        LoadVec<N>(w + k * N, wf);
 #pragma unroll
-      for (int e = 0; e < N; ++e) dot += gf[e] * wf[e] * xf[e];
+        for (int e = 0; e < N; ++e) dot += gf[e] * wf[e] * xf[e];
+      }
     }
     dot = WarpSum(dot);
     const float rs = rstd[r];
     const float c3 = rs * rs * rs * dot / float(D);
     VT* o = reinterpret_cast<VT*>(dx + r * D);
-    const VT* rr = reinterpret_cast<const VT*>(dres + r * D);
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int64_t k = lane + 32 * i;
-      if (k >= vecs) break;
-      // A re-read of what this warp just loaded: served from L1, not memory.
-      float gf[N], xf[N], wf[N], rf[N] = {};
-      ToFloat<N>(gr[k], gf);
-      ToFloat<N>(xr[k], xf);
-      LoadVec<N>(w + k * N, wf);
-      if (dres) ToFloat<N>(rr[k], rf);
+      if (k < vecs) {
+        float gf[N], xf[N], wf[N], rf[N] = {};
+        ToFloat<N>(g[i], gf);
+        ToFloat<N>(xv[i], xf);
+        LoadVec<N>(w + k * N, wf);
+        if (dres) ToFloat<N>(kHoldRes ? rv[i] : rr[k], rf);
 #pragma unroll
-      for (int e = 0; e < N; ++e) {
-        acc[i][e] += gf[e] * xf[e] * rs;
-        gf[e] = rs * (gf[e] * wf[e]) - c3 * xf[e] + rf[e];
+        for (int e = 0; e < N; ++e) {
+          acc[i][e] += gf[e] * xf[e] * rs;
+          gf[e] = rs * (gf[e] * wf[e]) - c3 * xf[e] + rf[e];
+        }
+        o[k] = FromFloat<N, T>(gf);
       }
-      o[k] = FromFloat<N, T>(gf);
     }
   }
   // The block's warps add into shared memory one after another: a fixed order.
@@ -247,10 +263,14 @@ bool LaunchVecBackward(const void* dy, const void* x, const void* w, const float
   dim3 grid(static_cast<unsigned>(BwdBlocks(rows))), block(kWarpsPerBlock * 32);
   size_t smem = D * sizeof(double);
   cudaStream_t s = ComputeStream();
-  switch (VecsPerLane<T>(D)) {
+  // A 6-vector case too: a 1536-wide bf16 row (the 1.5B model) is 6 vectors a lane, and the row
+  // lives in registers here, so rounding up to 8 would hold two unused ones.
+  const int per = VecsPerLane<T>(D) == 8 && (D / kVec<T> + 31) / 32 <= 6 ? 6 : VecsPerLane<T>(D);
+  switch (per) {
     case 1: RmsnormBackwardVecKernel<T, 1><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, rp, dxp, partial, rows, D); return true;
     case 2: RmsnormBackwardVecKernel<T, 2><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, rp, dxp, partial, rows, D); return true;
     case 4: RmsnormBackwardVecKernel<T, 4><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, rp, dxp, partial, rows, D); return true;
+    case 6: RmsnormBackwardVecKernel<T, 6><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, rp, dxp, partial, rows, D); return true;
     case 8: RmsnormBackwardVecKernel<T, kMaxBwdVecsPerLane><<<grid, block, smem, s>>>(dyp, xp, wp, rstd, rp, dxp, partial, rows, D); return true;
     default: return false;
   }
