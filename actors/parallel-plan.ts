@@ -98,7 +98,7 @@ export function createRankPlan(
       if (!writes) return { tensors: [] };
       return {
         tensors: plan.paramPieces().map((p) => ({ name: p.name, shape: p.shape, range: p.range, data: p.data })),
-        optimizer: optimizer.stateDict(),
+        optimizer: optimizer.stateSource(),
       };
     },
     async loadCheckpoint(ckpt) {

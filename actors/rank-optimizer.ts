@@ -4,7 +4,7 @@
 // to the plan's ShardedMuon (a collective step) and the rest to AdamW, as MuonWithAdamW
 // splits them on one rank. Either way the state is models/optim's OptimizerStateDict over
 // this rank's ranges, so checkpoints save and reshard it alike.
-import { createOptimizer, noDecay, usesMuon, type OptimizerStateDict, type ParamState } from "../models/optim/index.ts";
+import { createOptimizer, noDecay, usesMuon, type OptimizerStateDict, type OptimizerStateSource, type ParamState } from "../models/optim/index.ts";
 import type { ParallelPlan } from "../mesh/index.ts";
 import { scaleInPlace } from "../native/index.ts";
 import type { JobConfig } from "../runtime/index.ts";
@@ -17,8 +17,10 @@ export interface RankOptimizer {
    * every rank of the shard group must call it (sharded Muon exchanges matrices).
    */
   step(lr: number, gradScale?: number): Promise<void>;
-  /** This rank's state over its ranges, for checkpoints. */
+  /** This rank's state over its ranges. */
   stateDict(): OptimizerStateDict;
+  /** The same, each buffer read when a checkpoint writer reaches it. */
+  stateSource(): OptimizerStateSource;
   /** Replaces the state with a checkpoint's, over this rank's ranges. */
   loadStateDict(state: OptimizerStateDict): void;
   dispose(): void;
@@ -48,6 +50,7 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
       },
       step: async (lr, gradScale) => opt.step(lr, gradScale),
       stateDict: () => opt.stateDict(),
+      stateSource: () => opt.stateSource(),
       loadStateDict: (s) => opt.loadStateDict(s),
       dispose: () => opt.dispose(),
     };
@@ -70,6 +73,10 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
     },
     stateDict: () => {
       const s = adamw.stateDict();
+      return { step: s.step, params: { ...s.params, ...muon.stateDict() } };
+    },
+    stateSource: () => {
+      const s = adamw.stateSource();
       return { step: s.step, params: { ...s.params, ...muon.stateDict() } };
     },
     loadStateDict(s) {

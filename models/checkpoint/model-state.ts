@@ -8,11 +8,11 @@ import type { Optimizer } from "../optim/index.ts";
 import type { Checkpoint } from "./read.ts";
 import type { RankShardInput } from "./write.ts";
 
-/** Whole parameters (read when the writer reaches each) and the optimizer's state. */
+/** Whole parameters and the optimizer's state buffers, each read when the writer reaches it. */
 export function wholeModelShard(params: readonly Param[], optimizer?: Optimizer): RankShardInput {
   return {
     tensors: params.map((p) => ({ name: p.name, shape: p.shape, data: () => toFloat32(p.master) })),
-    ...(optimizer ? { optimizer: optimizer.stateDict() } : {}),
+    ...(optimizer ? { optimizer: optimizer.stateSource() } : {}),
   };
 }
 

@@ -15,7 +15,7 @@ import { randomBytes } from "node:crypto";
 import { basename, dirname, join } from "node:path";
 import type { MeshShape } from "../../mesh/index.ts";
 import type { HFConfigJson } from "../config.ts";
-import type { OptimizerStateDict } from "../optim/index.ts";
+import type { OptimizerStateSource } from "../optim/index.ts";
 import { atomicWriteText, writeSafetensors, type TensorToWrite } from "../hf/safetensors-write.ts";
 import { fsyncPath } from "./durable.ts";
 import { forgetUnder, hashAndRemember, knownUnchanged, moveKnown, rememberHash } from "./hashed-here.ts";
@@ -49,9 +49,10 @@ export interface TensorShard {
 
 export interface RankShardInput {
   tensors: readonly TensorShard[];
-  /** This rank's optimizer state. Each parameter's buffers hold the same range as its tensor here,
-   *  unless `optimizerLayout` says otherwise (state sharded where weights are not, ZeRO-1). */
-  optimizer?: OptimizerStateDict;
+  /** This rank's optimizer state (buffers as values or read when the writer reaches them). Each
+   *  parameter's buffers hold the same range as its tensor here, unless `optimizerLayout` says
+   *  otherwise (state sharded where weights are not, ZeRO-1). */
+  optimizer?: OptimizerStateSource;
   optimizerLayout?: Readonly<Record<string, { shape: readonly number[]; range?: ShardRange }>>;
 }
 

@@ -3,7 +3,7 @@
 // parameter's dtype, fp32 for fp32 master weights) and live outside every scope until
 // dispose().
 import { ops, type Tensor } from "../ops.ts";
-import type { Algorithm, OptimParam, Optimizer, OptimizerStateDict, ParamPredicate, ParamState } from "./types.ts";
+import type { Algorithm, BufferSource, OptimParam, Optimizer, OptimizerStateDict, OptimizerStateSource, ParamPredicate, ParamState } from "./types.ts";
 import type { Update, UpdateRule } from "./update-rules.ts";
 
 interface Entry {
@@ -96,13 +96,25 @@ export class ParamOptimizer implements Optimizer {
   }
 
   stateDict(): OptimizerStateDict {
-    this.#live();
+    const src = this.stateSource();
     const params: Record<string, ParamState> = {};
+    for (const [name, ps] of Object.entries(src.params)) {
+      const buffers: ParamState["buffers"] = {};
+      for (const [b, read] of Object.entries(ps.buffers)) buffers[b] = typeof read === "function" ? read() : read;
+      params[name] = { ...ps, buffers };
+    }
+    return { step: src.step, params };
+  }
+
+  stateSource(): OptimizerStateSource {
+    this.#live();
+    const params: OptimizerStateSource["params"] = {};
     for (const [name, e] of this.#entries) {
-      if (!e.state) continue;
-      const buffers: Record<string, Float32Array | Float64Array> = {};
+      const state = e.state;
+      if (!state) continue;
+      const buffers: Record<string, BufferSource> = {};
       e.rule.buffers.forEach((b, i) => {
-        buffers[b] = e.state![i]!.toArray() as Float32Array | Float64Array;
+        buffers[b] = () => state[i]!.toArray() as Float32Array | Float64Array;
       });
       params[name] = { algorithm: e.rule.algorithm, step: e.step, shape: [...e.param.value.shape], buffers };
     }

@@ -31,6 +31,19 @@ export interface ParamState {
   buffers: Record<string, Float32Array | Float64Array>;
 }
 
+/** A state buffer's values, or a function that reads them when called (a device buffer reaches the host only then). */
+export type BufferSource = Float32Array | Float64Array | (() => Float32Array | Float64Array);
+
+/**
+ * The state as a checkpoint writer takes it: each buffer read only when the writer reaches it,
+ * so a model's state is never on the host all at once and its copies overlap the disk writes.
+ * Read it before the next step changes the state.
+ */
+export interface OptimizerStateSource {
+  step: number;
+  params: Record<string, Omit<ParamState, "buffers"> & { buffers: Record<string, BufferSource> }>;
+}
+
 export interface OptimizerStateDict {
   /** Optimizer steps taken: what the LR schedule is indexed by on resume. */
   step: number;
@@ -52,6 +65,8 @@ export interface Optimizer {
   decayed(): string[];
   /** A copy of the state, for checkpoints. */
   stateDict(): OptimizerStateDict;
+  /** stateDict's content, each buffer read when asked (see OptimizerStateSource). */
+  stateSource(): OptimizerStateSource;
   /** Replaces the state with a checkpoint's; validates everything before changing anything. */
   loadStateDict(state: OptimizerStateDict): void;
   /** Frees the state tensors. */

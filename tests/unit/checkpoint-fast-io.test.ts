@@ -238,3 +238,39 @@ test("a write error in the sink surfaces from put or end, never as an unhandled 
     /ENOSPC/,
   );
 });
+
+test("optimizer state is read buffer by buffer as the writer reaches it, and the shard is the eager state's byte for byte", async () => {
+  const { AdamW } = await import("../../models/optim/index.ts");
+  const { ops } = await import("../../models/ops.ts");
+  const params = [
+    { name: "w", value: ops.tensor(values(12, 7), [3, 4]), grad: ops.tensor(values(12, 8), [3, 4]), zeroGrad() {} },
+    { name: "b", value: ops.tensor(values(4, 9), [4]), grad: ops.tensor(values(4, 10), [4]), zeroGrad() {} },
+  ];
+  const opt = new AdamW(params, { weightDecay: 0.1 });
+  opt.step(1e-2);
+  const src = opt.stateSource();
+  let reads = 0;
+  for (const ps of Object.values(src.params)) {
+    for (const [b, read] of Object.entries(ps.buffers)) {
+      assert.equal(typeof read, "function", `${b} is read lazily`);
+      const f = read as () => Float32Array | Float64Array;
+      ps.buffers[b] = () => {
+        reads++;
+        return f();
+      };
+    }
+  }
+  const tensors = params.map((p) => ({ name: p.name, shape: p.value.shape, data: () => p.value.toArray() as Float32Array }));
+  await withTempDir(async (dir) => {
+    const lazy = await writeRankShard(await beginCheckpoint(join(dir, "lazy"), 1), 0, { tensors, optimizer: src });
+    assert.equal(reads, 4, "each of the two parameters' two buffers read once, by the writer");
+    const eager = await writeRankShard(await beginCheckpoint(join(dir, "eager"), 1), 0, { tensors, optimizer: opt.stateDict() });
+    assert.equal(lazy.sha256, eager.sha256);
+    assert.deepEqual(lazy.optimizer, eager.optimizer);
+  });
+  opt.dispose();
+  for (const p of params) {
+    p.value.dispose();
+    p.grad.dispose();
+  }
+});

@@ -69,9 +69,10 @@ async function segment(s: Segment): Promise<{ dir: string; states: OptimizerStat
             await plan.optimStep(LR, 0, norm);
           }
           const shard: RankShardInput = plan.checkpointShard();
-          // Read before the plan is disposed: a shard's data is read from its live tensor.
+          // Read before the plan is disposed: a shard's tensors and optimizer buffers are read from live tensors.
           const copied = await Promise.all(shard.tensors.map(async (t) => ({ ...t, data: Float32Array.from(typeof t.data === "function" ? await t.data() : t.data) })));
-          return { shard: { ...shard, tensors: copied }, state: plan.optimizer.stateDict() };
+          const state = plan.optimizer.stateDict();
+          return { shard: { ...shard, tensors: copied, optimizer: state }, state };
         } finally {
           plan.dispose();
           model.dispose();
