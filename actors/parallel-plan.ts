@@ -33,7 +33,10 @@ export interface RankPlan {
   optimStep(lr: number, maxNorm: number, norm: number): Promise<ClipResult>;
   /** This rank's part of a batch's loss without gradients (every rank of the group must call it). */
   evalLoss(batch: PackedBatch): Promise<LossResult>;
-  /** What this rank writes into a checkpoint. */
+  /**
+   * What this rank writes into a checkpoint. Its tensors and optimizer buffers are read from the
+   * live state when the writer reaches them: write it before the next step, load or dispose.
+   */
   checkpointShard(): RankShardInput;
   /** Takes this rank's ranges of parameters and optimizer state from a checkpoint saved under any mesh. */
   loadCheckpoint(ckpt: Checkpoint): Promise<void>;

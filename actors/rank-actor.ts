@@ -77,6 +77,11 @@ export function rankActor(o: RankActorOptions) {
         if (step <= doneStep) throw past(step, `microStep ${micro}`);
         if (step > doneStep + 1) throw new Error(`rank ${o.layout.rank}: microStep for step ${step} before step ${doneStep + 1}'s optimStep`);
         const t0 = performance.now();
+        // A profiled step that failed before its optimizer step leaves the profile running: end it.
+        if (profileStart !== undefined && step !== PROFILE_STEP) {
+          stopCudaProfile();
+          profileStart = undefined;
+        }
         if (step === PROFILE_STEP && micro === 0 && o.config.device === "cuda") {
           startCudaProfile();
           profileStart = t0;

@@ -19,7 +19,7 @@ export interface RankOptimizer {
   step(lr: number, gradScale?: number): Promise<void>;
   /** This rank's state over its ranges. */
   stateDict(): OptimizerStateDict;
-  /** The same, each buffer read when a checkpoint writer reaches it. */
+  /** The same, each buffer read when a checkpoint writer reaches it (sharded Muon's momentum, host arrays already, comes as values). */
   stateSource(): OptimizerStateSource;
   /** Replaces the state with a checkpoint's, over this rank's ranges. */
   loadStateDict(state: OptimizerStateDict): void;

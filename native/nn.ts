@@ -97,10 +97,10 @@ export function rmsnormResidual(x: Tensor, residual: Tensor, w: Tensor, eps: num
   return { ...rmsnorm(sum, w, eps), sum };
 }
 
-/** On cuda, rstd is float32 (as rmsnorm made it) and dw comes back float32 (a parameter gradient). */
 /**
  * RMSNorm's backward. With `residualGrad` (x's shape and dtype), dx comes back plus it: where a
  * pre-norm block's residual stream meets the norm, one pass instead of a backward and an add.
+ * On cuda, rstd is float32 (as rmsnorm made it) and dw comes back float32 (a parameter gradient).
  */
 export function rmsnormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, residualGrad?: Tensor): { dx: Tensor; dw: Tensor } {
   const op = "rmsnormBackward";

@@ -57,18 +57,28 @@ export async function writeSafetensors(path: string, tensors: readonly TensorToW
   let written: SinkResult | undefined;
   await atomicWrite(path, async (fh) => {
     const sink = new FileSink(fh, { sha256: opts.sha256 === true });
-    await sink.put(lenBytes);
-    await sink.put(json);
-    for (let i = 0; i < sorted.length; i++) {
-      const t = sorted[i]!;
-      // Produced while the previous tensors' writes are still in flight: a device copy overlaps the disk.
-      const data = typeof t.data === "function" ? await t.data() : t.data;
-      if (data.length !== numel(t.shape)) {
-        throw new Error(`safetensors: tensor ${t.name} has ${data.length} values but shape [${t.shape.join(", ")}] for ${path}`);
+    // A failed read of a tensor (a device copy) or write (a full disk) names the file and the tensor.
+    let at = "its header";
+    try {
+      await sink.put(lenBytes);
+      await sink.put(json);
+      for (let i = 0; i < sorted.length; i++) {
+        const t = sorted[i]!;
+        at = `tensor ${t.name}`;
+        // Produced while the previous tensors' writes are still in flight: a device copy overlaps the disk.
+        const data = typeof t.data === "function" ? await t.data() : t.data;
+        if (data.length !== numel(t.shape)) {
+          throw new Error(`safetensors: tensor ${t.name} has ${data.length} values but shape [${t.shape.join(", ")}] for ${path}`);
+        }
+        await sink.put(encodeTensor(t.name, data, dtypes[i]!));
       }
-      await sink.put(encodeTensor(t.name, data, dtypes[i]!));
+      at = "the end of the file";
+      written = await sink.end();
+    } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err);
+      if (msg.startsWith("safetensors:")) throw err;
+      throw new Error(`safetensors: writing ${path} (${at}): ${msg}`, { cause: err });
     }
-    written = await sink.end();
     if (written.bytes !== 8 + json.length + offset) throw new Error(`safetensors: wrote ${written.bytes} bytes to ${path}, the header promises ${8 + json.length + offset}`);
   });
   return written!;

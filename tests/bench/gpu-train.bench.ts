@@ -7,9 +7,9 @@
 //   node --import tsx tests/bench/gpu-train.bench.ts [--models qwen2.5-0.5b,qwen2.5-1.5b]
 //        [--steps 10] [--warmup 3] [--seq-len 2048] [--tokens 8192] [--out FILE]
 //
-// --seq-len L packs 8192 / L sequences of L tokens (the last one shorter where L does not divide
-// 8192): short documents, as a job on short records packs them. --tokens T: T tokens a step
-// instead of 8192 (a packed job's count varies a little from step to step).
+// --seq-len L packs the step's tokens as sequences of L (the last one shorter where L does not
+// divide them): short documents, as a job on short records packs them. --tokens T: T tokens a
+// step instead of 8192 (a packed job's count varies a little from step to step).
 //
 // Prints and writes JSON per model: tokens/s, step ms, MFU (the same FLOP count as the
 // PyTorch script: 6 N T + causal attention, over 989 TFLOP/s), peak and reserved device
@@ -176,10 +176,14 @@ if (!cudaAvailable()) {
   process.exit(0);
 }
 TOKENS = Number(values.tokens);
+const seqLen = Number(values["seq-len"]);
+for (const [name, v] of [["--tokens", TOKENS], ["--seq-len", seqLen]] as const) {
+  if (!Number.isInteger(v) || v < 1) throw new Error(`gpu-train: ${name} must be a positive integer, got ${String(v)}`);
+}
 const results = [];
 for (const name of values.models!.split(",")) {
   if (!SHAPES[name]) throw new Error(`unknown model ${name}; have ${Object.keys(SHAPES).join(", ")}`);
-  const r = benchModel(name, Number(values.steps), Number(values.warmup), Number(values["seq-len"]));
+  const r = benchModel(name, Number(values.steps), Number(values.warmup), seqLen);
   console.log(JSON.stringify(r));
   results.push(r);
 }

@@ -10,7 +10,9 @@ function worstOf(ours: ArrayLike<number>, ref: ArrayLike<number>): { worst: numb
   for (let i = 0; i < ref.length; i++) {
     max = Math.max(max, Math.abs(ref[i]!));
     const d = Math.abs(ours[i]! - ref[i]!);
-    if (!(d <= worst)) {
+    // A non-finite difference (an element never written reads NaN under the debug fill) is final.
+    if (!Number.isFinite(d)) return { worst: NaN, at: i, max: NaN };
+    if (d > worst) {
       worst = d;
       at = i;
     }
@@ -22,6 +24,7 @@ function worstOf(ours: ArrayLike<number>, ref: ArrayLike<number>): { worst: numb
 export function assertClose(ours: ArrayLike<number>, ref: ArrayLike<number>, rel: number, what: string): number {
   assert.equal(ours.length, ref.length, `${what}: sizes`);
   const { worst, at, max } = worstOf(ours, ref);
+  assert.ok(Number.isFinite(worst), `${what}: element ${at} is ${ours[at]} (reference ${ref[at]})`);
   const tol = rel * max + 1e-6;
   assert.ok(worst <= tol, `${what}: max |diff| ${worst.toExponential(3)} at ${at} (${ours[at]} vs ${ref[at]}) > ${tol.toExponential(3)} (max |ref| ${max.toExponential(3)})`);
   return max > 0 ? worst / max : worst;

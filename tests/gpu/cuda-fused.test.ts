@@ -92,7 +92,8 @@ const CE_CASES: { dtype: FloatDtype; lossTol: number; gradTol: number }[] = [
 
 test("linearCrossEntropy: loss, count, dx and float32 dw match the CPU over chunk sizes, odd V and ignored labels", () => {
   for (const { dtype, lossTol, gradTol } of CE_CASES) {
-    // [T, D, V, chunkSize]: T not a multiple of the chunk; V a multiple of 8 and not (1001, 999).
+    // [T, D, V, chunkSize]: T not a multiple of the chunk; V a multiple of 64 (512: the head as it
+    // is) and not (1000, 1001, 999: the padded head, its pad masked).
     const cases: [number, number, number, number | undefined][] = [
       [300, 64, 1000, 128],
       [300, 64, 1001, 77],

@@ -219,3 +219,21 @@ test("the writer refuses duplicate names and data that does not match its shape,
     assert.deepEqual(await readdir(dir), []);
   });
 });
+
+test("a tensor that fails to produce its data is named, with the file, and no file is left", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "tessera-st-"));
+  try {
+    const path = join(dir, "m.safetensors");
+    const tensors = [
+      { name: "a", shape: [2], data: new Float32Array([1, 2]) },
+      { name: "b", shape: [2], data: () => { throw new Error("device copy failed"); } },
+    ];
+    await assert.rejects(writeSafetensors(path, tensors), (err: Error) => {
+      assert.equal(err.message, `safetensors: writing ${path} (tensor b): device copy failed`);
+      return true;
+    });
+    assert.deepEqual(await readdir(dir), []);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -281,10 +281,10 @@ __device__ __forceinline__ void AtomicAdd2(float* p, float a, float b) {
 
 // The backward's CTA: 8 warps over 128 keys (K and V stay in shared memory) and 64 queries a
 // step, in three warp tilings of 32 x 32 or wider so that each fragment read by ldmatrix feeds
-// several mma (0.45 ldmatrix per mma against v4's 0.65, whose 16-key warps re-read every Q and dO
-// fragment): S^T and dP^T as 4 (keys) x 2 (queries) warps; P and dS go through shared memory;
-// dV, dK as 4 (keys) x 2 (head-dim halves) warps, which keep them in registers; dQ as 2 (queries)
-// x 4 (head-dim quarters) warps.
+// several mma (shared-memory bandwidth, not the tensor cores, bounds a tiling of 16-row warps):
+// S^T and dP^T as 4 (keys) x 2 (queries) warps; P and dS go through shared memory to change
+// tiling; dV, dK as 4 (keys) x 2 (head-dim halves) warps, which keep them in registers; dQ as
+// 2 (queries) x 4 (head-dim quarters) warps.
 constexpr int kBwdWarps = 8, kBwdKeys = 128, kBwdQ = 64;
 template <int D>
 constexpr size_t BwdSmem() {

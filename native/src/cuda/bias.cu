@@ -7,21 +7,14 @@
 
 #include "cuda/column_sum.cuh"
 #include "cuda/kernels.h"
-#include "cuda/vec.cuh"
+#include "cuda/rows.cuh"
 
 namespace tessera::cuda {
 namespace {
 
-// 64 rows a chunk: a [8192, N] gradient gives 128 chunks, enough blocks for the GPU with a short
-// second pass (ColumnSum) over the chunks.
-constexpr int64_t kMinRowsPerChunk = 64;
+// Chunks of RowsPerChunk (64) rows: a [8192, N] gradient gives 128 chunks, enough blocks for the
+// GPU with a short second pass (ColumnSum) over the chunks.
 constexpr int kSumRowsThreads = 128;
-constexpr int64_t kMaxChunks = 65535;  // gridDim.y
-
-int64_t RowsPerChunk(int64_t rows) {
-  int64_t need = (rows + kMaxChunks - 1) / kMaxChunks;
-  return need > kMinRowsPerChunk ? need : kMinRowsPerChunk;
-}
 
 // Over vectors of N elements; N divides the row length, so a vector never straddles rows.
 template <class T, int N>
@@ -95,8 +88,8 @@ void SumRows(DType dt, const void* dy, float* out, double* partial, int64_t rows
   // Vector loads where rows start 16-byte aligned (N a multiple of the vector width).
   auto launch = [&](auto* p, auto vec) {
     constexpr int V = decltype(vec)::value;
-    const int64_t threads = (N / V + kSumRowsThreads - 1) / kSumRowsThreads;
-    dim3 grid(static_cast<unsigned>(threads), static_cast<unsigned>(chunks));
+    const int64_t colBlocks = (N / V + kSumRowsThreads - 1) / kSumRowsThreads;
+    dim3 grid(static_cast<unsigned>(colBlocks), static_cast<unsigned>(chunks));
     SumRowsPartialKernel<std::remove_const_t<std::remove_pointer_t<decltype(p)>>, V><<<grid, kSumRowsThreads, 0, s>>>(p, partial, rows, N, per);
   };
   if (dt == DType::F32) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "cuda/binding_util.h"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
 
@@ -13,23 +14,7 @@ namespace tessera {
 namespace {
 
 using cuda::Scratch;
-
-void NeedFloat(const char* op, const TensorImpl& t) {
-  if (t.dtype != DType::F32 && t.dtype != DType::BF16) {
-    throw OpError(std::string(op) + ": dtype " + DTypeName(t.dtype) + " is not supported on cuda (float32 or bfloat16)");
-  }
-}
-
-void NeedSame(const char* op, const TensorImpl& a, const TensorImpl& b) {
-  if (a.dtype != b.dtype || a.numel != b.numel) throw OpError(std::string(op) + ": inputs differ in dtype or size");
-}
-
-Napi::Value Pair(Napi::Env env, Napi::Value a, Napi::Value b) {
-  Napi::Array res = Napi::Array::New(env, 2);
-  res.Set(0u, a);
-  res.Set(1u, b);
-  return res;
-}
+using namespace cuda_bindings;
 
 // A device flag set by kernels that meet bad data (ids out of range); reading it waits for the stream.
 class BadFlag {
@@ -389,7 +374,7 @@ Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   Out rstd = NewTensor(info.Env(), DType::F32, {R}, Device::CUDA);
   cuda::Rmsnorm(x.dtype, x.data<void>(), w.data<void>(), y.t->data<void>(), rstd.t->data<float>(), R, D,
                 static_cast<float>(NumberArg(info, 2)));
-  return Pair(info.Env(), y.value, rstd.value);
+  return Results(info.Env(), {y.value, rstd.value});
 }
 
 // rmsnormResidual(x, residual, w, eps) -> [y, sum (x's dtype), rstd float32]: sum = x + residual, y = rmsnorm(sum).
@@ -436,7 +421,7 @@ Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
   Scratch partial(cuda::RmsnormPartialRows(R) * D * sizeof(double));
   cuda::RmsnormBackward(x.dtype, dy.data<void>(), x.data<void>(), w.data<void>(), rstd.data<float>(), dres, dx.t->data<void>(),
                         dw.t->data<float>(), partial.as<double>(), R, D);
-  return Pair(info.Env(), dx.value, dw.value);
+  return Results(info.Env(), {dx.value, dw.value});
 }
 
 // rope(x, positions, invFreq: Float64Array, attentionScaling, inverse)
@@ -478,7 +463,7 @@ Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
   Out dg = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);
   Out du = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);
   cuda::SwigluBackward(g.dtype, dh.data<void>(), g.data<void>(), u.data<void>(), dg.t->data<void>(), du.t->data<void>(), g.numel);
-  return Pair(info.Env(), dg.value, du.value);
+  return Results(info.Env(), {dg.value, du.value});
 }
 
 // The per-tensor scalars of torch.optim.AdamW's update at `step` (from 1): decoupled decay,

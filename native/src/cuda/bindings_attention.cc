@@ -10,10 +10,13 @@
 
 #include "core/tensor.h"
 #include "cuda/attention.h"
+#include "cuda/binding_util.h"
 #include "cuda/runtime.h"
 
 namespace tessera {
 namespace {
+
+using namespace cuda_bindings;
 
 std::string Op(const char* op, const std::string& what) { return std::string(op) + ": " + what; }
 
@@ -64,13 +67,6 @@ cuda::AttentionShape ShapeOf(const char* op, const TensorImpl& q, const TensorIm
   return s;
 }
 
-Napi::Value Pair(Napi::Env env, Napi::Value a, Napi::Value b) {
-  Napi::Array res = Napi::Array::New(env, 2);
-  res.Set(0u, a);
-  res.Set(1u, b);
-  return res;
-}
-
 // attention(q, k, v, cu, causal, window, scale, cuHost?) -> [o (bf16), lse (float32 [Hq,T])]
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   const char* op = "attention";
@@ -83,7 +79,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   Out lse = NewTensor(info.Env(), DType::F32, {s.Hq, s.T}, Device::CUDA);
   cuda::AttentionForward(s, q.data<void>(), k.data<void>(), v.data<void>(), cu.data<int32_t>(), o.t->data<void>(),
                          lse.t->data<float>());
-  return Pair(info.Env(), o.value, lse.value);
+  return Results(info.Env(), {o.value, lse.value});
 }
 
 // attentionBackward(dout, q, k, v, o, lse, cu, causal, window, scale, cuHost?) -> [dq, dk, dv] (bf16)

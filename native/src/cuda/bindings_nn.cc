@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/tensor.h"
+#include "cuda/binding_util.h"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
 
@@ -12,16 +13,7 @@ namespace tessera {
 namespace {
 
 using cuda::Scratch;
-
-void NeedFloat(const char* op, const TensorImpl& t) {
-  if (t.dtype != DType::F32 && t.dtype != DType::BF16) {
-    throw OpError(std::string(op) + ": dtype " + DTypeName(t.dtype) + " is not supported on cuda (float32 or bfloat16)");
-  }
-}
-
-void NeedSame(const char* op, const TensorImpl& a, const TensorImpl& b) {
-  if (a.dtype != b.dtype || a.numel != b.numel) throw OpError(std::string(op) + ": inputs differ in dtype or size");
-}
+using namespace cuda_bindings;
 
 /** D, the row length, after checking that w and b are [D] of x's dtype. */
 int64_t RowLength(const char* op, const TensorImpl& x, const TensorImpl& w, const TensorImpl* b) {
@@ -36,14 +28,6 @@ void NeedRowStats(const char* op, const TensorImpl& s, int64_t rows) {
   if (s.dtype != DType::F32 || s.numel != rows) throw OpError(std::string(op) + ": mean and rstd must be float32 [rows]");
 }
 
-Napi::Value Triple(Napi::Env env, Napi::Value a, Napi::Value b, Napi::Value c) {
-  Napi::Array res = Napi::Array::New(env, 3);
-  res.Set(0u, a);
-  res.Set(1u, b);
-  res.Set(2u, c);
-  return res;
-}
-
 // layernorm(x, w, b, eps) -> [y (x's dtype), mean float32, rstd float32]
 Napi::Value Layernorm(const Napi::CallbackInfo& info) {
   TensorImpl& x = CudaTensorArg(info, 0);
@@ -55,7 +39,7 @@ Napi::Value Layernorm(const Napi::CallbackInfo& info) {
   Out rstd = NewTensor(info.Env(), DType::F32, {R}, Device::CUDA);
   cuda::Layernorm(x.dtype, x.data<void>(), w.data<void>(), b.data<void>(), y.t->data<void>(), mean.t->data<float>(),
                   rstd.t->data<float>(), R, D, static_cast<float>(NumberArg(info, 3)));
-  return Triple(info.Env(), y.value, mean.value, rstd.value);
+  return Results(info.Env(), {y.value, mean.value, rstd.value});
 }
 
 // layernormBackward(dy, x, w, mean, rstd) -> [dx (x's dtype), dw float32, db float32]
@@ -76,7 +60,7 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
   Scratch partial(2 * cuda::LayernormPartialRows(R) * D * sizeof(double));
   cuda::LayernormBackward(x.dtype, dy.data<void>(), x.data<void>(), w.data<void>(), mean.data<float>(), rstd.data<float>(),
                           dx.t->data<void>(), dw.t->data<float>(), db.t->data<float>(), partial.as<double>(), R, D);
-  return Triple(info.Env(), dx.value, dw.value, db.value);
+  return Results(info.Env(), {dx.value, dw.value, db.value});
 }
 
 Napi::Value Gelu(const Napi::CallbackInfo& info) {

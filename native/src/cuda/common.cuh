@@ -37,4 +37,18 @@ __device__ __forceinline__ double WarpSum(double v) {
   return v;
 }
 
+/** The sum of s over a block of kThreads threads, in a fixed order; valid in thread 0. Once a kernel. */
+__device__ __forceinline__ double BlockSum(double s) {
+  __shared__ double warps[kThreads / 32];
+  s = WarpSum(s);
+  if (threadIdx.x % 32 == 0) warps[threadIdx.x / 32] = s;
+  __syncthreads();
+  double t = 0;
+  if (threadIdx.x < 32) {
+    t = threadIdx.x < kThreads / 32 ? warps[threadIdx.x] : 0.0;
+    t = WarpSum(t);
+  }
+  return t;
+}
+
 }  // namespace tessera::cuda

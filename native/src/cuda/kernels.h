@@ -144,7 +144,7 @@ int64_t SumRowsPartials(int64_t rows);
 
 // cross_entropy.cu
 /**
- * Per row of logits[C,V] (dt, rows ld >= V apart): loss[r] (fp64) = logsumexp - logit[label]; with
+ * Per row of logits[C,V] (dt, rows ld >= V apart, ld a multiple of 16 bytes): loss[r] (fp64) = logsumexp - logit[label]; with
  * wantGrad the row becomes (softmax - onehot) * gradScale in place, and columns [V, ld) become 0
  * (rows whose label is ignoreIndex: loss 0, gradient zeros, counted[r] 0). A label outside [0,V)
  * that is not ignoreIndex sets *bad.

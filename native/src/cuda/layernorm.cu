@@ -15,39 +15,18 @@
 // Floor: forward reads x and writes y (R*D each); backward reads dy and x and writes dx.
 #include "cuda/column_sum.cuh"
 #include "cuda/kernels.h"
-#include "cuda/vec.cuh"
+#include "cuda/rows.cuh"
 
 namespace tessera::cuda {
 namespace {
 
-constexpr int kWarpsPerBlock = 8;
-constexpr int64_t kMinRowsPerChunk = 64;
-constexpr int64_t kMaxChunks = 65535;  // gridDim.y
 constexpr int kMaxFwdVecsPerLane = 16;
 // Two fp32 accumulators (dw, db) per element a lane holds: 8 vectors of 8 bf16 are 128 registers.
 constexpr int kMaxBwdVecsPerLane = 8;
 // Blocks of the vector backward: enough to fill the GPU twice, and so the partial rows to sum.
 constexpr int64_t kBwdBlocks = 2 * 132;
 
-int64_t RowsPerChunk(int64_t rows) {
-  int64_t need = (rows + kMaxChunks - 1) / kMaxChunks;
-  return need > kMinRowsPerChunk ? need : kMinRowsPerChunk;
-}
-
-unsigned RowBlocks(int64_t rows) { return static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock); }
-
-int64_t BwdBlocks(int64_t rows) {
-  int64_t need = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  return need < kBwdBlocks ? need : kBwdBlocks;
-}
-
-/** Vectors per lane the vector kernels need for D (0: D is not a whole number of vectors). */
-template <class T>
-int VecsPerLane(int64_t D) {
-  if (D % kVec<T> != 0) return 0;
-  int64_t per = (D / kVec<T> + 31) / 32;
-  return per <= 1 ? 1 : per <= 2 ? 2 : per <= 4 ? 4 : per <= 8 ? 8 : per <= 16 ? 16 : 32;
-}
+int64_t BwdBlocks(int64_t rows) { return WalkingBlocks(rows, kBwdBlocks); }
 
 template <class T>
 __global__ void LayernormKernel(const T* x, const T* w, const T* b, T* y, float* mean, float* rstd, int64_t rows, int64_t D,

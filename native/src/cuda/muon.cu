@@ -40,18 +40,6 @@ __device__ __forceinline__ float FromMomentum(float g, float b, float mu) {
   return S == Source::kMomentum ? b : g + mu * b;
 }
 
-__device__ __forceinline__ void BlockSumTo(double s, double* out) {
-  __shared__ double warps[kThreads / 32];
-  s = WarpSum(s);
-  if (threadIdx.x % 32 == 0) warps[threadIdx.x / 32] = s;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    double t = threadIdx.x < kThreads / 32 ? warps[threadIdx.x] : 0.0;
-    t = WarpSum(t);
-    if (threadIdx.x == 0) *out = t;
-  }
-}
-
 // The momentum update (Muon) and the per-block sums of u^2, in one pass.
 template <Source S, class G>
 __global__ void PrepareKernel(const G* g, float* buf, float mu, int64_t n, double* partial) {
@@ -67,16 +55,15 @@ __global__ void PrepareKernel(const G* g, float* buf, float mu, int64_t n, doubl
     }
     s += u * u;
   }
-  BlockSumTo(s, partial + blockIdx.x);
+  s = BlockSum(s);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
 // One block: the partials in a fixed order, then the scale 1 / (|u|_F + 1e-7).
 __global__ void InverseNormKernel(const double* partial, int64_t count, float* inv) {
   double s = 0;
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
-  __shared__ double total;
-  BlockSumTo(s, &total);
-  // Thread 0 wrote total and reads it: no barrier needed.
+  const double total = BlockSum(s);
   if (threadIdx.x == 0) *inv = static_cast<float>(1.0 / (sqrt(total) + 1e-7));
 }
 

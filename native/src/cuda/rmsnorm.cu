@@ -7,22 +7,15 @@
 // scalar kernels, whose weight gradient is a second pass over fixed row chunks. No atomics in
 // either: the same on every run.
 // Floor: forward reads x (R*D) and writes y (R*D) (with the residual: reads two, writes two);
-// backward reads dy and x and writes dx (the scalar path reads dy and x twice).
+// backward reads dy and x (and the residual's gradient when given) and writes dx (the scalar
+// path reads dy and x twice).
 #include "cuda/kernels.h"
 #include "cuda/column_sum.cuh"
-#include "cuda/vec.cuh"
+#include "cuda/rows.cuh"
 
 namespace tessera::cuda {
 namespace {
 
-constexpr int kWarpsPerBlock = 8;
-constexpr int64_t kMinRowsPerChunk = 64;
-constexpr int64_t kMaxChunks = 65535;  // gridDim.y
-
-int64_t RowsPerChunk(int64_t rows) {
-  int64_t need = (rows + kMaxChunks - 1) / kMaxChunks;
-  return need > kMinRowsPerChunk ? need : kMinRowsPerChunk;
-}
 
 template <class T>
 __global__ void RmsnormKernel(const T* x, const T* w, T* y, float* rstd, int64_t rows, int64_t D, float eps) {
@@ -217,20 +210,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 1) RmsnormBackwardVecKern
   for (int64_t j = threadIdx.x; j < D; j += blockDim.x) partial[blockIdx.x * D + j] = blockDw[j];
 }
 
-unsigned RowBlocks(int64_t rows) { return static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock); }
-
-int64_t BwdBlocks(int64_t rows) {
-  int64_t need = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  return need < kBwdBlocks ? need : kBwdBlocks;
-}
-
-/** Vectors per lane the vector kernels need for D (0: D is not a whole number of vectors). */
-template <class T>
-int VecsPerLane(int64_t D) {
-  if (D % kVec<T> != 0) return 0;
-  int64_t per = (D / kVec<T> + 31) / 32;
-  return per <= 1 ? 1 : per <= 2 ? 2 : per <= 4 ? 4 : per <= 8 ? 8 : per <= 16 ? 16 : 32;
-}
+int64_t BwdBlocks(int64_t rows) { return WalkingBlocks(rows, kBwdBlocks); }
 
 template <class T, bool kResidual>
 bool LaunchVecForward(const void* x, const void* res, const void* w, void* sum, void* y, float* rstd, int64_t rows, int64_t D,

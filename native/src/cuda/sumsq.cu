@@ -47,19 +47,6 @@ __device__ __forceinline__ double ChunkSum(const T* x, int64_t start, int64_t en
   return s;
 }
 
-__device__ __forceinline__ double BlockSum(double s) {
-  __shared__ double warps[kThreads / 32];
-  s = WarpSum(s);
-  if (threadIdx.x % 32 == 0) warps[threadIdx.x / 32] = s;
-  __syncthreads();
-  double t = 0;
-  if (threadIdx.x < 32) {
-    t = threadIdx.x < kThreads / 32 ? warps[threadIdx.x] : 0.0;
-    t = WarpSum(t);
-  }
-  return t;  // valid in thread 0
-}
-
 __global__ void SumSquaresManyKernel(Batch batch, double* partial) {
   int k = 0;
   while (k + 1 < batch.count && batch.items[k + 1].blockStart <= int64_t(blockIdx.x)) k++;
