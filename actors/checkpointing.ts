@@ -32,8 +32,8 @@ export async function findResume(cfg: JobConfig, note: (line: string) => void): 
     onSkip: (d, err) => note(`resume: passing over ${d}: ${err.message}`),
   });
   if (!dir) return undefined;
-  // resolveResume has just read and hashed every shard of it; only the manifest is wanted here.
-  const ckpt = await openCheckpoint(dir, { verify: "size" });
+  // resolveResume has just hashed every shard of it and "local" remembers them: no second read.
+  const ckpt = await openCheckpoint(dir, { verify: "local" });
   try {
     const data = ckpt.dataState as DataState | null;
     if (!data) throw new Error(`checkpoint ${dir} holds no data pipeline state; cannot resume the data where it was`);

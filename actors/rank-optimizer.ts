@@ -4,7 +4,7 @@
 // to the plan's ShardedMuon (a collective step) and the rest to AdamW, as MuonWithAdamW
 // splits them on one rank. Either way the state is models/optim's OptimizerStateDict over
 // this rank's ranges, so checkpoints save and reshard it alike.
-import { createOptimizer, noDecay, usesMuon, type OptimizerStateDict, type OptimizerStateSource, type ParamState } from "../models/optim/index.ts";
+import { createOptimizer, materializeState, noDecay, usesMuon, type OptimizerStateDict, type OptimizerStateSource, type ParamState } from "../models/optim/index.ts";
 import type { ParallelPlan } from "../mesh/index.ts";
 import { scaleInPlace } from "../native/index.ts";
 import type { JobConfig } from "../runtime/index.ts";
@@ -71,13 +71,12 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
       await muon.step(lr);
       adamw.step(lr);
     },
-    stateDict: () => {
-      const s = adamw.stateDict();
-      return { step: s.step, params: { ...s.params, ...muon.stateDict() } };
-    },
     stateSource: () => {
       const s = adamw.stateSource();
       return { step: s.step, params: { ...s.params, ...muon.stateDict() } };
+    },
+    stateDict() {
+      return materializeState(this.stateSource());
     },
     loadStateDict(s) {
       adamw.loadStateDict(split(s));

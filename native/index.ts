@@ -14,6 +14,7 @@ export {
   type CudaStream,
 } from "./cuda.ts";
 export type { DType, Device } from "./dtype.ts";
+export { sameShape } from "./check.ts";
 export { Tensor, tensor, zeros, empty, randn, cast, castInto, copyInto, scope, keep, liveTensors, type TensorOptions, type LiveTensors } from "./tensor.ts";
 export { matmul, add, mul, scale, scaleInPlace, addInto, addBias, sumRows, sumSquares, sumSquaresOf, globalNorm, type MatmulOptions } from "./ops.ts";
 export { matmulInto, type MatmulIntoOptions } from "./ops.ts";

@@ -315,9 +315,9 @@ export function cast(t: Tensor, dtype: DType): Tensor {
   return new Tensor(raw(t.handle("cast"), dtypeCode[dtype]), dtype, t.shape);
 }
 
-/** dst <- src, same dtype and element count, between any two devices (a host batch into a device buffer). */
-/** dst = cast(src, dst's dtype), on src's device (a compute copy refreshed from its master). */
+/** dst = cast(src, dst's dtype), on src's device (a compute copy refreshed from its master); no cast when the dtypes agree. */
 export function castInto(dst: Tensor, src: Tensor): void {
+  if (dst.dtype === src.dtype) return copyInto(dst, src);
   const c = cast(src, dst.dtype);
   try {
     copyInto(dst, c);
@@ -326,6 +326,7 @@ export function castInto(dst: Tensor, src: Tensor): void {
   }
 }
 
+/** dst <- src, same dtype and element count, between any two devices (a host batch into a device buffer). */
 export function copyInto(dst: Tensor, src: Tensor): void {
   checkTensor("copyInto", "dst", dst);
   checkTensor("copyInto", "src", src);

@@ -40,15 +40,6 @@ export class Param {
     this.computeDtype = value.dtype;
   }
 
-  get device(): Device {
-    return this.dev;
-  }
-
-  /** The dtype the layers compute in. */
-  get compute(): DType {
-    return this.computeDtype;
-  }
-
   /**
    * Moves the master to device and keeps a compute copy in `compute` when it differs from the
    * master dtype. The gradient, if any, is dropped (call between steps).
@@ -85,7 +76,7 @@ export class Param {
 
   /** Adds `g` to the gradient and disposes `g` (callers pass fresh gradient tensors). */
   accumulate(g: Tensor): void {
-    if (!this.g && g.dtype === this.dtype && g.device === this.dev && g.shape.length === this.shape.length && g.shape.every((d, i) => d === this.shape[i])) {
+    if (!this.g && g.dtype === this.dtype && g.device === this.dev && ops.sameShape(g.shape, this.shape)) {
       this.g = ops.keep(g);
       return;
     }
@@ -119,7 +110,7 @@ export class Param {
    * value, if held, is disposed.
    */
   set(value: Tensor): void {
-    if (value.shape.length !== this.shape.length || value.shape.some((d, i) => d !== this.shape[i])) {
+    if (!ops.sameShape(value.shape, this.shape)) {
       throw new Error(`param ${this.name}: shape [${value.shape.join(", ")}] given for [${this.shape.join(", ")}]`);
     }
     if (value.dtype !== this.dtype) throw new Error(`param ${this.name}: ${value.dtype} given for ${this.dtype}`);

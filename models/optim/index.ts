@@ -8,6 +8,7 @@
 //   the last step, WSD with a 1-sqrt cooldown (schedule.ts).
 // A trainer step: clipGradNorm -> skip when !finite -> opt.step(schedule(opt.stepCount)) -> zeroGrad.
 export type { OptimParam, Optimizer, OptimizerStateDict, OptimizerStateSource, BufferSource, ParamState, Algorithm, ParamPredicate } from "./types.ts";
+export { materializeState } from "./param-optimizer.ts";
 export { AdamW, type AdamWOptimizerOptions } from "./adamw.ts";
 export { MuonWithAdamW, type MuonOptimizerOptions } from "./muon.ts";
 export { createOptimizer, type CreateOptimizerOptions } from "./create.ts";

@@ -23,7 +23,17 @@ export interface Routing {
 }
 
 const shapeText = (s: readonly number[]): string => `[${s.join(", ")}]`;
-const sameShape = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
+
+/** A state source with every buffer read now: the plain state dict. */
+export function materializeState(src: OptimizerStateSource): OptimizerStateDict {
+  const params: Record<string, ParamState> = {};
+  for (const [name, ps] of Object.entries(src.params)) {
+    const buffers: ParamState["buffers"] = {};
+    for (const [b, read] of Object.entries(ps.buffers)) buffers[b] = typeof read === "function" ? read() : read;
+    params[name] = { ...ps, buffers };
+  }
+  return { step: src.step, params };
+}
 
 export class ParamOptimizer implements Optimizer {
   #step = 0;
@@ -66,7 +76,7 @@ export class ParamOptimizer implements Optimizer {
       const g = e.param.grad;
       if (g === undefined) continue;
       const v = e.param.value;
-      if (g.dtype !== v.dtype || g.device !== v.device || !sameShape(g.shape, v.shape)) {
+      if (g.dtype !== v.dtype || g.device !== v.device || !ops.sameShape(g.shape, v.shape)) {
         throw new Error(`optimizer: parameter "${e.param.name}": gradient ${g.dtype} ${shapeText(g.shape)} does not match value ${v.dtype} ${shapeText(v.shape)}`);
       }
       ready.push([e, g]);
@@ -96,14 +106,7 @@ export class ParamOptimizer implements Optimizer {
   }
 
   stateDict(): OptimizerStateDict {
-    const src = this.stateSource();
-    const params: Record<string, ParamState> = {};
-    for (const [name, ps] of Object.entries(src.params)) {
-      const buffers: ParamState["buffers"] = {};
-      for (const [b, read] of Object.entries(ps.buffers)) buffers[b] = typeof read === "function" ? read() : read;
-      params[name] = { ...ps, buffers };
-    }
-    return { step: src.step, params };
+    return materializeState(this.stateSource());
   }
 
   stateSource(): OptimizerStateSource {
@@ -147,7 +150,7 @@ export class ParamOptimizer implements Optimizer {
     if (!e) throw new Error(`${where} is not one of this optimizer's parameters`);
     if (ps.algorithm !== e.rule.algorithm) throw new Error(`${where} holds ${ps.algorithm} state but is routed to ${e.rule.algorithm}`);
     const shape = e.param.value.shape;
-    if (!Array.isArray(ps.shape) || !sameShape(ps.shape, shape)) {
+    if (!Array.isArray(ps.shape) || !ops.sameShape(ps.shape, shape)) {
       throw new Error(`${where} has shape ${Array.isArray(ps.shape) ? shapeText(ps.shape) : String(ps.shape)}, the parameter ${shapeText(shape)}`);
     }
     if (!Number.isInteger(ps.step) || ps.step < 1 || ps.step > step) throw new Error(`${where}: step must be an integer in [1, ${step}], got ${ps.step}`);

@@ -1,7 +1,7 @@
 // matmulInto and matmul's bias on the CPU backend, against the float64 reference GEMM.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { tensor, scope, liveTensors, matmul, matmulInto, rmsnorm, rmsnormResidual, add } from "../../native/index.ts";
+import { tensor, scope, liveTensors, matmul, matmulInto, rmsnorm, rmsnormBackward, rmsnormResidual } from "../../native/index.ts";
 import * as ref from "./reference/ops.ts";
 import { assertClose } from "./reference/gradcheck.ts";
 
@@ -64,16 +64,27 @@ test("matmul with bias adds b to every row, 2-D and batched", () => {
   });
 });
 
-test("rmsnormResidual on the CPU is add then rmsnorm", () => {
+test("rmsnormResidual on the CPU: y = rmsnorm(x + residual) against float64, the sum returned as stored", () => {
   scope(() => {
-    const x = f32(ref.randArray(4 * 6, 11, 1), [4, 6]);
-    const r = f32(ref.randArray(4 * 6, 12, 1), [4, 6]);
-    const w = f32(ref.randArray(6, 13, 1), [6]);
-    const got = rmsnormResidual(x, r, w, 1e-6);
-    const sum = add(x, r);
-    const want = rmsnorm(sum, w, 1e-6);
-    assert.deepEqual(arr(got.sum), arr(sum));
-    assert.deepEqual(arr(got.y), arr(want.y));
-    assert.deepEqual(arr(got.rstd), arr(want.rstd));
+    const [xa, ra, wa] = [ref.randArray(4 * 6, 11, 1), ref.randArray(4 * 6, 12, 1), ref.randArray(6, 13, 1)];
+    const got = rmsnormResidual(f32(xa, [4, 6]), f32(ra, [4, 6]), f32(wa, [6]), 1e-6);
+    const sum = arr(got.sum);
+    assertClose(sum, xa.map((v, i) => Math.fround(v) + Math.fround(ra[i]!)), { rtol: 1e-6, atol: 1e-6 }, "sum");
+    assertClose(arr(got.y), ref.rmsnorm(sum, Float64Array.from(wa, Math.fround), 1e-6), { rtol: 1e-5, atol: 1e-6 }, "y");
+  });
+});
+
+test("rmsnormBackward with residualGrad on the CPU adds it into dx and leaves dw alone", () => {
+  scope(() => {
+    const x = f32(ref.randArray(5 * 8, 14, 1), [5, 8]);
+    const w = f32(ref.randArray(8, 15, 1), [8]);
+    const dy = f32(ref.randArray(5 * 8, 16, 1), [5, 8]);
+    const res = ref.randArray(5 * 8, 17, 1);
+    const { rstd } = rmsnorm(x, w, 1e-6);
+    const plain = rmsnormBackward(dy, x, w, rstd);
+    const withRes = rmsnormBackward(dy, x, w, rstd, f32(res, [5, 8]));
+    const want = arr(plain.dx).map((v, i) => v + Math.fround(res[i]!));
+    assertClose(arr(withRes.dx), want, { rtol: 1e-6, atol: 1e-6 }, "dx + residualGrad");
+    assert.deepEqual(arr(withRes.dw), arr(plain.dw));
   });
 });

@@ -7,6 +7,7 @@
 // (30 with the copy).
 #include "cuda/common.cuh"
 #include "cuda/kernels.h"
+#include "cuda/multi_tensor.h"
 
 namespace tessera::cuda {
 namespace {
@@ -32,13 +33,9 @@ __global__ void AdamWKernel(float* p, const G* g, float* m, float* v, bf16* copy
   }
 }
 
-// One launch over up to kAdamWItems tensors: block b works on chunk b - blockStart of the item
-// whose [blockStart, next blockStart) holds b. The items travel as a kernel parameter (under
-// the 4 KB limit), so nothing is copied to the device per step.
-struct AdamWBatch {
-  AdamWItem items[kAdamWItems];
-  int count;
-};
+// One launch over up to kAdamWItems tensors (multi_tensor.h): block b works on chunk
+// b - blockStart of the item whose [blockStart, next blockStart) holds b.
+using AdamWBatch = ItemBatch<AdamWItem, kAdamWItems>;
 
 constexpr int kChunk = kThreads * 16;  // elements per block
 
@@ -87,21 +84,10 @@ __global__ void AdamWManyKernel(AdamWBatch batch, float b1, float b2, float eps,
 
 void AdamWMany(AdamWItem* items, int count, float b1, float b2, float eps, float gradScale) {
   cudaStream_t s = ComputeStream();
-  for (int at = 0; at < count; at += kAdamWItems) {
-    AdamWBatch batch{};
-    batch.count = 0;
-    int64_t blocks = 0;
-    for (int k = at; k < count && batch.count < kAdamWItems; k++) {
-      if (items[k].n == 0) continue;
-      AdamWItem t = items[k];
-      t.blockStart = blocks;
-      blocks += (t.n + kChunk - 1) / kChunk;
-      batch.items[batch.count++] = t;
-    }
-    if (batch.count == 0) continue;
+  LaunchInBatches<kAdamWItems>(items, count, kChunk, [&](const AdamWBatch& batch, int64_t blocks) {
     AdamWManyKernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(batch, b1, b2, eps, gradScale);
     CheckLaunch("adamwStepMany");
-  }
+  });
 }
 
 void AdamW(float* p, DType gDt, const void* g, float* m, float* v, void* copy, int64_t n, float b1, float b2, float eps,

@@ -108,24 +108,23 @@ void SumSquaresMany(const SumSquaresInput* in, int count, double* partial, doubl
 int64_t SumSquaresPartials(const SumSquaresInput* in, int count);
 
 // matmul.cu
-/** c[b] = op(a[b]) op(b[b]) for b < batch: op(a) [M,K], op(b) [K,N] (stored transposed when ta / tb); fp32 accumulation. */
-void Matmul(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb);
-
 /**
- * Matmul with the output given: c (cDt: F32, or dt) = op(a) op(b) + beta * c + bias, beta 0 or 1
- * (c is not read when 0), bias[N] of dt added to every row (null: none).
+ * The reference GEMM: c[b] (cDt: F32, or dt) = op(a[b]) op(b[b]) + beta * c[b] + bias for b < batch,
+ * op(a) [M,K], op(b) [K,N] (stored transposed when ta / tb), fp32 accumulation; beta 0 or 1 (c
+ * is not read when 0), bias[N] of dt added to every row (null: none).
  */
 void MatmulInto(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch,
                 int64_t M, int64_t N, int64_t K, bool ta, bool tb);
 
 #ifdef TESSERA_CUBLASLT
 // matmul_lt.cc
-/** Matmul's contract through cuBLASLt; false (nothing queued) when it has no algorithm for the case, or an extent is 0. */
-bool MatmulLt(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb);
-/** MatmulInto's contract through cuBLASLt (bias as its BIAS epilogue, cDt == dt only); false as MatmulLt. */
+/**
+ * MatmulInto's contract through cuBLASLt (bias as its BIAS epilogue, cDt == dt only); false (nothing
+ * queued) when it has no algorithm for the case, or an extent is 0.
+ */
 bool MatmulLtInto(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch,
                   int64_t M, int64_t N, int64_t K, bool ta, bool tb);
-/** d = alpha op(a) op(b) + beta c, c and d of cDt in one layout (c may be d; not read when beta is 0); false as MatmulLt. */
+/** d = alpha op(a) op(b) + beta c, c and d of cDt in one layout (c may be d; not read when beta is 0); false as MatmulLtInto. */
 bool MatmulLtAxpby(DType dt, const void* a, const void* b, DType cDt, const void* c, void* d, float alpha, float beta, int64_t batch,
                    int64_t M, int64_t N, int64_t K, bool ta, bool tb);
 #endif

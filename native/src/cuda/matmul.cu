@@ -93,8 +93,4 @@ void MatmulInto(DType dt, const void* a, const void* b, DType cDt, void* c, floa
   CheckLaunch("matmul");
 }
 
-void Matmul(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
-  MatmulInto(dt, a, b, dt, c, 0.f, nullptr, batch, M, N, K, ta, tb);
-}
-
 }  // namespace tessera::cuda

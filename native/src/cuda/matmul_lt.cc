@@ -227,10 +227,6 @@ bool MatmulLtAxpby(DType dt, const void* a, const void* b, DType cDt, const void
   return LtMatmul(dt, a, b, cDt, c, d, alpha, beta, nullptr, batch, M, N, K, ta, tb);
 }
 
-bool MatmulLt(DType dt, const void* a, const void* b, void* c, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
-  return MatmulLtInto(dt, a, b, dt, c, 0.f, nullptr, batch, M, N, K, ta, tb);
-}
-
 }  // namespace tessera::cuda
 
 #endif  // TESSERA_CUBLASLT
