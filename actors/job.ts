@@ -5,9 +5,9 @@
 import { mkdirSync } from "node:fs";
 import { DeviceMesh } from "../mesh/index.ts";
 import { ActorSystem, InProcTransport, type JobConfig, type Transport } from "../runtime/index.ts";
-import { findResume, modelConfigJson } from "./checkpointing.ts";
-import { coordinatorActor } from "./coordinator-actor.ts";
-import { dataActor } from "./data-actor.ts";
+import { findResume, modelConfigJson, type ResumePoint } from "./checkpointing.ts";
+import { coordinatorActor, type CoordinatorOptions } from "./coordinator-actor.ts";
+import { dataActor, type DataActorOptions } from "./data-actor.ts";
 import { resolveModelSpec } from "./model-spec.ts";
 import type { ProgressStream } from "./progress.ts";
 import type { RunSummary } from "./protocols.ts";
@@ -57,17 +57,7 @@ export async function startTraining(cfg: JobConfig, o: TrainOptions = {}): Promi
   const finished = new Promise<RunSummary>((r) => (finish = r));
   try {
     const t = cfg.trainer;
-    await system.spawn(
-      ADDRESS.data,
-      dataActor({
-        data: cfg.data,
-        gradAccum: t.grad_accum,
-        packsPerMicro: t.micro_batch_tokens / cfg.data.packing_length,
-        groups: mesh.layout(0).batchCount,
-        log: note,
-        ...(resumed ? { resume: { step: resumed.step, state: resumed.data } } : {}),
-      }),
-    );
+    await system.spawn(ADDRESS.data, dataActor(dataOptions(cfg, mesh, resumed, note)));
     const ranks: string[] = [];
     for (const layout of mesh.layouts()) {
       const address = ADDRESS.rank(layout.rank);
@@ -81,16 +71,7 @@ export async function startTraining(cfg: JobConfig, o: TrainOptions = {}): Promi
     if (resumed) note(`resumed from ${resumed.dir} at step ${resumed.step}`);
     const coordinator = await system.spawn(
       ADDRESS.coordinator,
-      coordinatorActor({
-        config: cfg,
-        ranks,
-        data: ADDRESS.data,
-        stderr,
-        mesh: mesh.shape,
-        modelConfig,
-        onFinish: finish,
-        ...(resumed ? { resumed: { step: resumed.step, tokens: resumed.tokens } } : {}),
-      }),
+      coordinatorActor(coordinatorOptions(cfg, { ranks, mesh, modelConfig, stderr, resumed, onFinish: finish })),
     );
     await coordinator.ask({ type: "start" });
   } catch (err) {
@@ -112,6 +93,44 @@ export async function startTraining(cfg: JobConfig, o: TrainOptions = {}): Promi
       // A stop that arrives while the run is already shutting down has nothing left to stop.
       await coordinator.ask({ type: "stop", reason }).catch(() => undefined);
     },
+  };
+}
+
+/** The DataActor's options, as this one-rank job and each generation of a launched one (launcher.ts) build them. */
+export function dataOptions(cfg: JobConfig, mesh: DeviceMesh, resumed: ResumePoint | undefined, log: (line: string) => void): DataActorOptions {
+  return {
+    data: cfg.data,
+    gradAccum: cfg.trainer.grad_accum,
+    packsPerMicro: cfg.trainer.micro_batch_tokens / cfg.data.packing_length,
+    groups: mesh.layout(0).batchCount,
+    tokenMultiple: mesh.shape.sp,
+    log,
+    ...(resumed ? { resume: { step: resumed.step, state: resumed.data } } : {}),
+  };
+}
+
+/** What the coordinator's options are made of, besides the config. */
+export interface CoordinatorParts {
+  /** Rank addresses, in rank order. */
+  ranks: readonly string[];
+  mesh: DeviceMesh;
+  modelConfig: Record<string, unknown>;
+  stderr: ProgressStream;
+  resumed: ResumePoint | undefined;
+  onFinish: (summary: RunSummary) => void;
+}
+
+/** The CoordinatorActor's options, as both build them; a launched generation adds its supervision's onCheckpoint and abort. */
+export function coordinatorOptions(cfg: JobConfig, o: CoordinatorParts): CoordinatorOptions {
+  return {
+    config: cfg,
+    ranks: o.ranks,
+    data: ADDRESS.data,
+    stderr: o.stderr,
+    mesh: o.mesh.shape,
+    modelConfig: o.modelConfig,
+    onFinish: o.onFinish,
+    ...(o.resumed ? { resumed: { step: o.resumed.step, tokens: o.resumed.tokens } } : {}),
   };
 }
 

@@ -20,7 +20,7 @@ import { ActorSystem, defineActor, NatsTransport, NoResponderError, AskTimeoutEr
 import { findResume, modelConfigJson } from "./checkpointing.ts";
 import { coordinatorActor } from "./coordinator-actor.ts";
 import { dataActor } from "./data-actor.ts";
-import { ADDRESS } from "./job.ts";
+import { ADDRESS, coordinatorOptions, dataOptions } from "./job.ts";
 import { startLocalNats, type LocalNats } from "./local-nats.ts";
 import { checkTrainable, resolveModelSpec, type ModelSpec } from "./model-spec.ts";
 import { nodeAgent } from "./node-agent.ts";
@@ -225,18 +225,7 @@ async function leadNode(cfg: JobConfig, o: LaunchOptions, { system, url, note, s
     const guard = <T>(p: Promise<T>) => Promise.race([p, aborted]);
     try {
       const resumed = await findResume(lastCheckpoint ? { ...cfg, checkpoint: { ...cfg.checkpoint, resume: lastCheckpoint } } : cfg, note);
-      await system.spawn(
-        ADDRESS.data,
-        dataActor({
-          data: cfg.data,
-          gradAccum: t.grad_accum,
-          packsPerMicro: t.micro_batch_tokens / cfg.data.packing_length,
-          groups: mesh.layout(0).batchCount,
-          tokenMultiple: mesh.shape.sp,
-          log: note,
-          ...(resumed ? { resume: { step: resumed.step, state: resumed.data } } : {}),
-        }),
-      );
+      await system.spawn(ADDRESS.data, dataActor(dataOptions(cfg, mesh, resumed, note)));
       await guard(Promise.all(nodes.map((n, i) => n.ask({ type: "start", generation, ranks: ranksOf(i) }, { timeoutMs: 180_000 }))));
       const ranks = layouts.map((l) => ADDRESS.rank(l.rank));
       if (resumed) {
@@ -248,16 +237,9 @@ async function leadNode(cfg: JobConfig, o: LaunchOptions, { system, url, note, s
       const coordinator = await system.spawn(
         ADDRESS.coordinator,
         coordinatorActor({
-          config: cfg,
-          ranks,
-          data: ADDRESS.data,
-          stderr,
-          mesh: mesh.shape,
-          modelConfig,
-          onFinish: finish,
+          ...coordinatorOptions(cfg, { ranks, mesh, modelConfig, stderr, resumed, onFinish: finish }),
           onCheckpoint: (dir) => (lastCheckpoint = dir),
           abort: ac.signal,
-          ...(resumed ? { resumed: { step: resumed.step, tokens: resumed.tokens } } : {}),
         }),
       );
       await coordinator.ask({ type: "start" });

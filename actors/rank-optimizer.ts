@@ -30,6 +30,9 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
   // Shards are flat: decay and routing rules must see the logical shapes.
   const shapeOf = (n: string) => plan.logicalShape(n);
   const decayRule = { noDecay: (n: string) => noDecay(n, shapeOf(n)) };
+  // Taken once, as the optimizers keep them: the plan makes its shards (or holds the whole
+  // parameters) once and updates them in place, and each view reads its gradient when asked.
+  const params = plan.rankParams();
   const c = cfg.optimizer;
   const muon =
     c.name === "muon"
@@ -43,7 +46,7 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
         })
       : undefined;
   if (!muon) {
-    const opt = createOptimizer(c, plan.rankParams(), decayRule);
+    const opt = createOptimizer(c, params, decayRule);
     return {
       get stepCount() {
         return opt.stepCount;
@@ -55,7 +58,7 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
       dispose: () => opt.dispose(),
     };
   }
-  const adamw = createOptimizer({ ...c, name: "adamw" }, plan.rankParams().filter((p) => !muon.has(p.name)), decayRule);
+  const adamw = createOptimizer({ ...c, name: "adamw" }, params.filter((p) => !muon.has(p.name)), decayRule);
   const split = (s: OptimizerStateDict) => {
     const rest: Record<string, ParamState> = {};
     for (const [name, ps] of Object.entries(s.params)) if (!muon.has(name)) rest[name] = ps;
@@ -67,7 +70,7 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
     },
     async step(lr, gradScale = 1) {
       // Sharded Muon exchanges gradients as they are: scale them all first.
-      if (gradScale !== 1) for (const p of plan.rankParams()) if (p.grad) scaleInPlace(p.grad, gradScale);
+      if (gradScale !== 1) for (const p of params) if (p.grad) scaleInPlace(p.grad, gradScale);
       await muon.step(lr);
       adamw.step(lr);
     },

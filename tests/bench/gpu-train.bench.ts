@@ -1,8 +1,9 @@
 // The single-GPU training step of issue 6: Qwen2-shaped models (the Qwen2.5-0.5B and 1.5B
-// shapes, random init, tied embeddings) on cuda, bf16 compute over fp32 master weights and
-// gradients, AdamW writing the bf16 copies, 8192 tokens per step as a packed batch of 4
-// sequences of 2048, global-norm clipping at 1.0. Run on the GPU machine beside
-// tests/bench/torch_reference.py (same shapes, same tokens per step), in the same call:
+// shapes, read from configs/qwen2_5-{0_5b,1_5b}-gpu.yaml; random init, tied embeddings) on
+// cuda, bf16 compute over fp32 master weights and gradients, AdamW writing the bf16 copies,
+// 8192 tokens per step as a packed batch of 4 sequences of 2048, global-norm clipping at 1.0.
+// Run on the GPU machine beside tests/bench/torch_reference.py (same shapes, same tokens per
+// step), in the same call:
 //
 //   node --import tsx tests/bench/gpu-train.bench.ts [--models qwen2.5-0.5b,qwen2.5-1.5b]
 //        [--steps 10] [--warmup 3] [--seq-len 2048] [--tokens 8192] [--out FILE]
@@ -16,17 +17,21 @@
 // memory, and the step's device time split by op family from timed CUDA events around every
 // op (one extra profiled step: the events add host time, so the split is not the timed run).
 import { mkdirSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { configFromHF, createModel, createOptimizer, clipGradNorm, noDecay, packSequences, type CausalLM } from "../../models/index.ts";
+import { configFromHF, createModel, createOptimizer, clipGradNorm, mulberry32, noDecay, packSequences, type CausalLM, type DecoderConfig } from "../../models/index.ts";
 import { CudaEvent, cudaAvailable, cudaEmptyCache, cudaMemoryStats, cudaResetPeak, cudaSynchronize, liveTensors, startCudaProfile, stopCudaProfile } from "../../native/index.ts";
+import { loadConfig } from "../../runtime/config/index.ts";
 
-const SHAPES: Record<string, Record<string, number>> = {
-  "qwen2.5-0.5b": { hidden_size: 896, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, intermediate_size: 4864 },
-  "qwen2.5-1.5b": { hidden_size: 1536, num_hidden_layers: 28, num_attention_heads: 12, num_key_value_heads: 2, intermediate_size: 8960 },
+/** The models by the names torch_reference.py gives them, and the job configs that hold their shapes. */
+const CONFIGS: Record<string, string> = {
+  "qwen2.5-0.5b": "configs/qwen2_5-0_5b-gpu.yaml",
+  "qwen2.5-1.5b": "configs/qwen2_5-1_5b-gpu.yaml",
 };
 const PEAK_TFLOPS = 989;
 let TOKENS = 8192;
+// The configs leave the vocabulary to their tokenizer; the bench takes the released
+// checkpoints' padded one, as torch_reference.py does.
 const VOCAB = 151936;
 
 /** Which part of the step an op belongs to (the issue's split). */
@@ -38,18 +43,14 @@ function familyOf(op: string): string {
   return "fused ops";
 }
 
-function hfConfig(name: string): Record<string, unknown> {
-  return {
-    model_type: "qwen2",
-    vocab_size: VOCAB,
-    max_position_embeddings: 32768,
-    rope_theta: 1e6,
-    rms_norm_eps: 1e-6,
-    tie_word_embeddings: true,
-    hidden_act: "silu",
-    initializer_range: 0.02,
-    ...SHAPES[name],
-  };
+/** The model of the named job config (only its model section is read: the bench makes its own batches). */
+function modelConfig(name: string): DecoderConfig {
+  const file = join(import.meta.dirname, "..", "..", CONFIGS[name]!);
+  const hf = loadConfig(file, { checkPaths: false }).model.config;
+  if (!hf) throw new Error(`gpu-train: ${file} gives no inline model.config`);
+  const c = configFromHF({ ...hf, vocab_size: VOCAB }, file);
+  if (c.family !== "decoder") throw new Error(`gpu-train: ${file} is not a decoder (${c.family})`);
+  return c;
 }
 
 function seqLengths(seqLen: number): number[] {
@@ -58,25 +59,21 @@ function seqLengths(seqLen: number): number[] {
   return lens;
 }
 
-function flopsPerStep(name: string, params: number, seqLen: number): number {
-  const s = SHAPES[name]!;
+function flopsPerStep(c: DecoderConfig, params: number, seqLen: number): number {
   const sumSq = seqLengths(seqLen).reduce((a, l) => a + l * l, 0);
-  const attn = (3 * 2 * 2 * sumSq * s.hidden_size! * s.num_hidden_layers!) / 2;
+  const attn = (3 * 2 * 2 * sumSq * c.hiddenSize * c.numLayers) / 2;
   return 6 * params * TOKENS + attn;
 }
 
 function randomBatch(seed: number, seqLen: number) {
-  let x = seed >>> 0;
-  const next = () => {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    return x % VOCAB;
-  };
-  return packSequences(seqLengths(seqLen).map((l) => Array.from({ length: l }, next)));
+  const rand = mulberry32(seed);
+  return packSequences(seqLengths(seqLen).map((l) => Array.from({ length: l }, () => Math.floor(rand() * VOCAB))));
 }
 
 function benchModel(name: string, steps: number, warmup: number, seqLen: number) {
   const t0 = performance.now();
-  const model: CausalLM = createModel(configFromHF(hfConfig(name), "bench"), { seed: 0, dtype: "float32" });
+  const config = modelConfig(name);
+  const model: CausalLM = createModel(config, { seed: 0, dtype: "float32" });
   model.place("cuda", "bfloat16");
   const nParams = model.params().reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
   const params = model.params().map((p) => p.optimParam());
@@ -139,7 +136,7 @@ function benchModel(name: string, steps: number, warmup: number, seqLen: number)
   model.dispose();
   const live = liveTensors();
   cudaEmptyCache();
-  const flops = flopsPerStep(name, nParams, seqLen);
+  const flops = flopsPerStep(config, nParams, seqLen);
   return {
     model: name,
     params: nParams,
@@ -163,7 +160,7 @@ function benchModel(name: string, steps: number, warmup: number, seqLen: number)
 
 const { values } = parseArgs({
   options: {
-    models: { type: "string", default: Object.keys(SHAPES).join(",") },
+    models: { type: "string", default: Object.keys(CONFIGS).join(",") },
     steps: { type: "string", default: "10" },
     warmup: { type: "string", default: "3" },
     "seq-len": { type: "string", default: "2048" },
@@ -182,7 +179,7 @@ for (const [name, v] of [["--tokens", TOKENS], ["--seq-len", seqLen]] as const) 
 }
 const results = [];
 for (const name of values.models!.split(",")) {
-  if (!SHAPES[name]) throw new Error(`unknown model ${name}; have ${Object.keys(SHAPES).join(", ")}`);
+  if (!CONFIGS[name]) throw new Error(`unknown model ${name}; have ${Object.keys(CONFIGS).join(", ")}`);
   const r = benchModel(name, Number(values.steps), Number(values.warmup), seqLen);
   console.log(JSON.stringify(r));
   results.push(r);

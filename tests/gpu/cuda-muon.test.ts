@@ -16,7 +16,6 @@
 // exactly (both round to nearest even).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { randomInt } from "node:crypto";
 import {
   type Tensor,
   cast,
@@ -31,10 +30,9 @@ import {
 } from "../../native/index.ts";
 import { Param } from "../../models/index.ts";
 import { createOptimizer } from "../../models/optim/index.ts";
+import { assertRelClose } from "./compare.ts";
+import { BASE_SEED, nextSeed, seeded } from "./pairs.ts";
 
-const BASE_SEED = randomInt(1, 2 ** 40);
-let seedCounter = 0;
-const nextSeed = () => BASE_SEED + seedCounter++;
 const NS_FRO = 0.03;
 const NS_MAX = 0.04;
 const F32 = 1e-5;
@@ -72,17 +70,6 @@ function assertNs(label: string, got: Float64Array, want: Float64Array, fro: num
   return `${label}: relative Frobenius error ${rel.toExponential(2)}, max error / max |ref| ${(maxErr / maxRef).toExponential(2)}`;
 }
 
-function assertClose(label: string, got: Float64Array, want: Float64Array, tol: number): void {
-  finite(label, got);
-  let maxErr = 0, maxRef = 0;
-  for (let i = 0; i < want.length; i++) {
-    maxErr = Math.max(maxErr, Math.abs(got[i]! - want[i]!));
-    maxRef = Math.max(maxRef, Math.abs(want[i]!));
-  }
-  assert.ok(maxRef > 0, `${label}: the reference is all zeros; the test proves nothing`);
-  assert.ok(maxErr <= tol * maxRef, `${label}: max error ${maxErr} exceeds ${tol} x max |ref| ${maxRef} [seed ${BASE_SEED}]`);
-}
-
 /** The compute copy holds exactly bf16(master). */
 function assertCopyOf(label: string, copy: Tensor, master: Tensor): void {
   const got = copy.toFloat64Array();
@@ -115,7 +102,7 @@ test("newtonSchulz5 on cuda (bf16, fp32 accumulation) matches the CPU op in floa
       t.diagnostic(assertNs(`NS ${M}x${N} (bf16 in/out)`, gotB.toFloat64Array(), wantB, NS_FRO, NS_MAX));
       // No iterations: the Frobenius normalisation alone, within one bf16 rounding (2^-8 relative).
       const norm0 = newtonSchulz5(cast(g, "float64"), 0).toFloat64Array();
-      assertClose(`NS ${M}x${N} steps 0 (normalisation)`, newtonSchulz5(gpu, 0).toFloat64Array(), norm0, 2 ** -8);
+      assertRelClose(newtonSchulz5(gpu, 0).toFloat64Array(), norm0, 2 ** -8, seeded(`NS ${M}x${N} steps 0 (normalisation)`));
     });
   }
 });
@@ -143,7 +130,7 @@ test("muonStep on cuda tracks the CPU's float32 muonStep: fp32 master with its b
           muonStep(pCpu, g, bufCpu, o);
           assertCopyOf(`${label} step ${step}: copy`, copy, pGpu);
         }
-        assertClose(`${label}: momentum`, bufGpu.toFloat64Array(), bufCpu.toFloat64Array(), F32);
+        assertRelClose(bufGpu.toFloat64Array(), bufCpu.toFloat64Array(), F32, seeded(`${label}: momentum`));
         const start = p0.toFloat64Array();
         const moved = minus(pGpu.toFloat64Array(), start);
         finite(`${label}: param`, moved);
@@ -200,7 +187,7 @@ test("MuonWithAdamW on parameters placed on cuda: Muon on the matrices, AdamW on
       const got = gpu[i]!.master.toFloat64Array();
       const want = cpu[i]!.master.toFloat64Array();
       if (s.length === 2) t.diagnostic(assertNs(`${name}: change of the weights`, minus(got, starts[i]!), minus(want, starts[i]!), NS_FRO, NS_MAX));
-      else assertClose(`${name} (AdamW)`, got, want, F32);
+      else assertRelClose(got, want, F32, seeded(`${name} (AdamW)`));
       assertCopyOf(`${name}: compute copy`, gpu[i]!.value, gpu[i]!.master);
     });
   } finally {

@@ -156,7 +156,7 @@ test("a GPT-2 training step on cuda (bf16 over fp32 masters) matches the CPU bac
   // Head dim 64 (cuda attention takes 64 or 128); an odd vocabulary; built through the trainer's
   // builder, so its device checks and placement are the ones a job gets.
   const hf = { model_type: "gpt2", vocab_size: 101, n_positions: 96, n_embd: 128, n_layer: 2, n_head: 2 };
-  const job = loadConfig("configs/qwen2.5-0.5b-gpu.yaml");
+  const job = loadConfig("configs/qwen2_5-0_5b-gpu.yaml");
   const spec = { kind: "config" as const, hf, seed: 3 };
   const seed = nextSeed();
   const build = async (device: "cpu" | "cuda"): Promise<CausalLM> => {

@@ -1,4 +1,4 @@
-// `tessera train` on cuda, in this process as the CLI runs one rank: configs/qwen2.5-0.5b-gpu.yaml
+// `tessera train` on cuda, in this process as the CLI runs one rank: configs/qwen2_5-0_5b-gpu.yaml
 // shrunk to two narrow layers (head dim 64, the tokenizer's full vocabulary), bf16 over fp32
 // masters. The run writes per-step metrics with the device allocator's figures and MFU,
 // checkpoints the fp32 masters, and a second run resumes from the checkpoint: its steps after
@@ -16,7 +16,7 @@ const root = join(import.meta.dirname, "..", "..");
 const SKIP = cudaAvailable() ? false : "no CUDA device here: run it on the GPU machine";
 
 function gpuConfig(out: string, extra: string[]) {
-  return loadConfig(join(root, "configs/qwen2.5-0.5b-gpu.yaml"), {
+  return loadConfig(join(root, "configs/qwen2_5-0_5b-gpu.yaml"), {
     overrides: [
       `output_dir=${JSON.stringify(out)}`,
       "model.config.hidden_size=256",

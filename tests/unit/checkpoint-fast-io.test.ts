@@ -4,7 +4,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { copyFile, open, readFile, readdir, rename, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { copyFile, cp, open, readFile, readdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -12,6 +13,7 @@ import {
   buildManifest,
   commitCheckpoint,
   openCheckpoint,
+  resolveResume,
   saveCheckpoint,
   writeRankShard,
   type RankShardInput,
@@ -186,6 +188,45 @@ test('verify "local" hashes a shard this process did not write there, and passes
     } finally {
       await ck.close();
     }
+  });
+});
+
+/** Bytes this process has read so far, worker threads included (Linux's /proc/self/io rchar: page-cache hits count too). */
+async function bytesRead(): Promise<number> {
+  return Number(/^rchar: (\d+)$/m.exec(await readFile("/proc/self/io", "utf8"))![1]);
+}
+
+async function bytesReadBy(fn: () => Promise<unknown>): Promise<number> {
+  const before = await bytesRead();
+  await fn();
+  return (await bytesRead()) - before;
+}
+
+test('verify "local" does not read back a shard this process wrote or hashed whole; "full" does', { skip: !existsSync("/proc/self/io") && "needs /proc/self/io" }, async () => {
+  await withTempDir(async (root) => {
+    const dir = await beginCheckpoint(join(root, "ours"), 1);
+    const report = await writeRankShard(dir, 0, mixedInput().input);
+    // Manifest and safetensors headers are a few KB; the shard is about 40 MB.
+    const headersOnly = report.bytes / 100;
+    let final = "";
+    const commit = await bytesReadBy(async () => (final = await commitCheckpoint(dir, buildManifest(meta(1, 1), [report]), { verify: "local" })));
+    assert.ok(commit < headersOnly, `the commit read ${commit} bytes of a shard this process wrote`);
+    const openWith = (at: string, verify: "local" | "full") => async () => (await openCheckpoint(at, { verify })).close();
+    // The commit renamed the folder; what this process knows of the shard moved with it.
+    const local = await bytesReadBy(openWith(final, "local"));
+    assert.ok(local < headersOnly, `a "local" open read ${local} bytes`);
+    const full = await bytesReadBy(openWith(final, "full"));
+    assert.ok(full >= report.bytes, `a "full" open read ${full} bytes, less than the ${report.bytes}-byte shard`);
+
+    // A checkpoint another process left (a copy, unknown here): resume's pass hashes it whole
+    // once, and the open that follows (findResume's) reads it no more.
+    await cp(join(root, "ours"), join(root, "theirs"), { recursive: true });
+    let found: string | undefined;
+    const resolve = await bytesReadBy(async () => (found = await resolveResume(join(root, "theirs"), "auto", { verify: "local" })));
+    assert.ok(found?.startsWith(join(root, "theirs")), `resolved ${found}`);
+    assert.ok(resolve >= report.bytes, `resolveResume read ${resolve} bytes of a shard it had not seen`);
+    const reopen = await bytesReadBy(openWith(found!, "local"));
+    assert.ok(reopen < headersOnly, `the open after resolveResume read ${reopen} bytes`);
   });
 });
 

@@ -65,7 +65,7 @@ test("placing a model on the CPU again changes nothing: the same loss bit for bi
 });
 
 test("the trainer's device checks: cuda without a GPU, several cuda ranks, bf16 on cpu", () => {
-  const base = loadConfig("configs/qwen2.5-0.5b-gpu.yaml");
+  const base = loadConfig("configs/qwen2_5-0_5b-gpu.yaml");
   assert.equal(computeDtypeOf(base), "bfloat16");
   assert.equal(computeDtypeOf({ ...base, model: { ...base.model, dtype: "float32" } }), "float32");
   assert.equal(computeDtypeOf({ ...base, device: "cpu" }), "float32");
