@@ -118,6 +118,21 @@ export abstract class CausalLM {
     return this;
   }
 
+  /**
+   * The cos / sin table of a batch's positions that every layer's RoPE reads (native `ropeTable`),
+   * or undefined for a model without RoPE. Made once per batch, beside the batch's upload.
+   */
+  ropeTable(_positions: Tensor): Tensor | undefined {
+    return undefined;
+  }
+
+  /** The batch on the model's device, with the RoPE table its layers share. */
+  #upload(batch: PackedBatch): BatchTensors {
+    const bt = uploadBatch(batch, this.#device);
+    bt.rope = this.ropeTable(bt.positions);
+    return bt;
+  }
+
   set recompute(on: boolean) {
     for (const b of this.blocks) b.recompute = on;
   }
@@ -129,7 +144,7 @@ export abstract class CausalLM {
   /** Forward and backward on one packed batch; gradients are added to the parameters'. */
   loss(batch: PackedBatch, opts: LossOptions = {}): LossResult {
     const { labels, gradScale } = this.lossInputs(batch, opts.gradScale);
-    return ops.scope(() => runSync(this.lossSteps(uploadBatch(batch, this.#device), labels, gradScale), opts.hooks));
+    return ops.scope(() => runSync(this.lossSteps(this.#upload(batch), labels, gradScale), opts.hooks));
   }
 
   /**
@@ -139,7 +154,7 @@ export abstract class CausalLM {
    */
   async lossAsync(batch: PackedBatch, opts: AsyncLossOptions = {}): Promise<LossResult> {
     const { labels, gradScale } = this.lossInputs(batch, opts.gradScale);
-    const bt = uploadBatch(batch, this.#device);
+    const bt = this.#upload(batch);
     try {
       return await runAsync(this.lossSteps(bt, labels, gradScale), opts.hooks, opts.attention);
     } finally {
@@ -190,7 +205,7 @@ export abstract class CausalLM {
     if (!labels) throw new Error("evalLoss: the batch has no labels");
     checkBatch(batch, this.config.vocabSize, this.maxPositions);
     return ops.scope(() => {
-      const bt = uploadBatch(batch, this.#device);
+      const bt = this.#upload(batch);
       const hn = this.hiddenForward(bt, new Ctx(bt), true);
       const lab = ops.tensor(labels, [labels.length], { dtype: "int32", device: this.#device });
       const r = ops.linearCrossEntropyLoss(hn, this.head.value, lab, { ignoreIndex: IGNORE_INDEX });
@@ -207,7 +222,7 @@ export abstract class CausalLM {
     const labels = batch.labels;
     if (!labels) throw new Error("evalLoss: the batch has no labels");
     checkBatch(batch, this.config.vocabSize, this.maxPositions);
-    const bt = uploadBatch(batch, this.#device);
+    const bt = this.#upload(batch);
     try {
       const hn = await runAsync(this.hiddenSteps(bt, new Ctx(bt), true), opts.hooks, opts.attention);
       const lab = ops.tensor(labels, [labels.length], { dtype: "int32", device: this.#device });
@@ -224,7 +239,7 @@ export abstract class CausalLM {
   logits(batch: PackedBatch): Tensor {
     checkBatch(batch, this.config.vocabSize, this.maxPositions);
     return ops.scope(() => {
-      const bt = uploadBatch(batch, this.#device);
+      const bt = this.#upload(batch);
       const hn = this.hiddenForward(bt, new Ctx(bt), true);
       return ops.matmul(hn, this.head.value, { transB: true });
     });
@@ -265,6 +280,7 @@ function disposeBatch(bt: BatchTensors): void {
   bt.tokens.dispose();
   bt.positions.dispose();
   bt.cuSeqlens.dispose();
+  bt.rope?.dispose();
 }
 
 function uploadBatch(b: PackedBatch, device: Device): BatchTensors {

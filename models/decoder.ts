@@ -4,7 +4,7 @@
 // names are transformers' own.
 import type { DecoderConfig } from "./config.ts";
 import { CausalLM, type HFTensor, type ModelOptions } from "./causal-lm.ts";
-import type { Tensor } from "./ops.ts";
+import { ops, type RopeOptions, type Tensor } from "./ops.ts";
 import { Embedding, RMSNorm } from "./layers/basic.ts";
 import { Attention } from "./layers/attention.ts";
 import { Block } from "./layers/block.ts";
@@ -20,6 +20,8 @@ export class DecoderLM extends CausalLM {
   readonly finalNorm: RMSNorm;
   readonly head: Param;
   readonly maxPositions = undefined;
+  /** Every layer's RoPE schedule (one for all, so a batch's cos / sin table serves them all). */
+  readonly rope: RopeOptions;
 
   constructor(
     readonly config: DecoderConfig,
@@ -31,6 +33,7 @@ export class DecoderLM extends CausalLM {
     this.embed = new Embedding(init, "model.embed_tokens", c.vocabSize, c.hiddenSize);
     this.blocks = [];
     const rope = c.ropeScaling ? { theta: c.ropeTheta, scaling: c.ropeScaling } : { theta: c.ropeTheta };
+    this.rope = rope;
     for (let i = 0; i < c.numLayers; i++) {
       const p = `model.layers.${i}`;
       const attn = new Attention(init, {
@@ -64,6 +67,10 @@ export class DecoderLM extends CausalLM {
     }
     this.finalNorm = new RMSNorm(init, "model.norm", c.hiddenSize, c.rmsNormEps);
     this.head = c.tieWordEmbeddings ? this.embed.weight : init.normal("lm_head.weight", [c.vocabSize, c.hiddenSize]);
+  }
+
+  override ropeTable(positions: Tensor): Tensor {
+    return ops.ropeTable(positions, this.config.headDim, this.rope, this.computeDtype === "float64" ? "float64" : "float32");
   }
 
   embedForward(bt: BatchTensors): Tensor {

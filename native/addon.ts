@@ -48,7 +48,7 @@ export interface CudaAddon
   extends Pick<
     Addon,
     | "cast" | "matmul" | "add" | "mul" | "scale" | "scaleInPlace" | "addInto" | "sumSquares" | "embedding" | "embeddingBackward"
-    | "rmsnorm" | "rope" | "swiglu" | "swigluBackward"
+    | "rmsnorm" | "rope" | "ropeTable" | "ropeWithTable" | "swiglu" | "swigluBackward"
     | "addBias" | "sumRows" | "linearCrossEntropy"
     | "layernorm" | "layernormBackward" | "gelu" | "geluBackward"
     | "attention" | "attentionBackward"
@@ -60,6 +60,7 @@ export interface CudaAddon
   resetPeak(): void;
   emptyCache(): number;
   setDebugFill(on: boolean): void;
+  attentionKernels(which?: "auto" | "mma" | "wgmma"): "mma" | "wgmma";
   synchronize(): void;
   recordEvent(stream: number, timed?: boolean): EventHandle;
   eventElapsedMs(start: EventHandle, end: EventHandle): number;
@@ -122,6 +123,9 @@ export interface Addon {
   layernorm(x: H, w: H, b: H, eps: number): [H, H, H];
   layernormBackward(dy: H, x: H, w: H, mean: H, rstd: H): [H, H, H];
   rope(x: H, positions: H, invFreq: Float64Array, attentionScaling: number, inverse: boolean): H;
+  /** [T, 2, half] of `dtype` (cuda: float32 only): each position's cos, then sin, times attentionScaling. */
+  ropeTable(positions: H, invFreq: Float64Array, attentionScaling: number, dtype: number): H;
+  ropeWithTable(x: H, table: H, inverse: boolean): H;
   swiglu(gate: H, up: H): H;
   swigluBackward(dh: H, gate: H, up: H): [H, H];
   gelu(x: H): H;
@@ -133,8 +137,9 @@ export interface Addon {
   attentionBackward(
     dout: H, q: H, k: H, v: H, o: H, lse: H, cu: H, causal: boolean, window: number, scale: number, cuHost?: Int32Array,
   ): [H, H, H];
+  /** `reference` (cuda only; the CPU ignores it) runs the lm head's GEMMs on the tiled reference kernel, as matmul's. */
   linearCrossEntropy(
-    x: H, w: H, labels: H, ignoreIndex: number, chunkSize: number, gradScale: number, wantGrad: boolean,
+    x: H, w: H, labels: H, ignoreIndex: number, chunkSize: number, gradScale: number, wantGrad: boolean, reference?: boolean,
   ): [number, number, H?, H?];
   adamwStep(p: H, g: H, m: H, v: H, lr: number, b1: number, b2: number, eps: number, wd: number, step: number): void;
   newtonSchulz5(g: H, steps: number): H;

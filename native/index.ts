@@ -2,6 +2,7 @@
 export { buildInfo, cpuThreads, cachedBytes, emptyCache, type BuildInfo, type CudaMatmulCounts, type CudaMemoryStats } from "./addon.ts";
 export {
   cudaAvailable,
+  cudaAttentionKernels,
   cudaMatmulCounts,
   cudaMemoryStats,
   cudaResetPeak,
@@ -35,6 +36,7 @@ export {
   softmaxBackward,
 } from "./nn.ts";
 export { rope, ropeBackward, ropeFrequencies, type RopeOptions, type RopeScaling, type RopeFrequencies } from "./rope.ts";
+export { ropeTable, ropeWithTable, ropeBackwardWithTable, type RopeTableDtype } from "./rope.ts";
 export { attention, attentionBackward, type AttentionOptions } from "./attention.ts";
 export { linearCrossEntropy, linearCrossEntropyLoss, type LinearCrossEntropyOptions } from "./loss.ts";
 export { adamwStep, adamwStepMany, newtonSchulz5, muonStep, type AdamWOptions, type AdamWItem, type MuonOptions, type NewtonSchulzOptions } from "./optim.ts";

@@ -13,6 +13,11 @@ export interface LinearCrossEntropyOptions {
   chunkSize?: number;
   /** The returned gradients are those of gradScale * (sum of token losses); 1/globalCount for a mean. */
   gradScale?: number;
+  /**
+   * cuda only (the CPU ignores it): the lm head's GEMMs on the tiled reference kernel instead of
+   * cuBLASLt, as matmul's option: the path of builds without cuBLASLt, for tests.
+   */
+  reference?: boolean;
 }
 const CUDA_LOGIT_BYTES = 1.3e9;
 
@@ -66,6 +71,7 @@ export function linearCrossEntropy(
     chunkSize,
     gradScale,
     true,
+    opts.reference ?? false,
   );
   const dwDtype = x.device === "cuda" ? "float32" : w.dtype;
   return { loss, count, dx: new Tensor(dx!, x.dtype, x.shape), dw: new Tensor(dw!, dwDtype, w.shape) };
@@ -89,6 +95,7 @@ export function linearCrossEntropyLoss(
     chunkSize,
     1,
     false,
+    opts.reference ?? false,
   );
   return { loss, count };
 }

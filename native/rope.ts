@@ -1,6 +1,7 @@
 // Rotary position embeddings (HF rotate_half convention: pairs (i, i + Dh/2)), with the
 // frequency schedules of transformers' rope_init_fns: default, linear, llama3 and yarn.
 import { Tensor } from "./tensor.ts";
+import { dtypeCode } from "./dtype.ts";
 import { backendFor } from "./cuda.ts";
 import { fail, needDtype, needFinite, needFloat, needRank, needShape } from "./check.ts";
 
@@ -117,4 +118,54 @@ export function rope(x: Tensor, positions: Tensor, opts: RopeOptions): Tensor {
 /** The transpose of rope: rotation by the opposite angle, times the same scaling. */
 export function ropeBackward(dy: Tensor, positions: Tensor, opts: RopeOptions): Tensor {
   return ropeCall("ropeBackward", dy, positions, opts, true);
+}
+
+// ---- the per-batch table: cos / sin formed once per batch, read by every layer's rope
+
+/** What a rope table holds: float32 (for float32 and bfloat16 x), or float64 (for float64 x; CPU only). */
+export type RopeTableDtype = "float32" | "float64";
+
+/**
+ * cos and sin of each token's rotation angles, times the attention scaling, as [T, 2, Dh/2]: row t
+ * holds the cos of its Dh/2 frequencies, then their sin. A model builds one per batch, on the
+ * positions' device, and every layer's ropeWithTable / ropeBackwardWithTable reads it, instead of
+ * each call forming them again. Values: rope's own (the angle as its float32 product, cos / sin in
+ * double, rounded once for a float32 table; all in double for a float64 one).
+ */
+export function ropeTable(positions: Tensor, headDim: number, opts: RopeOptions, dtype: RopeTableDtype = "float32"): Tensor {
+  const op = "ropeTable";
+  needDtype(op, "positions", positions, "int32");
+  needRank(op, "positions", positions, [1]);
+  if (dtype !== "float32" && dtype !== "float64") fail(op, `the table is float32 or float64, got ${String(dtype)}`);
+  if (positions.device === "cuda" && dtype !== "float32") fail(op, "the table is float32 on cuda");
+  const { invFreq, attentionScaling } = ropeFrequencies(headDim, opts);
+  return new Tensor(
+    backendFor(op, "ropeTable", ["positions", positions])(positions.handle(op, "positions"), invFreq, attentionScaling, dtypeCode[dtype]),
+    dtype,
+    [positions.shape[0]!, 2, headDim / 2],
+  );
+}
+
+function ropeTableCall(op: string, x: Tensor, table: Tensor, inverse: boolean): Tensor {
+  needFloat(op, "x", x);
+  needRank(op, "x", x, [3]);
+  const [T, , Dh] = x.shape as [number, number, number];
+  if (Dh % 2 !== 0) fail(op, `head dim must be even, got ${Dh}`);
+  needDtype(op, "table", table, x.dtype === "float64" ? "float64" : "float32");
+  needShape(op, "table", table, [T, 2, Dh / 2]);
+  return new Tensor(
+    backendFor(op, "ropeWithTable", ["x", x], ["table", table])(x.handle(op, "x"), table.handle(op, "table"), inverse),
+    x.dtype,
+    x.shape,
+  );
+}
+
+/** rope(x, positions, opts) with the cos / sin of ropeTable(positions, Dh, opts): x[T,H,Dh], table [T, 2, Dh/2]. */
+export function ropeWithTable(x: Tensor, table: Tensor): Tensor {
+  return ropeTableCall("ropeWithTable", x, table, false);
+}
+
+/** ropeBackward through the same table. */
+export function ropeBackwardWithTable(dy: Tensor, table: Tensor): Tensor {
+  return ropeTableCall("ropeBackwardWithTable", dy, table, true);
 }

@@ -76,7 +76,8 @@ export class Attention implements Layer {
     }
     lin.dispose();
     if (!this.spec.rope) return h;
-    const r = ops.rope(h, positions, this.spec.rope);
+    const table = ctx.batch.rope;
+    const r = table ? ops.ropeWithTable(h, table) : ops.rope(h, positions, this.spec.rope);
     h.dispose();
     return r;
   }
@@ -123,7 +124,8 @@ export class Attention implements Layer {
     const dh = this.spec.headDim;
     let d = dHeads;
     if (this.spec.rope) {
-      d = ops.ropeBackward(dHeads, ctx.batch.positions, this.spec.rope);
+      const table = ctx.batch.rope;
+      d = table ? ops.ropeBackwardWithTable(dHeads, table) : ops.ropeBackward(dHeads, ctx.batch.positions, this.spec.rope);
       dHeads.dispose();
     }
     if (norm) {

@@ -13,6 +13,12 @@ export interface BatchTensors {
   cuSeqlensHost?: Int32Array;
   /** Number of tokens T. */
   numTokens: number;
+  /**
+   * cos / sin of the positions' RoPE angles ([T, 2, Dh/2], native `ropeTable`), made once per
+   * batch by models whose layers share one head dim and schedule, read by every layer's RoPE
+   * forward and backward. Absent (a hand-built batch, a model without RoPE): each call forms them.
+   */
+  rope?: Tensor;
 }
 
 export class Ctx {

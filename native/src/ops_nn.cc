@@ -310,6 +310,80 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   return y.value;
 }
 
+// ropeTable(positions[T], invFreq[half] (Float64Array), attentionScaling, dtype) -> [T, 2, half]:
+// each token's cos row then sin row, times the scaling, for ropeWithTable (a batch's layers share
+// one). A float32 table takes the angle as rope's float32 product, its cos / sin in double, rounded
+// once (rope's own values within fp32 rounding); a float64 one is rope's float64 values exactly.
+Napi::Value RopeTable(const Napi::CallbackInfo& info) {
+  TensorImpl& pos = TensorArg(info, 0);
+  if (pos.dtype != DType::I32 || pos.ndim() != 1) throw OpError("ropeTable: positions must be int32 [T]");
+  if (!info[1].IsTypedArray()) throw OpError("ropeTable: invFreq must be a Float64Array");
+  auto invFreq = info[1].As<Napi::Float64Array>();
+  const double attnScale = NumberArg(info, 2);
+  const DType dt = static_cast<DType>(static_cast<int>(NumberArg(info, 3)));
+  const int64_t T = pos.numel, half = static_cast<int64_t>(invFreq.ElementLength());
+  std::vector<double> freq(invFreq.Data(), invFreq.Data() + half);
+  const int32_t* p = pos.data<int32_t>();
+  Out table{};
+  DispatchFloat("ropeTable", dt, [&](auto z) {
+    using Tf = decltype(z);
+    table = NewTensor(info.Env(), dt, {T, 2, half});
+    Tf* out = table.t->data<Tf>();
+    std::vector<Tf> f(half);
+    for (int64_t i = 0; i < half; ++i) f[i] = static_cast<Tf>(freq[i]);
+    cpu::ParallelFor(T, RowGrain(2 * half), [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const Tf pt = static_cast<Tf>(p[t]);
+        Tf* row = out + t * 2 * half;
+        for (int64_t i = 0; i < half; ++i) {
+          const double ang = static_cast<double>(pt * f[i]);
+          row[i] = static_cast<Tf>(std::cos(ang) * attnScale);
+          row[half + i] = static_cast<Tf>(std::sin(ang) * attnScale);
+        }
+      }
+    });
+  });
+  return table.value;
+}
+
+// ropeWithTable(x[T,H,Dh], table[T, 2, Dh/2] of x's dtype, inverse): rope with cos / sin read from
+// the table.
+Napi::Value RopeWithTable(const Napi::CallbackInfo& info) {
+  TensorImpl& x = TensorArg(info, 0);
+  TensorImpl& table = TensorArg(info, 1);
+  const bool inverse = BoolArg(info, 2);
+  const char* op = inverse ? "ropeBackwardWithTable" : "ropeWithTable";
+  if (x.ndim() != 3 || x.dim(2) % 2 != 0 || table.dtype != x.dtype || table.ndim() != 3 || table.dim(0) != x.dim(0) ||
+      table.dim(1) != 2 || table.dim(2) != x.dim(2) / 2) {
+    throw OpError(std::string(op) + ": x must be [T,H,Dh] (Dh even) and the table [T,2,Dh/2] of x's dtype");
+  }
+  const int64_t T = x.dim(0), H = x.dim(1), Dh = x.dim(2), half = Dh / 2;
+  Out y = NewTensor(info.Env(), x.dtype, x.shape);
+  DispatchFloat(op, x.dtype, [&](auto z) {
+    using Tf = decltype(z);
+    const Tf* xp = x.data<Tf>();
+    const Tf* tp = table.data<Tf>();
+    Tf* yp = y.t->data<Tf>();
+    const Tf sign = inverse ? Tf(-1) : Tf(1);
+    cpu::ParallelFor(T, RowGrain(H * Dh), [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const Tf* c = tp + t * 2 * half;
+        const Tf* s = c + half;
+        for (int64_t h = 0; h < H; ++h) {
+          const Tf* xr = xp + (t * H + h) * Dh;
+          Tf* yr = yp + (t * H + h) * Dh;
+          for (int64_t i = 0; i < half; ++i) {
+            const Tf a = xr[i], bb = xr[i + half], si = s[i] * sign;
+            yr[i] = a * c[i] - bb * si;
+            yr[i + half] = bb * c[i] + a * si;
+          }
+        }
+      }
+    });
+  });
+  return y.value;
+}
+
 // ---------------------------------------------------------------- activations
 
 // The activations' loops are compute-bound (exp, division), so each has a range function
@@ -472,6 +546,8 @@ void RegisterNnBindings(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "layernorm", Layernorm);
   Export(env, exports, "layernormBackward", LayernormBackward);
   Export(env, exports, "rope", Rope);
+  Export(env, exports, "ropeTable", RopeTable);
+  Export(env, exports, "ropeWithTable", RopeWithTable);
   Export(env, exports, "swiglu", Swiglu);
   Export(env, exports, "swigluBackward", SwigluBackward);
   Export(env, exports, "gelu", Gelu);

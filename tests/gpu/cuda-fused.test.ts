@@ -1,14 +1,15 @@
 // The fused and reworked CUDA kernels against the CPU backend (`npm run test:gpu`): the linear
 // cross-entropy, GEMMs into a given output (accumulate, fp32 out of bf16 in) and with a bias,
-// addBias / sumRows, and the vectorised RMSNorm (with the fused residual), RoPE and embedding
-// at the shapes their vector and fallback paths meet. Inputs are random and fresh per run (the
-// base seed is in every failure message); bf16 cases give both backends the same bf16-rounded
-// values, the CPU computing in float32. Every allocation is NaN-filled (debug fill), so an
-// output element a kernel forgets to write fails the finiteness check.
+// addBias / sumRows, and the vectorised RMSNorm (with the fused residual), RoPE (direct and through
+// its per-batch table) and embedding at the shapes their vector and fallback paths meet. Inputs
+// are random and fresh per run (the base seed is in every failure message); bf16 cases give both
+// backends the same bf16-rounded values, the CPU computing in float32. Every allocation is
+// NaN-filled (debug fill), so an output element a kernel forgets to write fails the finiteness check.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomInt } from "node:crypto";
 import {
+  type RopeOptions,
   type Tensor,
   add,
   addBias,
@@ -27,48 +28,22 @@ import {
   rmsnormResidual,
   rope,
   ropeBackward,
+  ropeBackwardWithTable,
+  ropeTable,
+  ropeWithTable,
   scope,
   sumRows,
   tensor,
 } from "../../native/index.ts";
+import { assertTensorClose } from "./compare.ts";
+import { BASE_SEED, nextSeed, pairOf, seeded } from "./pairs.ts";
 
-const BASE_SEED = randomInt(1, 2 ** 40);
-let seedCounter = 0;
-const nextSeed = () => BASE_SEED + seedCounter++;
 const F32 = 1e-5;
 const BF16 = 1e-2;
 type FloatDtype = "float32" | "bfloat16";
 
 before(() => cudaSetDebugFill(true));
 after(() => cudaSetDebugFill(false));
-
-/** The same random values on both backends: cpu float32, gpu in dtype (bf16-rounded for both when bf16). */
-function pairOf(shape: number[], dtype: FloatDtype, std = 1): { cpu: Tensor; gpu: Tensor } {
-  const host = randn(shape, { seed: nextSeed(), std, dtype });
-  const cpu = cast(host, "float32");
-  const gpu = host.to("cuda");
-  host.dispose();
-  return { cpu, gpu };
-}
-
-/** Every element finite (written), and max |got - want| <= tol * max |want|. */
-function assertClose(label: string, got: Tensor, want: Tensor, tol: number): void {
-  assert.equal(got.device, "cuda", `${label}: result should stay on cuda`);
-  assert.deepEqual(got.shape, want.shape, `${label}: shape`);
-  const g = got.toFloat64Array();
-  const w = want.toFloat64Array();
-  let bad = 0;
-  let maxErr = 0;
-  let maxRef = 0;
-  for (let i = 0; i < g.length; i++) {
-    if (!Number.isFinite(g[i]!)) bad++;
-    maxErr = Math.max(maxErr, Math.abs(g[i]! - w[i]!));
-    maxRef = Math.max(maxRef, Math.abs(w[i]!));
-  }
-  assert.equal(bad, 0, `${label}: ${bad} of ${g.length} elements are not finite (unwritten?) [seed ${BASE_SEED}]`);
-  assert.ok(maxRef > 0, `${label}: the reference is all zeros; the test proves nothing`);
-  assert.ok(maxErr <= tol * maxRef, `${label}: max error ${maxErr} exceeds ${tol} x max |ref| ${maxRef} [seed ${BASE_SEED}]`);
-}
 
 function assertRel(label: string, got: number, want: number, tol: number): void {
   assert.ok(Math.abs(got - want) <= tol * Math.abs(want), `${label}: ${got} vs ${want} (rel tol ${tol}) [seed ${BASE_SEED}]`);
@@ -92,13 +67,15 @@ const CE_CASES: { dtype: FloatDtype; lossTol: number; gradTol: number }[] = [
 
 test("linearCrossEntropy: loss, count, dx and float32 dw match the CPU over chunk sizes, odd V and ignored labels", () => {
   for (const { dtype, lossTol, gradTol } of CE_CASES) {
-    // [T, D, V, chunkSize]: T not a multiple of the chunk; V a multiple of 64 (512: the head as it
-    // is) and not (1000, 1001, 999: the padded head, its pad masked).
+    // [T, D, V, chunkSize]: T not a multiple of the chunk; V a multiple of 64 (512: logits rows as
+    // they are) and not (1000, 1001, 999 and Qwen's 151,669: logits rows padded to a multiple of
+    // 64, the GEMMs on w and dw as they are through the logits' row stride).
     const cases: [number, number, number, number | undefined][] = [
       [300, 64, 1000, 128],
       [300, 64, 1001, 77],
       [257, 40, 999, 1],
       [129, 64, 512, undefined],
+      [200, 64, 151_669, 96],
     ];
     for (const [T, D, V, chunkSize] of cases) {
       scope(() => {
@@ -115,10 +92,38 @@ test("linearCrossEntropy: loss, count, dx and float32 dw match the CPU over chun
         assertRel(`${label}: loss`, got.loss, want.loss, lossTol);
         assert.equal(got.dw.dtype, "float32", "dw is a float32 parameter gradient on cuda");
         assert.equal(got.dx.dtype, dtype);
-        assertClose(`${label}: dx`, got.dx, wantScaled.dx, gradTol);
-        assertClose(`${label}: dw`, got.dw, wantScaled.dw, gradTol);
+        assertTensorClose(got.dx, wantScaled.dx, gradTol, seeded(`${label}: dx`));
+        assertTensorClose(got.dw, wantScaled.dw, gradTol, seeded(`${label}: dw`));
         const lossOnly = linearCrossEntropyLoss(x.gpu, w.gpu, labels.gpu, { ignoreIndex, chunkSize });
         assert.equal(lossOnly.count, want.count);
+        assertRel(`${label}: loss without gradients`, lossOnly.loss, got.loss, 1e-12);
+      });
+    }
+  }
+});
+
+test("linearCrossEntropy on the reference GEMMs (builds without cuBLASLt): odd V and D through the logits' row stride", () => {
+  for (const { dtype, lossTol, gradTol } of CE_CASES) {
+    const cases: [number, number, number, number][] = [
+      [300, 64, 1001, 77],
+      [130, 37, 999, 64],
+      [96, 32, 512, 40],
+    ];
+    for (const [T, D, V, chunkSize] of cases) {
+      scope(() => {
+        const label = `reference ${dtype} T=${T} D=${D} V=${V} chunk=${chunkSize}`;
+        const x = pairOf([T, D], dtype);
+        const w = pairOf([V, D], dtype, 0.2);
+        const ignoreIndex = -100;
+        const labels = labelsOf(T, V, ignoreIndex);
+        const gradScale = 1 / T;
+        const want = linearCrossEntropy(x.cpu, w.cpu, labels.cpu, { ignoreIndex, chunkSize: 64, gradScale });
+        const got = linearCrossEntropy(x.gpu, w.gpu, labels.gpu, { ignoreIndex, chunkSize, gradScale, reference: true });
+        assert.equal(got.count, want.count, `${label}: count`);
+        assertRel(`${label}: loss`, got.loss, want.loss, lossTol);
+        assertTensorClose(got.dx, want.dx, gradTol, seeded(`${label}: dx`));
+        assertTensorClose(got.dw, want.dw, gradTol, seeded(`${label}: dw`));
+        const lossOnly = linearCrossEntropyLoss(x.gpu, w.gpu, labels.gpu, { ignoreIndex, chunkSize, reference: true });
         assertRel(`${label}: loss without gradients`, lossOnly.loss, got.loss, 1e-12);
       });
     }
@@ -178,18 +183,18 @@ test("matmulInto: bf16 or fp32 inputs into a float32 (or same-dtype) output, wri
               const acc = init.gpu.clone();
               matmulInto(acc, a.gpu, b.gpu, { transA, transB, accumulate: true, reference });
               // bf16 inputs are exact in fp32 and the output is fp32: only the summation order differs.
-              assertClose(`accumulate ${label}`, acc, add(init.cpu, product), 1e-4);
+              assertTensorClose(acc, add(init.cpu, product), 1e-4, seeded(`accumulate ${label}`));
               const fresh = randn([M, N], { seed: nextSeed(), device: "cuda" });
               matmulInto(fresh, a.gpu, b.gpu, { transA, transB, reference });
-              assertClose(`write ${label}`, fresh, product, 1e-4);
+              assertTensorClose(fresh, product, 1e-4, seeded(`write ${label}`));
               const same = randn([M, N], { seed: nextSeed(), dtype, device: "cuda" });
               matmulInto(same, a.gpu, b.gpu, { transA, transB, reference });
-              assertClose(`write ${dtype} out ${label}`, same, product, dtype === "float32" ? 1e-4 : BF16);
+              assertTensorClose(same, product, dtype === "float32" ? 1e-4 : BF16, seeded(`write ${dtype} out ${label}`));
               // Accumulating into the inputs' dtype: a layer's dx summed over the projections that read its input.
               const base = pairOf([M, N], dtype);
               const sum = base.gpu.clone();
               matmulInto(sum, a.gpu, b.gpu, { transA, transB, accumulate: true, reference });
-              assertClose(`accumulate ${dtype} out ${label}`, sum, add(base.cpu, product), dtype === "float32" ? 1e-4 : BF16);
+              assertTensorClose(sum, add(base.cpu, product), dtype === "float32" ? 1e-4 : BF16, seeded(`accumulate ${dtype} out ${label}`));
               if (reference) ref += 4;
               else lt += 4;
             });
@@ -224,7 +229,7 @@ test("matmul with bias (y = x W^T + b): cuBLASLt's epilogue and the reference, 2
           const bias = pairOf([N], dtype);
           const want = matmul(x.cpu, W.cpu, { transB: true, bias: bias.cpu });
           const got = matmul(x.gpu, W.gpu, { transB: true, bias: bias.gpu, reference });
-          assertClose(`matmul bias ${dtype} ${B}x${M}x${K}x${N}${reference ? " reference" : ""}`, got, want, tol);
+          assertTensorClose(got, want, tol, seeded(`matmul bias ${dtype} ${B}x${M}x${K}x${N}${reference ? " reference" : ""}`));
         });
       }
     }
@@ -240,7 +245,7 @@ test("the cuBLASLt plan cache keeps at most 256 shapes: 300 token counts in a ro
     const check = (M: number) =>
       scope(() => {
         const x = pairOf([M, K], "bfloat16");
-        assertClose(`matmul M=${M}`, matmul(x.gpu, w.gpu, { transB: true }), matmul(x.cpu, w.cpu, { transB: true }), BF16);
+        assertTensorClose(matmul(x.gpu, w.gpu, { transB: true }), matmul(x.cpu, w.cpu, { transB: true }), BF16, seeded(`matmul M=${M}`));
       });
     for (let M = 1; M <= 300; M++) check(M);
     for (let M = 1; M <= 10; M++) check(M); // evicted, planned again
@@ -255,10 +260,10 @@ test("addBias and sumRows (float32 out, fixed order) match the CPU", () => {
         const N = shape.at(-1)!;
         const x = pairOf(shape, dtype);
         const b = pairOf([N], dtype);
-        assertClose(`addBias ${dtype} ${shape}`, addBias(x.gpu, b.gpu), addBias(x.cpu, b.cpu), tol);
+        assertTensorClose(addBias(x.gpu, b.gpu), addBias(x.cpu, b.cpu), tol, seeded(`addBias ${dtype} ${shape}`));
         const s = sumRows(x.gpu);
         assert.equal(s.dtype, "float32");
-        assertClose(`sumRows ${dtype} ${shape}`, s, sumRows(x.cpu), 1e-5);
+        assertTensorClose(s, sumRows(x.cpu), 1e-5, seeded(`sumRows ${dtype} ${shape}`));
         assert.deepEqual(sumRows(x.gpu).toFloat64Array(), s.toFloat64Array(), "sumRows repeats bitwise");
       });
     }
@@ -279,19 +284,19 @@ test("rmsnorm and rmsnormBackward at the vector path's edges: wide rows, many ro
         const w = pairOf([D], dtype);
         const g = rmsnorm(x.gpu, w.gpu, 1e-6);
         const c = rmsnorm(x.cpu, w.cpu, 1e-6);
-        assertClose(`rmsnorm y ${dtype} ${shape}`, g.y, c.y, tol);
-        assertClose(`rmsnorm rstd ${dtype} ${shape}`, g.rstd, c.rstd, F32);
+        assertTensorClose(g.y, c.y, tol, seeded(`rmsnorm y ${dtype} ${shape}`));
+        assertTensorClose(g.rstd, c.rstd, F32, seeded(`rmsnorm rstd ${dtype} ${shape}`));
         const dy = pairOf(shape, dtype);
         const gb = rmsnormBackward(dy.gpu, x.gpu, w.gpu, g.rstd);
         const cb = rmsnormBackward(dy.cpu, x.cpu, w.cpu, c.rstd);
-        assertClose(`rmsnormBackward dx ${dtype} ${shape}`, gb.dx, cb.dx, tol);
-        assertClose(`rmsnormBackward dw ${dtype} ${shape}`, gb.dw, cb.dw, dtype === "float32" ? 1e-5 : 1e-3);
+        assertTensorClose(gb.dx, cb.dx, tol, seeded(`rmsnormBackward dx ${dtype} ${shape}`));
+        assertTensorClose(gb.dw, cb.dw, dtype === "float32" ? 1e-5 : 1e-3, seeded(`rmsnormBackward dw ${dtype} ${shape}`));
         const again = rmsnormBackward(dy.gpu, x.gpu, w.gpu, g.rstd);
         assert.deepEqual(again.dw.toFloat64Array(), gb.dw.toFloat64Array(), "dw repeats bitwise");
         // With the residual stream's gradient added in the same pass (both the vector and the scalar path).
         const res = pairOf(shape, dtype);
         const gr = rmsnormBackward(dy.gpu, x.gpu, w.gpu, g.rstd, res.gpu);
-        assertClose(`rmsnormBackward dx + residualGrad ${dtype} ${shape}`, gr.dx, add(cb.dx, res.cpu), tol);
+        assertTensorClose(gr.dx, add(cb.dx, res.cpu), tol, seeded(`rmsnormBackward dx + residualGrad ${dtype} ${shape}`));
         assert.deepEqual(gr.dw.toFloat64Array(), gb.dw.toFloat64Array(), "dw does not depend on the residual");
       });
     }
@@ -310,9 +315,9 @@ test("rmsnormResidual: sum = x + residual and y = rmsnorm(sum), as add then rmsn
         // The reference rounds the sum to dtype first, as the kernel does.
         const sum = cast(cast(add(x.cpu, r.cpu), dtype), "float32");
         const want = rmsnorm(sum, w.cpu, 1e-6);
-        assertClose(`rmsnormResidual sum ${dtype} ${shape}`, got.sum, sum, dtype === "float32" ? F32 : 0);
-        assertClose(`rmsnormResidual y ${dtype} ${shape}`, got.y, want.y, tol);
-        assertClose(`rmsnormResidual rstd ${dtype} ${shape}`, got.rstd, want.rstd, F32);
+        assertTensorClose(got.sum, sum, dtype === "float32" ? F32 : 0, seeded(`rmsnormResidual sum ${dtype} ${shape}`));
+        assertTensorClose(got.y, want.y, tol, seeded(`rmsnormResidual y ${dtype} ${shape}`));
+        assertTensorClose(got.rstd, want.rstd, F32, seeded(`rmsnormResidual rstd ${dtype} ${shape}`));
       });
     }
   }
@@ -327,11 +332,45 @@ test("rope with head dims off the vector width (6, 10) and at its widest (256), 
         const pos = posHost.to("cuda");
         const x = pairOf([T, H, Dh], dtype);
         const label = `${dtype} H=${H} Dh=${Dh}`;
-        assertClose(`rope ${label}`, rope(x.gpu, pos, { theta: 1e6 }), rope(x.cpu, posHost, { theta: 1e6 }), tol);
-        assertClose(`ropeBackward ${label}`, ropeBackward(x.gpu, pos, { theta: 1e4 }), ropeBackward(x.cpu, posHost, { theta: 1e4 }), tol);
+        assertTensorClose(rope(x.gpu, pos, { theta: 1e6 }), rope(x.cpu, posHost, { theta: 1e6 }), tol, seeded(`rope ${label}`));
+        assertTensorClose(ropeBackward(x.gpu, pos, { theta: 1e4 }), ropeBackward(x.cpu, posHost, { theta: 1e4 }), tol, seeded(`ropeBackward ${label}`));
       });
     }
   }
+});
+
+test("ropeTable and rope through it match the CPU backend's table and direct rope, vector and scalar head dims", () => {
+  const schedules: RopeOptions[] = [
+    { theta: 1e6 },
+    { theta: 1e4, scaling: { type: "yarn", factor: 4, originalMaxPositionEmbeddings: 4096 } },
+  ];
+  for (const opts of schedules) {
+    for (const [H, Dh] of [[1, 6], [5, 10], [2, 128], [12, 128], [2, 256]] as const) {
+      scope(() => {
+        const T = 301;
+        const posHost = tensor(Int32Array.from({ length: T }, () => randomInt(0, 32768)), [T], { dtype: "int32" });
+        const pos = posHost.to("cuda");
+        const tag = `H=${H} Dh=${Dh} ${opts.scaling?.type ?? "default"}`;
+        const table = ropeTable(pos, Dh, opts);
+        const tableCpu = ropeTable(posHost, Dh, opts);
+        assert.equal(table.dtype, "float32");
+        // Both take cos / sin of the same float32 angle in double, then round once.
+        assertTensorClose(table, tableCpu, 1e-6, seeded(`ropeTable ${tag}`));
+        for (const { dtype, tol } of [{ dtype: "float32" as const, tol: F32 }, { dtype: "bfloat16" as const, tol: BF16 }]) {
+          const x = pairOf([T, H, Dh], dtype);
+          const label = `${dtype} ${tag}`;
+          assertTensorClose(ropeWithTable(x.gpu, table), rope(x.cpu, posHost, opts), tol, seeded(`ropeWithTable ${label}`));
+          assertTensorClose(ropeBackwardWithTable(x.gpu, table), ropeBackward(x.cpu, posHost, opts), tol, seeded(`ropeBackwardWithTable ${label}`));
+        }
+      });
+    }
+  }
+  scope(() => {
+    const pos = tensor(Int32Array.from([0, 1]), [2], { dtype: "int32", device: "cuda" });
+    assert.throws(() => ropeTable(pos, 4, { theta: 1e4 }, "float64"), /ropeTable: the table is float32 on cuda/);
+    const x = randn([2, 1, 6], { seed: nextSeed(), device: "cuda" });
+    assert.throws(() => ropeWithTable(x, ropeTable(pos, 4, { theta: 1e4 })), /ropeWithTable: table must have shape \[2, 2, 3\]/);
+  });
 });
 
 test("embedding forward copies rows bitwise, vector rows and odd widths", () => {

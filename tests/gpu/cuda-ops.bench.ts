@@ -12,7 +12,7 @@
 // around each call), of which GB/s and TFLOP/s are computed; the median of 5 rounds after a warm-up.
 import {
   addBias, addInto, adamwStep, buildInfo, cast, cudaMemoryStats, cudaSynchronize, embedding, embeddingBackward, globalNorm,
-  linearCrossEntropy, matmul, matmulInto, randn, rmsnorm, rmsnormBackward, rmsnormResidual, rope, scope, sumRows, swiglu,
+  linearCrossEntropy, matmul, matmulInto, randn, rmsnorm, rmsnormBackward, rmsnormResidual, rope, ropeTable, ropeWithTable, scope, sumRows, swiglu,
   swigluBackward, tensor, zeros, type Tensor,
 } from "../../native/index.ts";
 import { loadAddon } from "../../native/addon.ts";
@@ -104,6 +104,11 @@ const pos = tensor(Int32Array.from({ length: T }, (_, i) => i % 2048), [T], { dt
 bytes("rope fwd (q)", `[${T}, 12, 128] bf16`, 2 * T * 12 * 128 * 2, () => void rope(q, pos, { theta: 1e6 }));
 const kHeads = bf([T, 2, 128], 11);
 bytes("rope fwd (k)", `[${T}, 2, 128] bf16`, 2 * T * 2 * 128 * 2, () => void rope(kHeads, pos, { theta: 1e6 }));
+// Through the per-batch cos/sin table (made once per batch, read by every layer): x in and out only.
+const ropeTab = ropeTable(pos, 128, { theta: 1e6 }).keep();
+bytes("rope fwd (q), per-batch table", `[${T}, 12, 128] bf16`, 2 * T * 12 * 128 * 2, () => void ropeWithTable(q, ropeTab));
+bytes("rope fwd (k), per-batch table", `[${T}, 2, 128] bf16`, 2 * T * 2 * 128 * 2, () => void ropeWithTable(kHeads, ropeTab));
+bytes("ropeTable (once per batch)", `[${T}] -> [${T}, 2, 64] fp32`, T * 128 * 4, () => void ropeTable(pos, 128, { theta: 1e6 }));
 
 const emb = bf([V, D], 7);
 const ids = tensor(Int32Array.from({ length: T }, (_, i) => (i * 7919) % V), [T], { dtype: "int32", device: "cuda" }).keep();

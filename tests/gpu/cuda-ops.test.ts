@@ -48,47 +48,14 @@ import {
 } from "../../native/index.ts";
 // The launch-check self test is not part of the public face; tests may reach the raw addon.
 import { loadAddon } from "../../native/addon.ts";
+import { assertTensorClose } from "./compare.ts";
+import { BASE_SEED, nextSeed, pairOf, seeded } from "./pairs.ts";
 
-const BASE_SEED = randomInt(1, 2 ** 40);
-let seedCounter = 0;
-const nextSeed = () => BASE_SEED + seedCounter++;
 const F32 = 1e-5;
 const BF16 = 1e-2;
 
 before(() => cudaSetDebugFill(true));
 after(() => cudaSetDebugFill(false));
-
-/** The same random values on both backends: cpu float32, gpu in dtype (bf16-rounded for both when bf16). */
-function pairOf(shape: number[], dtype: "float32" | "bfloat16", std = 1): { cpu: Tensor; gpu: Tensor } {
-  const host = randn(shape, { seed: nextSeed(), std, dtype });
-  const cpu = cast(host, "float32");
-  const gpu = host.to("cuda");
-  host.dispose();
-  return { cpu, gpu };
-}
-
-function values(t: Tensor): Float64Array {
-  return t.toFloat64Array();
-}
-
-/** Every element finite (written), and max |got - want| <= tol * max |want|. */
-function assertClose(label: string, got: Tensor, want: Tensor, tol: number): void {
-  assert.equal(got.device, "cuda", `${label}: result should stay on cuda`);
-  assert.deepEqual(got.shape, want.shape, `${label}: shape`);
-  const g = values(got);
-  const w = values(want);
-  let bad = 0;
-  let maxErr = 0;
-  let maxRef = 0;
-  for (let i = 0; i < g.length; i++) {
-    if (!Number.isFinite(g[i]!)) bad++;
-    maxErr = Math.max(maxErr, Math.abs(g[i]! - w[i]!));
-    maxRef = Math.max(maxRef, Math.abs(w[i]!));
-  }
-  assert.equal(bad, 0, `${label}: ${bad} of ${g.length} elements are not finite (unwritten?) [seed ${BASE_SEED}]`);
-  assert.ok(maxRef > 0, `${label}: the reference is all zeros; the test proves nothing`);
-  assert.ok(maxErr <= tol * maxRef, `${label}: max error ${maxErr} exceeds ${tol} x max |ref| ${maxRef} [seed ${BASE_SEED}]`);
-}
 
 const DTYPES: { dtype: "float32" | "bfloat16"; tol: number }[] = [
   { dtype: "float32", tol: F32 },
@@ -139,17 +106,17 @@ test("elementwise add, mul, scale, scaleInPlace, addInto (fp32 and bf16, mixed a
     scope(() => {
       const a = pairOf([33, 129], dtype);
       const b = pairOf([33, 129], dtype);
-      assertClose(`add ${dtype}`, add(a.gpu, b.gpu), add(a.cpu, b.cpu), tol);
-      assertClose(`mul ${dtype}`, mul(a.gpu, b.gpu), mul(a.cpu, b.cpu), tol);
-      assertClose(`scale ${dtype}`, scale(a.gpu, -0.37), scale(a.cpu, -0.37), tol);
+      assertTensorClose(add(a.gpu, b.gpu), add(a.cpu, b.cpu), tol, seeded(`add ${dtype}`));
+      assertTensorClose(mul(a.gpu, b.gpu), mul(a.cpu, b.cpu), tol, seeded(`mul ${dtype}`));
+      assertTensorClose(scale(a.gpu, -0.37), scale(a.cpu, -0.37), tol, seeded(`scale ${dtype}`));
       const g = a.gpu.clone();
       const c = a.cpu.clone();
       scaleInPlace(g, 1.7);
       scaleInPlace(c, 1.7);
-      assertClose(`scaleInPlace ${dtype}`, g, c, tol);
+      assertTensorClose(g, c, tol, seeded(`scaleInPlace ${dtype}`));
       addInto(g, b.gpu, 0.5);
       addInto(c, b.cpu, 0.5);
-      assertClose(`addInto ${dtype}`, g, c, tol);
+      assertTensorClose(g, c, tol, seeded(`addInto ${dtype}`));
     });
   }
   scope(() => {
@@ -157,7 +124,7 @@ test("elementwise add, mul, scale, scaleInPlace, addInto (fp32 and bf16, mixed a
     const grad = pairOf([1000], "bfloat16");
     addInto(acc.gpu, grad.gpu, 2);
     addInto(acc.cpu, grad.cpu, 2);
-    assertClose("addInto float32 += bfloat16", acc.gpu, acc.cpu, F32);
+    assertTensorClose(acc.gpu, acc.cpu, F32, seeded("addInto float32 += bfloat16"));
   });
 });
 
@@ -168,16 +135,16 @@ test("embedding forward and backward; a bad id is an Error naming the op", () =>
       const w = pairOf([V, D], dtype);
       const idsHost = tensor(Int32Array.from({ length: T }, () => randomInt(0, V)), [T], { dtype: "int32" });
       const ids = idsHost.to("cuda");
-      assertClose(`embedding ${dtype}`, embedding(w.gpu, ids), embedding(w.cpu, idsHost), dtype === "float32" ? 0 : tol);
+      assertTensorClose(embedding(w.gpu, ids), embedding(w.cpu, idsHost), dtype === "float32" ? 0 : tol, seeded(`embedding ${dtype}`));
       const dy = pairOf([T, D], dtype);
       const dW = embeddingBackward(dy.gpu, ids, V);
       assert.equal(dW.dtype, "float32", "parameter gradients are float32 on cuda");
-      assertClose(`embeddingBackward ${dtype}`, dW, embeddingBackward(dy.cpu, idsHost, V), F32);
+      assertTensorClose(dW, embeddingBackward(dy.cpu, idsHost, V), F32, seeded(`embeddingBackward ${dtype}`));
       // Into an existing gradient (a tied head's): dW + the scatter, no zero fill.
       const base = pairOf([V, D], "float32");
       embeddingBackwardInto(base.gpu, dy.gpu, ids);
       embeddingBackwardInto(base.cpu, dy.cpu, idsHost);
-      assertClose(`embeddingBackwardInto ${dtype}`, base.gpu, base.cpu, F32);
+      assertTensorClose(base.gpu, base.cpu, F32, seeded(`embeddingBackwardInto ${dtype}`));
       const badIds = tensor(Int32Array.from([1, V]), [2], { device: "cuda", dtype: "int32" });
       assert.throws(() => embedding(w.gpu, badIds), /^Error: embedding: an id is out of range/);
       assert.throws(() => embeddingBackward(dy.gpu.reshape([-1, D]).clone(), ids.clone(), 3), /^Error: embeddingBackward: an id is out of range/);
@@ -195,14 +162,14 @@ test("rmsnorm forward and backward, rows of model and head width", () => {
         const g = rmsnorm(x.gpu, w.gpu, 1e-6);
         const c = rmsnorm(x.cpu, w.cpu, 1e-6);
         assert.equal(g.rstd.dtype, "float32");
-        assertClose(`rmsnorm y ${dtype} ${shape}`, g.y, c.y, tol);
-        assertClose(`rmsnorm rstd ${dtype} ${shape}`, g.rstd, c.rstd, F32);
+        assertTensorClose(g.y, c.y, tol, seeded(`rmsnorm y ${dtype} ${shape}`));
+        assertTensorClose(g.rstd, c.rstd, F32, seeded(`rmsnorm rstd ${dtype} ${shape}`));
         const dy = pairOf(shape, dtype);
         const gb = rmsnormBackward(dy.gpu, x.gpu, w.gpu, g.rstd);
         const cb = rmsnormBackward(dy.cpu, x.cpu, w.cpu, c.rstd);
-        assertClose(`rmsnormBackward dx ${dtype} ${shape}`, gb.dx, cb.dx, tol);
+        assertTensorClose(gb.dx, cb.dx, tol, seeded(`rmsnormBackward dx ${dtype} ${shape}`));
         assert.equal(gb.dw.dtype, "float32");
-        assertClose(`rmsnormBackward dw ${dtype} ${shape}`, gb.dw, cb.dw, dtype === "float32" ? F32 : 1e-3);
+        assertTensorClose(gb.dw, cb.dw, dtype === "float32" ? F32 : 1e-3, seeded(`rmsnormBackward dw ${dtype} ${shape}`));
       });
     }
   }
@@ -214,11 +181,11 @@ test("swiglu forward and backward (the 16-byte vector path, and the scalar one f
       const gate = pairOf(shape, dtype, 3);
       const up = pairOf(shape, dtype);
       const dh = pairOf(shape, dtype);
-      assertClose(`swiglu ${dtype}`, swiglu(gate.gpu, up.gpu), swiglu(gate.cpu, up.cpu), tol);
+      assertTensorClose(swiglu(gate.gpu, up.gpu), swiglu(gate.cpu, up.cpu), tol, seeded(`swiglu ${dtype}`));
       const g = swigluBackward(dh.gpu, gate.gpu, up.gpu);
       const c = swigluBackward(dh.cpu, gate.cpu, up.cpu);
-      assertClose(`swigluBackward dgate ${dtype}`, g.dgate, c.dgate, tol);
-      assertClose(`swigluBackward dup ${dtype}`, g.dup, c.dup, tol);
+      assertTensorClose(g.dgate, c.dgate, tol, seeded(`swigluBackward dgate ${dtype}`));
+      assertTensorClose(g.dup, c.dup, tol, seeded(`swigluBackward dup ${dtype}`));
     });
   }
 });
@@ -240,8 +207,8 @@ test("rope forward and backward, plain and scaled schedules, long positions", ()
           const label = `${dtype} Dh=${Dh} ${opts.scaling?.type ?? "default"}`;
           // Angles reach 3e4 rad: cos/sin of fp32 arguments differ in the last bits between libm and CUDA.
           const ropeTol = dtype === "float32" ? 1e-5 : tol;
-          assertClose(`rope ${label}`, rope(x.gpu, pos, opts), rope(x.cpu, posHost, opts), ropeTol);
-          assertClose(`ropeBackward ${label}`, ropeBackward(x.gpu, pos, opts), ropeBackward(x.cpu, posHost, opts), ropeTol);
+          assertTensorClose(rope(x.gpu, pos, opts), rope(x.cpu, posHost, opts), ropeTol, seeded(`rope ${label}`));
+          assertTensorClose(ropeBackward(x.gpu, pos, opts), ropeBackward(x.cpu, posHost, opts), ropeTol, seeded(`ropeBackward ${label}`));
         });
       }
     }
@@ -262,9 +229,9 @@ test("AdamW: fp32 master weights, fp32 or bf16 gradients, bf16 copy written", ()
         adamwStep(p.gpu, g.gpu, m.gpu, v.gpu, { ...o, bf16Copy: copy });
         adamwStep(p.cpu, g.cpu, m.cpu, v.cpu, o);
       }
-      assertClose(`adamw param (grad ${gradDtype})`, p.gpu, p.cpu, F32);
-      assertClose(`adamw m (grad ${gradDtype})`, m.gpu, m.cpu, F32);
-      assertClose(`adamw v (grad ${gradDtype})`, v.gpu, v.cpu, F32);
+      assertTensorClose(p.gpu, p.cpu, F32, seeded(`adamw param (grad ${gradDtype})`));
+      assertTensorClose(m.gpu, m.cpu, F32, seeded(`adamw m (grad ${gradDtype})`));
+      assertTensorClose(v.gpu, v.cpu, F32, seeded(`adamw v (grad ${gradDtype})`));
       assert.deepEqual(Array.from(copy.toFloat64Array()), Array.from(cast(p.gpu, "bfloat16").toFloat64Array()), "bf16 copy of the updated weights");
     });
   }
@@ -296,9 +263,9 @@ test("adamwStepMany: many tensors per launch, ragged sizes, per-tensor lr/decay/
       if (sizes[i] === 0) return;
       scaleInPlace(it.g.cpu, gradScale);
       adamwStep(it.p.cpu, it.g.cpu, it.m.cpu, it.v.cpu, { lr: it.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: it.weightDecay, step: it.step });
-      assertClose(`adamwStepMany param ${i} (n ${sizes[i]})`, it.p.gpu, it.p.cpu, F32);
-      assertClose(`adamwStepMany m ${i}`, it.m.gpu, it.m.cpu, F32);
-      assertClose(`adamwStepMany v ${i}`, it.v.gpu, it.v.cpu, F32);
+      assertTensorClose(it.p.gpu, it.p.cpu, F32, seeded(`adamwStepMany param ${i} (n ${sizes[i]})`));
+      assertTensorClose(it.m.gpu, it.m.cpu, F32, seeded(`adamwStepMany m ${i}`));
+      assertTensorClose(it.v.gpu, it.v.cpu, F32, seeded(`adamwStepMany v ${i}`));
       if (it.copy) assert.deepEqual(Array.from(it.copy.toFloat64Array()), Array.from(cast(it.p.gpu, "bfloat16").toFloat64Array()), `bf16 copy ${i}`);
     });
     const bad = items[0]!;
@@ -320,11 +287,11 @@ test("matmul (the reference GEMM): every transpose, batched, ragged sizes", () =
             const a = pairOf(transA ? [K, M] : [M, K], dtype);
             const b = pairOf(transB ? [N, K] : [K, N], dtype);
             const opts = { transA, transB };
-            assertClose(
-              `matmul ${dtype} ${M}x${K}x${N} ${transA} ${transB}`,
+            assertTensorClose(
               matmul(a.gpu, b.gpu, { ...opts, reference: true }),
               matmul(a.cpu, b.cpu, opts),
               tol,
+              seeded(`matmul ${dtype} ${M}x${K}x${N} ${transA} ${transB}`),
             );
             calls++;
           });
@@ -334,11 +301,11 @@ test("matmul (the reference GEMM): every transpose, batched, ragged sizes", () =
     scope(() => {
       const a = pairOf([3, 33, 40], dtype);
       const b = pairOf([3, 50, 40], dtype);
-      assertClose(
-        `batched matmul ${dtype}`,
+      assertTensorClose(
         matmul(a.gpu, b.gpu, { transB: true, reference: true }),
         matmul(a.cpu, b.cpu, { transB: true }),
         tol,
+        seeded(`batched matmul ${dtype}`),
       );
       calls++;
     });
@@ -376,7 +343,7 @@ test("matmul (the default path: cuBLASLt where built in): every transpose, odd a
             const a = pairOf([...lead, ...(transA ? [K, M] : [M, K])], dtype);
             const b = pairOf([...lead, ...(transB ? [N, K] : [K, N])], dtype);
             const opts = { transA, transB };
-            assertClose(`matmul ${dtype} ${B}x${M}x${K}x${N} ${transA} ${transB}`, matmul(a.gpu, b.gpu, opts), matmul(a.cpu, b.cpu, opts), tol);
+            assertTensorClose(matmul(a.gpu, b.gpu, opts), matmul(a.cpu, b.cpu, opts), tol, seeded(`matmul ${dtype} ${B}x${M}x${K}x${N} ${transA} ${transB}`));
             calls++;
           });
         }

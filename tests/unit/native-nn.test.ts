@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import {
   tensor, scope, embedding, embeddingBackward, rmsnorm, rmsnormBackward, layernorm, layernormBackward, swiglu, swigluBackward,
   gelu, geluBackward, softmax, softmaxBackward, rope, ropeBackward, ropeFrequencies, type RopeOptions,
+  ropeTable, ropeWithTable, ropeBackwardWithTable,
 } from "../../native/index.ts";
 import * as ref from "./reference/ops.ts";
 import { assertClose, gradcheck } from "./reference/gradcheck.ts";
@@ -186,6 +187,41 @@ test("rope forward matches HF rotate_half and its backward is its transpose", ()
     });
     assert.throws(() => rope(f32(ref.randArray(6, 1), [1, 2, 3]), i32([0]), { theta: 1e4 }), /rope: head dim must be a positive even integer, got 3/);
     assert.throws(() => rope(f32(ref.randArray(8, 1), [2, 1, 4]), i32([0]), { theta: 1e4 }), /rope: positions must have shape \[2\], got \[1\]/);
+  });
+});
+
+test("rope through a per-batch table equals the direct op: float32 within rounding, float64 exactly, forward and backward", () => {
+  scope(() => {
+    const cases: [number, number, number, RopeOptions][] = [
+      [1, 1, 2, { theta: 10000 }],
+      [7, 3, 8, { theta: 10000 }],
+      [6, 2, 16, { theta: 1e6, scaling: { type: "yarn", factor: 4, originalMaxPositionEmbeddings: 64 } }],
+      [5, 12, 128, { theta: 1e6 }],
+      [4, 2, 32, { theta: 500000, scaling: { type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 32 } }],
+    ];
+    for (const [T, H, Dh, opts] of cases) {
+      const x = ref.randArray(T * H * Dh, 3 * T + H + Dh);
+      // Long positions (angles of ~3e4 rad), restarting per packed sequence.
+      const pos = i32(Array.from({ length: T }, (_, t) => (t < 2 ? t : 32000 + 7 * t)));
+      const label = `${T}x${H}x${Dh} ${opts.scaling?.type ?? "default"}`;
+      const t32 = ropeTable(pos, Dh, opts);
+      assert.equal(t32.dtype, "float32");
+      assert.deepEqual(t32.shape, [T, 2, Dh / 2]);
+      // cos / sin of the same float32 angle, rounded from double rather than from float32 libm.
+      const tol = { rtol: 0, atol: 3e-7 };
+      assertClose(arr(ropeWithTable(f32(x, [T, H, Dh]), t32)), arr(rope(f32(x, [T, H, Dh]), pos, opts)), tol, `table ${label}`);
+      assertClose(arr(ropeBackwardWithTable(f32(x, [T, H, Dh]), t32)), arr(ropeBackward(f32(x, [T, H, Dh]), pos, opts)), tol, `table backward ${label}`);
+      const t64 = ropeTable(pos, Dh, opts, "float64");
+      assert.deepEqual(arr(ropeWithTable(f64(x, [T, H, Dh]), t64)), arr(rope(f64(x, [T, H, Dh]), pos, opts)), `table f64 ${label}`);
+      assert.deepEqual(arr(ropeBackwardWithTable(f64(x, [T, H, Dh]), t64)), arr(ropeBackward(f64(x, [T, H, Dh]), pos, opts)), `table f64 backward ${label}`);
+    }
+    const pos = i32([0, 1]);
+    const t32 = ropeTable(pos, 4, { theta: 1e4 });
+    assert.throws(() => ropeWithTable(f64(ref.randArray(8, 1), [2, 1, 4]), t32), /ropeWithTable: table must be float64, got float32/);
+    assert.throws(() => ropeWithTable(f32(ref.randArray(12, 1), [2, 1, 6]), t32), /ropeWithTable: table must have shape \[2, 2, 3\], got \[2, 2, 2\]/);
+    assert.throws(() => ropeBackwardWithTable(f32(ref.randArray(12, 1), [3, 1, 4]), t32), /ropeBackwardWithTable: table must have shape \[3, 2, 2\]/);
+    assert.throws(() => ropeTable(pos, 3, { theta: 1e4 }), /rope: head dim must be a positive even integer, got 3/);
+    assert.throws(() => ropeTable(tensor([0, 1], [2]), 4, { theta: 1e4 }), /ropeTable: positions must be int32, got float32/);
   });
 });
 

@@ -543,6 +543,7 @@ void RegisterCudaLossBindings(Napi::Env env, Napi::Object cuda);  // bindings_lo
 void RegisterCudaAttentionBindings(Napi::Env env, Napi::Object cuda);  // bindings_attention.cc
 void RegisterCudaNnBindings(Napi::Env env, Napi::Object cuda);  // bindings_nn.cc
 void RegisterCudaOptimBindings(Napi::Env env, Napi::Object cuda);  // bindings_optim.cc
+void RegisterCudaRopeBindings(Napi::Env env, Napi::Object cuda);  // bindings_rope.cc
 
 void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   Napi::Object c = Napi::Object::New(env);
@@ -568,6 +569,7 @@ void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   RegisterCudaAttentionBindings(env, c);
   RegisterCudaNnBindings(env, c);
   RegisterCudaOptimBindings(env, c);
+  RegisterCudaRopeBindings(env, c);
   Export(env, c, "add", Add);
   Export(env, c, "mul", Mul);
   Export(env, c, "scale", Scale);

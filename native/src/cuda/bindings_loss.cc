@@ -5,10 +5,15 @@
 // the device until the end: one wait per call, which also reads the bad-label flag.
 //
 // A vocabulary that is not a multiple of kVocabAlign (151,669 for Qwen's tokenizer, 50,257 for
-// GPT-2's) would give the GEMMs rows of odd length: no 16-byte alignment, and cuBLASLt falls to
-// kernels ~6x slower (the 1.5B step's loss took 100 ms instead of 17.5). Such a head runs padded:
-// a copy of w with zero rows up to Vp, logits rows of Vp (the pad masked in the row kernel, its
-// gradient 0), and dw summed into a [Vp, D] scratch whose first V rows are copied out at the end.
+// GPT-2's) would give the logits rows of odd length: no 16-byte alignment, and cuBLASLt falls to
+// kernels ~6x slower (the 1.5B step's loss took 100 ms instead of 17.5). Odd GEMM extents cost
+// as much (the three GEMMs at V = 151,669 through an aligned row stride: 78 ms against 19). So
+// the logits rows are Vp apart (V rounded up to kVocabAlign), and the head splits at Vd (V
+// rounded down): rows [0, Vd) of w and dw take part as they are, through the logits' row
+// stride, and the last partial block of kVocabAlign rows through a zero-padded copy of its
+// rows (wTail) and a [kVocabAlign, D] dw scratch copied out at the end. Every GEMM extent is a
+// multiple of kVocabAlign but the tokens' and D; the pad columns' logits are 0 and masked by the
+// row kernel, their gradient 0.
 #include "core/tensor.h"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
@@ -20,8 +25,8 @@ using cuda::Scratch;
 
 constexpr int64_t kVocabAlign = 64;
 
-// linearCrossEntropy(x[T,D], w[V,D], labels int32[T], ignoreIndex, chunkSize, gradScale, wantGrad)
-//   -> [lossSum, count, dx (x's dtype)?, dw float32?]
+// linearCrossEntropy(x[T,D], w[V,D], labels int32[T], ignoreIndex, chunkSize, gradScale, wantGrad, reference?)
+//   -> [lossSum, count, dx (x's dtype)?, dw float32?]; `reference` takes the tiled GEMM over cuBLASLt (tests).
 Napi::Value LinearCrossEntropy(const Napi::CallbackInfo& info) {
   const char* op = "linearCrossEntropy";
   TensorImpl& x = CudaTensorArg(info, 0);
@@ -31,6 +36,7 @@ Napi::Value LinearCrossEntropy(const Napi::CallbackInfo& info) {
   int64_t chunk = static_cast<int64_t>(NumberArg(info, 4));
   float gradScale = static_cast<float>(NumberArg(info, 5));
   bool wantGrad = BoolArg(info, 6);
+  bool reference = info.Length() > 7 && !info[7].IsUndefined() && BoolArg(info, 7);
   if ((x.dtype != DType::F32 && x.dtype != DType::BF16) || x.ndim() != 2 || w.ndim() != 2 || x.dim(1) != w.dim(1) ||
       x.dtype != w.dtype || labels.dtype != DType::I32 || labels.numel != x.dim(0)) {
     throw OpError("linearCrossEntropy: x must be [T,D], w [V,D] (float32 or bfloat16), labels int32 [T]");
@@ -57,16 +63,17 @@ Napi::Value LinearCrossEntropy(const Napi::CallbackInfo& info) {
   TESSERA_CUDA_CHECK(op, cudaMemsetAsync(dev, 0, sizeof(Totals), s));
   if (wantGrad && (T == 0 || D == 0)) TESSERA_CUDA_CHECK(op, cudaMemsetAsync(dw.t->data<float>(), 0, V * D * sizeof(float), s));
   if (T > 0 && V > 0) {
-    const int64_t Vp = (V + kVocabAlign - 1) / kVocabAlign * kVocabAlign;
-    const bool padded = Vp != V;
-    Scratch wPad(padded ? static_cast<size_t>(Vp * D) * es : 0);
-    Scratch dwPad(padded && wantGrad ? static_cast<size_t>(Vp * D) * sizeof(float) : 0);
-    if (padded) {
-      TESSERA_CUDA_CHECK(op, cudaMemcpyAsync(wPad.as<void>(), w.data<void>(), V * D * es, cudaMemcpyDeviceToDevice, s));
-      TESSERA_CUDA_CHECK(op, cudaMemsetAsync(wPad.as<char>() + V * D * es, 0, (Vp - V) * D * es, s));
+    const int64_t Vd = V / kVocabAlign * kVocabAlign, tail = V - Vd, Vp = Vd + (tail ? kVocabAlign : 0);
+    const void* wp = w.data<void>();
+    float* dwp = wantGrad ? dw.t->data<float>() : nullptr;
+    Scratch wTail(tail ? static_cast<size_t>(kVocabAlign * D) * es : 0);
+    Scratch dwTail(tail && wantGrad ? static_cast<size_t>(kVocabAlign * D) * sizeof(float) : 0);
+    if (tail) {
+      TESSERA_CUDA_CHECK(op, cudaMemcpyAsync(wTail.as<void>(), w.data<char>() + Vd * D * es, tail * D * es, cudaMemcpyDeviceToDevice, s));
+      TESSERA_CUDA_CHECK(op, cudaMemsetAsync(wTail.as<char>() + tail * D * es, 0, (kVocabAlign - tail) * D * es, s));
     }
-    const void* wp = padded ? wPad.as<void>() : w.data<void>();
-    float* dwp = !wantGrad ? nullptr : padded ? dwPad.as<float>() : dw.t->data<float>();
+    // The logits chunk with rows Vp apart: c of the forward GEMMs, a of the backward ones.
+    const cuda::GemmLd asC{0, 0, Vp}, asA{Vp, 0, 0};
     Scratch logits(static_cast<size_t>(chunk * Vp) * es);
     Scratch rowLoss(T * sizeof(double));
     Scratch counted(T * sizeof(int));
@@ -74,16 +81,24 @@ Napi::Value LinearCrossEntropy(const Napi::CallbackInfo& info) {
     const int32_t* lab = labels.data<int32_t>();
     for (int64_t c0 = 0; c0 < T; c0 += chunk) {
       const int64_t C = std::min(chunk, T - c0);
-      void* lg = logits.as<void>();
-      cuda::Gemm(dt, xp + c0 * D * es, wp, dt, lg, 0.f, nullptr, 1, C, Vp, D, false, true, false);
+      const char* xc = xp + c0 * D * es;
+      char* lg = logits.as<char>();
+      char* lgTail = lg + Vd * es;
+      if (Vd) cuda::Gemm(dt, xc, wp, dt, lg, 0.f, nullptr, 1, C, Vd, D, false, true, reference, asC);
+      if (tail) cuda::Gemm(dt, xc, wTail.as<void>(), dt, lgTail, 0.f, nullptr, 1, C, kVocabAlign, D, false, true, reference, asC);
       cuda::CrossEntropyRows(dt, lg, lab + c0, rowLoss.as<double>() + c0, counted.as<int>() + c0, C, V, Vp, ignore, gradScale,
                              wantGrad, &dev->bad);
       if (!wantGrad) continue;
-      cuda::Gemm(dt, lg, wp, dt, dx.t->data<char>() + c0 * D * es, 0.f, nullptr, 1, C, D, Vp, false, false, false);
-      cuda::Gemm(dt, lg, xp + c0 * D * es, DType::F32, dwp, c0 == 0 ? 0.f : 1.f, nullptr, 1, Vp, D, C, true, false, false);
+      // dx: the tail's small share first, so a bf16 dx is rounded once on the sum rather than twice.
+      char* dxc = dx.t->data<char>() + c0 * D * es;
+      if (tail) cuda::Gemm(dt, lgTail, wTail.as<void>(), dt, dxc, 0.f, nullptr, 1, C, D, kVocabAlign, false, false, reference, asA);
+      if (Vd) cuda::Gemm(dt, lg, wp, dt, dxc, tail ? 1.f : 0.f, nullptr, 1, C, D, Vd, false, false, reference, asA);
+      const float beta = c0 == 0 ? 0.f : 1.f;
+      if (Vd) cuda::Gemm(dt, lg, xc, DType::F32, dwp, beta, nullptr, 1, Vd, D, C, true, false, reference, asA);
+      if (tail) cuda::Gemm(dt, lgTail, xc, DType::F32, dwTail.as<float>(), beta, nullptr, 1, kVocabAlign, D, C, true, false, reference, asA);
     }
-    if (padded && wantGrad) {
-      TESSERA_CUDA_CHECK(op, cudaMemcpyAsync(dw.t->data<float>(), dwp, V * D * sizeof(float), cudaMemcpyDeviceToDevice, s));
+    if (tail && wantGrad) {
+      TESSERA_CUDA_CHECK(op, cudaMemcpyAsync(dwp + Vd * D, dwTail.as<float>(), tail * D * sizeof(float), cudaMemcpyDeviceToDevice, s));
     }
     cuda::CrossEntropyTotals(rowLoss.as<double>(), counted.as<int>(), T, &dev->loss);
   }

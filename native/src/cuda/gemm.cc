@@ -6,13 +6,13 @@
 namespace tessera::cuda {
 
 bool Gemm(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch, int64_t M,
-          int64_t N, int64_t K, bool ta, bool tb, bool reference) {
+          int64_t N, int64_t K, bool ta, bool tb, bool reference, const GemmLd& ld) {
 #ifdef TESSERA_CUBLASLT
-  if (!reference && MatmulLtInto(dt, a, b, cDt, c, beta, bias, batch, M, N, K, ta, tb)) return true;
+  if (!reference && MatmulLtInto(dt, a, b, cDt, c, beta, bias, batch, M, N, K, ta, tb, ld)) return true;
 #else
   (void)reference;
 #endif
-  MatmulInto(dt, a, b, cDt, c, beta, bias, batch, M, N, K, ta, tb);
+  MatmulInto(dt, a, b, cDt, c, beta, bias, batch, M, N, K, ta, tb, ld);
   return false;
 }
 

@@ -63,6 +63,10 @@ constexpr int kMaxRopeHalf = 256;
 /** x[T,H,Dh] rotated by positions[T]; invFreq (host memory, passed as a kernel argument) holds Dh/2 entries (at most kMaxRopeHalf); inverse rotates back. */
 void Rope(DType dt, const void* x, const int32_t* positions, const float* invFreq, float attnScale, bool inverse,
           void* y, int64_t T, int64_t H, int64_t Dh);
+/** table[T, 2, half] (fp32): cos, then sin, of positions[t] * invFreq[i] (host, half <= kMaxRopeHalf), times attnScale. */
+void RopeTable(const int32_t* positions, const float* invFreq, double attnScale, float* table, int64_t T, int64_t half);
+/** Rope of x[T,H,Dh] with cos / sin read from a RopeTable of Dh/2 frequencies. */
+void RopeWithTable(DType dt, const void* x, const float* table, bool inverse, void* y, int64_t T, int64_t H, int64_t Dh);
 
 // adamw.cu
 /** torch.optim.AdamW on fp32 p, m, v; g is F32 or BF16; when copy is not null it receives bf16(p). */
@@ -109,12 +113,24 @@ int64_t SumSquaresPartials(const SumSquaresInput* in, int count);
 
 // matmul.cu
 /**
+ * Row strides (in elements) of the GEMMs' stored row-major matrices, for operands that are
+ * column blocks of wider rows (the fused loss's logits chunk); 0 is the packed stride (a: K, or
+ * M when ta; b: N, or K when tb; c: N). A batch's matrices lie stride * stored rows apart.
+ */
+struct GemmLd {
+  int64_t a = 0, b = 0, c = 0;
+  /** The strides with each 0 replaced by the packed one. */
+  GemmLd For(int64_t M, int64_t N, int64_t K, bool ta, bool tb) const {
+    return {a ? a : (ta ? M : K), b ? b : (tb ? K : N), c ? c : N};
+  }
+};
+/**
  * The reference GEMM: c[b] (cDt: F32, or dt) = op(a[b]) op(b[b]) + beta * c[b] + bias for b < batch,
  * op(a) [M,K], op(b) [K,N] (stored transposed when ta / tb), fp32 accumulation; beta 0 or 1 (c
  * is not read when 0), bias[N] of dt added to every row (null: none).
  */
 void MatmulInto(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch,
-                int64_t M, int64_t N, int64_t K, bool ta, bool tb);
+                int64_t M, int64_t N, int64_t K, bool ta, bool tb, const GemmLd& ld = {});
 
 #ifdef TESSERA_CUBLASLT
 // matmul_lt.cc
@@ -123,7 +139,7 @@ void MatmulInto(DType dt, const void* a, const void* b, DType cDt, void* c, floa
  * queued) when it has no algorithm for the case, or an extent is 0.
  */
 bool MatmulLtInto(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch,
-                  int64_t M, int64_t N, int64_t K, bool ta, bool tb);
+                  int64_t M, int64_t N, int64_t K, bool ta, bool tb, const GemmLd& ld = {});
 /** d = alpha op(a) op(b) + beta c, c and d of cDt in one layout (c may be d; not read when beta is 0); false as MatmulLtInto. */
 bool MatmulLtAxpby(DType dt, const void* a, const void* b, DType cDt, const void* c, void* d, float alpha, float beta, int64_t batch,
                    int64_t M, int64_t N, int64_t K, bool ta, bool tb);
@@ -132,7 +148,7 @@ bool MatmulLtAxpby(DType dt, const void* a, const void* b, DType cDt, const void
 // gemm.cc
 /** MatmulLtInto where built in and it has an algorithm (unless `reference`), else MatmulInto; true when cuBLASLt ran it. */
 bool Gemm(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch, int64_t M,
-          int64_t N, int64_t K, bool ta, bool tb, bool reference);
+          int64_t N, int64_t K, bool ta, bool tb, bool reference, const GemmLd& ld = {});
 
 // bias.cu
 /** y[r,:] = x[r,:] + b for rows of N (x, b, y of dt). */

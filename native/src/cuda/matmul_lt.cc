@@ -13,7 +13,7 @@
 // epilogue, for outputs of the inputs' dtype.
 //
 // One handle per process. The descriptors and the algorithm (cublasLtMatmulAlgoGetHeuristic's
-// first choice) are made once per (dtypes, bias, batch, M, N, K, transposes, pointer alignments)
+// first choice) are made once per (dtypes, bias, batch, M, N, K, transposes, row strides, pointer alignments)
 // and kept in a cache of the kMaxPlans most recently used: a training step repeats a few dozen
 // shapes, but packed token counts vary. The workspace comes
 // from the caching allocator on the compute stream, sized by what the algorithm asked for (at
@@ -81,15 +81,17 @@ void Destroy(Plan& p) {
   p = Plan{};
 }
 
-// (dtype, output dtype, bias, batch, M, N, K, transposes, alignments of a, b, c)
-using PlanKey = std::tuple<int, int, bool, int64_t, int64_t, int64_t, int64_t, bool, bool, uint32_t, uint32_t, uint32_t>;
+// (dtype, output dtype, bias, batch, M, N, K, transposes, alignments of a, b, c, row strides of a, b, c)
+using PlanKey = std::tuple<int, int, bool, int64_t, int64_t, int64_t, int64_t, bool, bool, uint32_t, uint32_t, uint32_t, int64_t,
+                           int64_t, int64_t>;
 
+/** A column-major rows x cols matrix whose columns are ld apart (ld >= rows); a batch's matrices lie ld * cols apart. */
 cublasLtMatrixLayout_t Layout(cudaDataType_t type, uint64_t rows, uint64_t cols, int64_t ld, int64_t batch) {
   cublasLtMatrixLayout_t layout = nullptr;
   TESSERA_LT_CHECK(cublasLtMatrixLayoutCreate(&layout, type, rows, cols, ld));
   if (batch > 1) {
     int32_t count = static_cast<int32_t>(batch);
-    int64_t stride = static_cast<int64_t>(rows * cols);
+    int64_t stride = static_cast<int64_t>(ld * cols);
     try {
       TESSERA_LT_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
       TESSERA_LT_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
@@ -103,7 +105,8 @@ cublasLtMatrixLayout_t Layout(cudaDataType_t type, uint64_t rows, uint64_t cols,
 
 cudaDataType_t LtType(DType dt) { return dt == DType::F32 ? CUDA_R_32F : CUDA_R_16BF; }
 
-void Describe(Plan& p, DType dt, DType cDt, bool bias, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+void Describe(Plan& p, DType dt, DType cDt, bool bias, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
+              const GemmLd& ld) {
   cudaDataType_t type = LtType(dt);
   TESSERA_LT_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   // cuBLASLt's A is our b and its B our a (see the top of the file).
@@ -116,18 +119,19 @@ void Describe(Plan& p, DType dt, DType cDt, bool bias, int64_t batch, int64_t M,
     cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
   }
-  // Stored shapes, column-major: b is [K,N] row-major (column-major N x K), or [N,K] when tb.
-  p.ltA = tb ? Layout(type, K, N, K, batch) : Layout(type, N, K, N, batch);
-  p.ltB = ta ? Layout(type, M, K, M, batch) : Layout(type, K, M, K, batch);
-  p.ltC = Layout(LtType(cDt), N, M, N, batch);
+  // Stored shapes, column-major: b is [K,N] row-major (column-major N x K), or [N,K] when tb; a
+  // row-major row stride is the column-major leading dimension.
+  p.ltA = tb ? Layout(type, K, N, ld.b, batch) : Layout(type, N, K, ld.b, batch);
+  p.ltB = ta ? Layout(type, M, K, ld.a, batch) : Layout(type, K, M, ld.a, batch);
+  p.ltC = Layout(LtType(cDt), N, M, ld.c, batch);
 }
 
-Plan MakePlan(DType dt, DType cDt, bool bias, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb, uint32_t alignA,
-              uint32_t alignB, uint32_t alignC) {
+Plan MakePlan(DType dt, DType cDt, bool bias, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb, const GemmLd& ld,
+              uint32_t alignA, uint32_t alignB, uint32_t alignC) {
   Plan p;
   cublasLtMatmulPreference_t pref = nullptr;
   try {
-    Describe(p, dt, cDt, bias, batch, M, N, K, ta, tb);
+    Describe(p, dt, cDt, bias, batch, M, N, K, ta, tb, ld);
     TESSERA_LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t maxWorkspace = kMaxWorkspaceBytes;
     TESSERA_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &maxWorkspace,
@@ -175,13 +179,13 @@ PlanCache& Plans() {
 
 /** The plan for key, made when missing; the caller holds the cache's lock while it uses it. */
 const Plan& PlanFor(PlanCache& cache, const PlanKey& key, DType dt, DType cDt, bool bias, int64_t batch, int64_t M, int64_t N,
-                    int64_t K, bool ta, bool tb) {
+                    int64_t K, bool ta, bool tb, const GemmLd& ld) {
   auto it = cache.index.find(key);
   if (it != cache.index.end()) {
     cache.lru.splice(cache.lru.end(), cache.lru, it->second);
     return it->second->second;
   }
-  Plan p = MakePlan(dt, cDt, bias, batch, M, N, K, ta, tb, std::get<9>(key), std::get<10>(key), std::get<11>(key));
+  Plan p = MakePlan(dt, cDt, bias, batch, M, N, K, ta, tb, ld, std::get<9>(key), std::get<10>(key), std::get<11>(key));
   if (cache.lru.size() >= kMaxPlans) {
     Destroy(cache.lru.front().second);
     cache.index.erase(cache.lru.front().first);
@@ -194,16 +198,17 @@ const Plan& PlanFor(PlanCache& cache, const PlanKey& key, DType dt, DType cDt, b
 
 // d = alpha op(a) op(b) + beta c (+ bias); c and d share one layout and may be one buffer.
 bool LtMatmul(DType dt, const void* a, const void* b, DType cDt, const void* c, void* d, float alpha, float beta, const void* bias,
-              int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+              int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb, const GemmLd& strides) {
   if (batch * M * N * K == 0 || batch > INT32_MAX) return false;
   // The epilogue takes the bias in the output's type; fp32 outputs with a bias go to the reference.
   if (bias && (cDt != dt || AlignmentOf(bias) < 16)) return false;
+  const GemmLd ld = strides.For(M, N, K, ta, tb);
   PlanKey key{static_cast<int>(dt), static_cast<int>(cDt), bias != nullptr, batch, M, N, K, ta, tb,
-              AlignmentOf(a), AlignmentOf(b), std::min(AlignmentOf(c), AlignmentOf(d))};
+              AlignmentOf(a), AlignmentOf(b), std::min(AlignmentOf(c), AlignmentOf(d)), ld.a, ld.b, ld.c};
   PlanCache& cache = Plans();
   // Held until the GEMM is queued: an eviction by another thread must not free descriptors in use.
   std::lock_guard<std::mutex> lk(cache.mu);
-  const Plan& p = PlanFor(cache, key, dt, cDt, bias != nullptr, batch, M, N, K, ta, tb);
+  const Plan& p = PlanFor(cache, key, dt, cDt, bias != nullptr, batch, M, N, K, ta, tb, ld);
   if (!p.found) return false;
   if (bias) {
     TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
@@ -218,13 +223,13 @@ bool LtMatmul(DType dt, const void* a, const void* b, DType cDt, const void* c, 
 }  // namespace
 
 bool MatmulLtInto(DType dt, const void* a, const void* b, DType cDt, void* c, float beta, const void* bias, int64_t batch,
-                  int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
-  return LtMatmul(dt, a, b, cDt, c, c, 1.f, beta, bias, batch, M, N, K, ta, tb);
+                  int64_t M, int64_t N, int64_t K, bool ta, bool tb, const GemmLd& ld) {
+  return LtMatmul(dt, a, b, cDt, c, c, 1.f, beta, bias, batch, M, N, K, ta, tb, ld);
 }
 
 bool MatmulLtAxpby(DType dt, const void* a, const void* b, DType cDt, const void* c, void* d, float alpha, float beta, int64_t batch,
                    int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
-  return LtMatmul(dt, a, b, cDt, c, d, alpha, beta, nullptr, batch, M, N, K, ta, tb);
+  return LtMatmul(dt, a, b, cDt, c, d, alpha, beta, nullptr, batch, M, N, K, ta, tb, {});
 }
 
 }  // namespace tessera::cuda

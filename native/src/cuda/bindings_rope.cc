@@ -1,0 +1,55 @@
+// exports.cuda.ropeTable / ropeWithTable: RoPE through a per-batch cos/sin table (rope.cu), with
+// the CPU bindings' argument lists (ops_nn.cc). The table is float32 on cuda; x is float32 or
+// bfloat16, and the output takes its dtype.
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "cuda/binding_util.h"
+#include "cuda/kernels.h"
+
+namespace tessera {
+namespace {
+
+using namespace cuda_bindings;
+
+// ropeTable(positions int32[T], invFreq: Float64Array [half], attentionScaling, dtype) -> [T, 2, half]
+Napi::Value RopeTable(const Napi::CallbackInfo& info) {
+  TensorImpl& pos = CudaTensorArg(info, 0);
+  if (pos.dtype != DType::I32 || pos.ndim() != 1) throw OpError("ropeTable: positions must be int32 [T]");
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    throw OpError("ropeTable: invFreq must be a Float64Array");
+  }
+  auto invFreq = info[1].As<Napi::Float64Array>();
+  if (static_cast<DType>(static_cast<int>(NumberArg(info, 3))) != DType::F32) throw OpError("ropeTable: the table is float32 on cuda");
+  const int64_t T = pos.numel, half = static_cast<int64_t>(invFreq.ElementLength());
+  std::vector<float> f(invFreq.Data(), invFreq.Data() + half);
+  Out table = NewTensor(info.Env(), DType::F32, {T, 2, half}, Device::CUDA);
+  cuda::RopeTable(pos.data<int32_t>(), f.data(), NumberArg(info, 2), table.t->data<float>(), T, half);
+  return table.value;
+}
+
+// ropeWithTable(x [T,H,Dh], table float32 [T, 2, Dh/2], inverse) -> y of x's dtype
+Napi::Value RopeWithTable(const Napi::CallbackInfo& info) {
+  TensorImpl& x = CudaTensorArg(info, 0);
+  TensorImpl& table = CudaTensorArg(info, 1);
+  const bool inverse = BoolArg(info, 2);
+  const char* op = inverse ? "ropeBackwardWithTable" : "ropeWithTable";
+  NeedFloat(op, x);
+  if (x.ndim() != 3 || x.dim(2) % 2 != 0 || table.dtype != DType::F32 || table.ndim() != 3 || table.dim(0) != x.dim(0) ||
+      table.dim(1) != 2 || table.dim(2) != x.dim(2) / 2) {
+    throw OpError(std::string(op) + ": x must be [T,H,Dh] (Dh even) and the table float32 [T,2,Dh/2]");
+  }
+  Out y = NewTensor(info.Env(), x.dtype, x.shape, Device::CUDA);
+  cuda::RopeWithTable(x.dtype, x.data<void>(), table.data<float>(), inverse, y.t->data<void>(), x.dim(0), x.dim(1), x.dim(2));
+  return y.value;
+}
+
+}  // namespace
+
+void RegisterCudaRopeBindings(Napi::Env env, Napi::Object cuda) {
+  Export(env, cuda, "ropeTable", RopeTable);
+  Export(env, cuda, "ropeWithTable", RopeWithTable);
+}
+
+}  // namespace tessera
