@@ -114,6 +114,15 @@ export function cudaSetDebugFill(on: boolean): void {
   cudaAddon("cudaSetDebugFill").setDebugFill(on);
 }
 
+/**
+ * Which attention kernels run: "auto" (Hopper's wgmma kernels where built for sm_90a and on such
+ * a GPU, else mma.sync), or one family by name (tests and benches compare them). Returns the
+ * family now in use; with no argument, only reports it.
+ */
+export function cudaAttentionKernels(which?: "auto" | "mma" | "wgmma"): "mma" | "wgmma" {
+  return cudaAddon("cudaAttentionKernels").attentionKernels(which);
+}
+
 /** How many cuda GEMMs ran through cuBLASLt and through the reference kernel (tests: which path served). */
 export function cudaMatmulCounts(): CudaMatmulCounts {
   return cudaAddon("cudaMatmulCounts").matmulCounts();

@@ -9,7 +9,7 @@
 // host, as the model passes them, so no call waits); the median of 5 rounds after a warm-up.
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { attention, attentionBackward, cudaSynchronize, randn, scope, tensor, type Tensor } from "../../native/index.ts";
+import { attention, attentionBackward, cudaAttentionKernels, cudaSynchronize, randn, scope, tensor, type Tensor } from "../../native/index.ts";
 
 const REPS = 20;
 const B = 4;
@@ -39,45 +39,59 @@ const shapes: [string, number, number, number][] = [
   ["qwen2.5-0.5b", 14, 2, 64],
   ["qwen2.5-1.5b", 12, 2, 128],
 ];
-const ours: Record<string, unknown> = {};
-for (const [name, Hq, Hkv, Dh] of shapes) {
-  const q = bf([T, Hq, Dh], 1);
-  const k = bf([T, Hkv, Dh], 2);
-  const v = bf([T, Hkv, Dh], 3);
-  const dout = bf([T, Hq, Dh], 4);
-  const { o, lse } = attention(q, k, v, cu, opts);
-  o.keep();
-  lse.keep();
-  const flops = (4 * B * N * N) / 2 * Hq * Dh;
-  const fwd = seconds(() => void attention(q, k, v, cu, opts));
-  const bwd = seconds(() => void attentionBackward(dout, q, k, v, o, lse, cu, opts));
-  ours[name] = {
-    fwd_us: fwd * 1e6,
-    fwd_tflops: flops / fwd / 1e12,
-    fwd_floor_us: (flops / PEAK) * 1e6,
-    bwd_us: bwd * 1e6,
-    bwd_tflops: (2.5 * flops) / bwd / 1e12,
-    bwd_floor_us: ((2.5 * flops) / PEAK) * 1e6,
-  };
-}
+// Each kernel family this build can run: mma.sync always, wgmma where built for sm_90a on Hopper.
+const families = (["mma", "wgmma"] as const).filter((f) => {
+  try {
+    return cudaAttentionKernels(f) === f;
+  } catch {
+    return false;
+  }
+});
+const ours: Record<string, Record<string, unknown>> = {};
+for (const family of families) {
+  cudaAttentionKernels(family);
+  const mine: Record<string, unknown> = (ours[family] = {});
+  for (const [name, Hq, Hkv, Dh] of shapes) {
+    const q = bf([T, Hq, Dh], 1);
+    const k = bf([T, Hkv, Dh], 2);
+    const v = bf([T, Hkv, Dh], 3);
+    const dout = bf([T, Hq, Dh], 4);
+    const { o, lse } = attention(q, k, v, cu, opts);
+    o.keep();
+    lse.keep();
+    const flops = (4 * B * N * N) / 2 * Hq * Dh;
+    const fwd = seconds(() => void attention(q, k, v, cu, opts));
+    const bwd = seconds(() => void attentionBackward(dout, q, k, v, o, lse, cu, opts));
+    mine[name] = {
+      fwd_us: fwd * 1e6,
+      fwd_tflops: flops / fwd / 1e12,
+      fwd_floor_us: (flops / PEAK) * 1e6,
+      bwd_us: bwd * 1e6,
+      bwd_tflops: (2.5 * flops) / bwd / 1e12,
+      bwd_floor_us: ((2.5 * flops) / PEAK) * 1e6,
+    };
+  }
 
-// The per-call cost that is not the kernels' (the cu_seqlens wait, launches, bindings): one
-// sequence of 128 tokens, whose kernels take a few microseconds.
-{
-  const [Hq, Hkv, Dh] = [14, 2, 64];
-  const n = 128;
-  const q = bf([n, Hq, Dh], 5);
-  const k = bf([n, Hkv, Dh], 6);
-  const cuSmall = tensor(Int32Array.from([0, n]), [2], { dtype: "int32", device: "cuda" }).keep();
-  const small = { causal: true, cuSeqlensHost: Int32Array.from([0, n]) };
-  const { o, lse } = attention(q, k, k, cuSmall, small);
-  o.keep();
-  lse.keep();
-  ours["small-128-tokens"] = {
-    fwd_us: seconds(() => void attention(q, k, k, cuSmall, small)) * 1e6,
-    bwd_us: seconds(() => void attentionBackward(q, q, k, k, o, lse, cuSmall, small)) * 1e6,
-  };
+  // The per-call cost that is not the kernels' (the cu_seqlens wait, launches, bindings): one
+  // sequence of 128 tokens, whose kernels take a few microseconds.
+  {
+    const [Hq, Hkv, Dh] = [14, 2, 64];
+    const n = 128;
+    const q = bf([n, Hq, Dh], 5);
+    const k = bf([n, Hkv, Dh], 6);
+    const cuSmall = tensor(Int32Array.from([0, n]), [2], { dtype: "int32", device: "cuda" }).keep();
+    const small = { causal: true, cuSeqlensHost: Int32Array.from([0, n]) };
+    const { o, lse } = attention(q, k, k, cuSmall, small);
+    o.keep();
+    lse.keep();
+    mine["small-128-tokens"] = {
+      fwd_us: seconds(() => void attention(q, k, k, cuSmall, small)) * 1e6,
+      bwd_us: seconds(() => void attentionBackward(q, q, k, k, o, lse, cuSmall, small)) * 1e6,
+    };
+  }
+
 }
+cudaAttentionKernels("auto");
 
 const script = join(import.meta.dirname, "attention_torch.py");
 const torchRun = spawnSync("python3", [script, "--bench"], { encoding: "utf8" });

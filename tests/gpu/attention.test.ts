@@ -18,7 +18,9 @@ import {
   attentionBackward,
   cast,
   cudaAvailable,
+  cudaAttentionKernels,
   cudaSetDebugFill,
+  cudaSynchronize,
   randn,
   scope,
   tensor,
@@ -38,7 +40,20 @@ before(() => {
 });
 after(() => {
   if (!SKIP) cudaSetDebugFill(false);
+  if (!SKIP) cudaAttentionKernels("auto");
 });
+
+// Each kernel family this build can run (mma.sync always; Hopper's wgmma where built for sm_90a
+// on such a GPU): every comparison below runs once per family.
+const FAMILIES = SKIP
+  ? (["mma"] as const)
+  : (["mma", "wgmma"] as const).filter((f) => {
+      try {
+        return cudaAttentionKernels(f) === f;
+      } catch {
+        return false;
+      }
+    });
 
 interface Case {
   Hq: number;
@@ -106,7 +121,8 @@ function describe(c: Case, cu: number[]): string {
   return `Hq ${c.Hq}/Hkv ${c.Hkv} Dh ${c.Dh} ${c.opts.causal ? "causal" : "non-causal"}${w} lens [${cu.slice(1).map((e, i) => e - cu[i]!).join(",")}]`;
 }
 
-test("cuda attention forward and backward match the CPU backend (float32 reference)", { skip: SKIP }, () => {
+for (const kernels of FAMILIES) test(`cuda attention forward and backward match the CPU backend (float32 reference) [${kernels}]`, { skip: SKIP }, () => {
+  cudaAttentionKernels(kernels);
   for (const c of CASES) {
     scope(() => {
       const cu = randomCuSeqlens(nextSeed());
@@ -139,7 +155,8 @@ test("cuda attention forward and backward match the CPU backend (float32 referen
 // Scores of standard deviation ~8-11 (scale 1): each row's running max jumps by many units
 // across key blocks, so the forward's rescaling of its accumulators is exercised (the backward's
 // bf16 dS would need a looser tolerance at this scale, so only the forward is compared).
-test("cuda attention forward matches the CPU backend when the running max grows in large steps", { skip: SKIP }, () => {
+for (const kernels of FAMILIES) test(`cuda attention forward matches the CPU backend when the running max grows in large steps [${kernels}]`, { skip: SKIP }, () => {
+  cudaAttentionKernels(kernels);
   for (const Dh of [64, 128]) {
     scope(() => {
       const c: Case = { Hq: 4, Hkv: 2, Dh, opts: { causal: true, scale: 1 } };
@@ -167,10 +184,11 @@ function readF32(dir: string, name: string): Float32Array {
   return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
 }
 
-test(
-  "cuda attention matches PyTorch's scaled_dot_product_attention and its backward (float32 on the GPU)",
+for (const kernels of FAMILIES) test(
+  `cuda attention matches PyTorch's scaled_dot_product_attention and its backward (float32 on the GPU) [${kernels}]`,
   { skip: SKIP || (TORCH ? false : "python3 cannot import torch with CUDA: the PyTorch comparison is skipped") },
   () => {
+    cudaAttentionKernels(kernels);
     const script = join(import.meta.dirname, "attention_torch.py");
     for (const c of CASES) {
       const dir = mkdtempSync(join(tmpdir(), "tessera-attn-"));
@@ -235,6 +253,7 @@ test("cuda attention refuses bad cu_seqlens, float32 inputs and other head dims 
     const q96 = bf([T, 2, 96]);
     const k96 = bf([T, 1, 96]);
     assert.throws(() => attention(q96, k96, k96, cuOf([0, 10]), opts), /^Error: attention: head dim 96 is not supported on cuda/);
+    assert.throws(() => attention(q, k, v, cuOf([0, 10]), { causal: true, scale: -0.1 }), /^Error: attention: scale must be positive on cuda/);
   });
 });
 
@@ -260,6 +279,14 @@ test("cuda attention with the offsets on the host gives the same outputs, and va
     relError("dq with host offsets", gb.dq, ga.dq, 1e-2);
     assert.deepEqual(gb.dk.toArray(), ga.dk.toArray());
     assert.deepEqual(gb.dv.toArray(), ga.dv.toArray());
+    // The kernels read the validated host copy, not the device tensor: offsets on the device that
+    // disagree (here past T, which would read out of bounds) change nothing.
+    const wrong = tensor(Int32Array.from([0, 7, 500, 900, 4000]), [offsets.length], { dtype: "int32", device: "cuda" });
+    const c = attention(q, k, v, wrong, hostOpts);
+    assert.deepEqual(c.o.toArray(), a.o.toArray());
+    const gc = attentionBackward(dout, q, k, v, a.o, a.lse, wrong, hostOpts);
+    assert.deepEqual(gc.dk.toArray(), ga.dk.toArray());
+    cudaSynchronize();
     assert.throws(() => attention(q, k, v, cu, { causal: true, cuSeqlensHost: Int32Array.from([0, 131]) }), /^Error: attention: cuSeqlensHost holds 2 offsets, cuSeqlens 5/);
     assert.throws(() => attention(q, k, v, cu, { causal: true, cuSeqlensHost: Int32Array.from([0, 1, 40, 30, 131]) }), /^Error: attention: cu_seqlens must be non-decreasing/);
   });

@@ -18,24 +18,15 @@
 // Grids are (blocks of the longest sequence, heads, sequences); CTAs past their sequence's end
 // exit at once, so no block table is needed.
 #include "cuda/attention.h"
+#include "cuda/attention_common.cuh"
 #include "cuda/common.cuh"
 #include "cuda/kernels.h"
 
 namespace tessera::cuda {
 namespace {
+using namespace attention_detail;
 
 constexpr int kRowDotWarps = 4;
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-
-// 16 bytes global -> shared; when !valid the destination is zero-filled (rows past a sequence).
-__device__ __forceinline__ void CpAsync16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 __device__ __forceinline__ void Ldmatrix(uint32_t* r, const bf16* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -56,26 +47,6 @@ __device__ __forceinline__ void Mma(float* c, const uint32_t* a, uint32_t b0, ui
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ uint32_t Pack(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-// 2^x by the SFU alone (exp2f adds a rescale for denormal results, which flush to zero here anyway).
-__device__ __forceinline__ float Exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// Accumulator tiles (16 x 8, fp32) n and n+1 as the A operand (16 x 16, bf16) of the next mma.
-__device__ __forceinline__ void AccToA(uint32_t* a, const float* t0, const float* t1) {
-  a[0] = Pack(t0[0], t0[1]);
-  a[1] = Pack(t0[2], t0[3]);
-  a[2] = Pack(t1[0], t1[1]);
-  a[3] = Pack(t1[2], t1[3]);
-}
-
 // Loads rows [first, first+valid) of one head (g points at the head's first column) into a
 // ROWS x D tile with row stride D+8 (the pad keeps ldmatrix free of bank conflicts).
 template <int D, int ROWS, int THREADS>
@@ -88,10 +59,6 @@ __device__ __forceinline__ void LoadTile(bf16* sm, const bf16* g, int64_t rowStr
     const bf16* src = ok ? g + (first + r) * rowStride + cc * 8 : g;
     CpAsync16(sm + r * (D + 8) + cc * 8, src, ok);
   }
-}
-
-__device__ __forceinline__ bool Visible(int i, int j, int len, int causal, int window) {
-  return i < len && j < len && (!causal || j <= i) && (window == 0 || j > i - window);
 }
 
 // The forward's tiling: kFwdWarps warps, each owning kFwdTiles tiles of 16 query rows, so that each
@@ -177,40 +144,8 @@ __global__ void __launch_bounds__(kFwdWarps * 32) FwdKernel(const bf16* __restri
     const bool edge = kb + BK > len || (causal && kb + BK - 1 > q0) || (window > 0 && kb <= q0 + BQ - 1 - window);
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int nt = 0; nt < BK / 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = s[mt][nt][e] * scaleLog2;
-          if (edge && !Visible(row0 + mt * 16 + (e >> 1) * 8, kb + nt * 8 + 2 * tig + (e & 1), len, causal, window)) x = -INFINITY;
-          s[mt][nt][e] = x;
-        }
-      }
-      float mx[2] = {m[mt][0], m[mt][1]};
-#pragma unroll
-      for (int nt = 0; nt < BK / 8; ++nt) {
-        mx[0] = fmaxf(mx[0], fmaxf(s[mt][nt][0], s[mt][nt][1]));
-        mx[1] = fmaxf(mx[1], fmaxf(s[mt][nt][2], s[mt][nt][3]));
-      }
-      float base[2], corr[2], rs[2] = {0.f, 0.f};
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        base[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with nothing visible yet stays at zero
-        corr[r] = Exp2(m[mt][r] - base[r]);
-        m[mt][r] = mx[r];
-      }
-#pragma unroll
-      for (int nt = 0; nt < BK / 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s[mt][nt][e] = Exp2(s[mt][nt][e] - base[e >> 1]);
-          rs[e >> 1] += s[mt][nt][e];
-        }
-      }
-      l[mt][0] = l[mt][0] * corr[0] + rs[0];
-      l[mt][1] = l[mt][1] * corr[1] + rs[1];
+      float corr[2];
+      OnlineSoftmax<BK>(&s[mt][0][0], m[mt], l[mt], corr, edge, row0 + mt * 16, len, causal, window, kb, tig, scaleLog2);
 #pragma unroll
       for (int dt = 0; dt < D / 8; ++dt) {
         acc[mt][dt][0] *= corr[0];
@@ -268,15 +203,6 @@ __global__ void RowDotKernel(const bf16* __restrict__ dout, const bf16* __restri
   for (int d = lane; d < D; d += 32) s += __bfloat162float(dout[r * D + d]) * __bfloat162float(o[r * D + d]);
   s = WarpSum(s);
   if (lane == 0) rowDot[(r % Hq) * T + r / Hq] = s;
-}
-
-__device__ __forceinline__ void AtomicAdd2(float* p, float a, float b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
-#else
-  atomicAdd(p, a);
-  atomicAdd(p + 1, b);
-#endif
 }
 
 // The backward's CTA: 8 warps over 128 keys (K and V stay in shared memory) and 64 queries a
@@ -389,19 +315,47 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) BwdKernel(const bf16* __res
       // P = exp(S - lse) where visible; dS = P (dP - rowDot) scale. Only blocks that cross the
       // diagonal, the window's edge or a sequence's end need the per-element test.
       const bool edge = q0 + BQ > len || k0 + BK > len || (causal && q0 < k0 + BK - 1) || (window > 0 && q0 + BQ - 1 - k0 >= window);
+      const int colBase = wq * 32 + 2 * tig;  // this thread's queries: colBase + 8 nt + {0, 1} (in the block)
+      if (edge) {
+        // Two compares a score against the queries [a, b) that see its key (relative to q0 + colBase).
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+          for (int hk = 0; hk < 2; ++hk) {
+            const int j = k0 + wk * 32 + mt * 16 + g + 8 * hk;
+            const int a = (causal ? j : 0) - q0 - colBase;
+            const int b = (j >= len ? 0 : window > 0 ? min(len, j + window) : len) - q0 - colBase;
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+              for (int c = 0; c < 2; ++c) {
+                const int rel = nt * 8 + c;
+                if (rel < a || rel >= b) st[mt][nt][2 * hk + c] = -INFINITY;
+              }
+            }
+          }
+        }
+      }
+      float lq[4][2], dq[4][2];
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          lq[nt][c] = Lb[colBase + nt * 8 + c];
+          dq[nt][c] = Db[colBase + nt * 8 + c];
+        }
+      }
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
         for (int nt = 0; nt < 4; ++nt) {
           const int rowK = wk * 32 + mt * 16 + g;  // this thread's keys: rowK, rowK + 8 (in the block)
-          const int col = wq * 32 + nt * 8 + 2 * tig;
+          const int col = colBase + nt * 8;
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const int il = col + (e & 1);
-            const bool vis = !edge || Visible(q0 + il, k0 + rowK + (e >> 1) * 8, len, causal, window);
-            const float p = vis ? Exp2(st[mt][nt][e] * scaleLog2 - Lb[il]) : 0.f;
+            const float p = Exp2(fmaf(st[mt][nt][e], scaleLog2, -lq[nt][e & 1]));  // masked scores are -inf: p = 0
             st[mt][nt][e] = p;
-            dp[mt][nt][e] = p * (dp[mt][nt][e] - Db[il]) * scale;
+            dp[mt][nt][e] = p * (dp[mt][nt][e] - dq[nt][e & 1]) * scale;
           }
           *reinterpret_cast<uint32_t*>(Ps + rowK * SP + col) = Pack(st[mt][nt][0], st[mt][nt][1]);
           *reinterpret_cast<uint32_t*>(Ps + (rowK + 8) * SP + col) = Pack(st[mt][nt][2], st[mt][nt][3]);
@@ -500,10 +454,6 @@ __global__ void GroupSumKernel(const float* __restrict__ part, bf16* __restrict_
   }
 }
 
-template <class Kernel>
-void AllowSmem(const char* op, Kernel kernel, size_t bytes) {
-  Check(op, "cudaFuncSetAttribute", cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-}
 
 template <int D>
 void LaunchForward(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o, float* lse) {
@@ -531,12 +481,47 @@ void LaunchBackward(const AttentionShape& s, const void* dout, const void* q, co
 
 }  // namespace
 
+namespace {
+AttentionKernels gKernels = AttentionKernels::Auto;
+
+// The wgmma kernels exist only in an sm_90a build, and sm_90a code runs only on compute capability 9.0.
+bool WgmmaRunsHere(const char* op) {
+#if defined(TESSERA_WGMMA)
+  static const bool hopper = [op] {
+    EnsureInit(op);
+    int dev = 0, major = 0, minor = 0;
+    Check(op, "cudaGetDevice", cudaGetDevice(&dev));
+    Check(op, "cudaDeviceGetAttribute", cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    Check(op, "cudaDeviceGetAttribute", cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    return major == 9 && minor == 0;
+  }();
+  return hopper;
+#else
+  (void)op;
+  return false;
+#endif
+}
+
+bool UseWgmma(const char* op) { return gKernels != AttentionKernels::MmaSync && WgmmaRunsHere(op); }
+}  // namespace
+
+void SetAttentionKernels(const char* op, AttentionKernels kernels) {
+  if (kernels == AttentionKernels::Wgmma && !WgmmaRunsHere(op)) {
+    throw OpError(std::string(op) + ": the wgmma attention kernels need an sm_90a build (TESSERA_CUDA_ARCHITECTURES=90a) on a compute capability 9.0 GPU");
+  }
+  gKernels = kernels;
+}
+
+const char* AttentionKernelsInUse() { return UseWgmma("attention") ? "wgmma" : "mma"; }
+
 bool AttentionHeadDimSupported(int64_t Dh) { return Dh == 64 || Dh == 128; }
 
 void AttentionForward(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o,
                       float* lse) {
   if (s.T == 0 || s.maxLen == 0) return;
-  if (s.Dh == 64) {
+  if (UseWgmma("attention")) {
+    AttentionForwardWgmma(s, q, k, v, cu, o, lse);
+  } else if (s.Dh == 64) {
     LaunchForward<64>(s, q, k, v, cu, o, lse);
   } else {
     LaunchForward<128>(s, q, k, v, cu, o, lse);

@@ -15,6 +15,17 @@ struct AttentionShape {
   float scale;
 };
 
+/**
+ * Which kernels run attention. Auto: Hopper's wgmma kernels (attention_wgmma.cu) where they were
+ * built (sm_90a) and the device is compute capability 9.0, else the mma.sync kernels
+ * (attention.cu), which also serve as their reference in the GPU tests and benches.
+ */
+enum class AttentionKernels { Auto, MmaSync, Wgmma };
+/** Throws OpError naming op when Wgmma is asked for where those kernels cannot run. */
+void SetAttentionKernels(const char* op, AttentionKernels kernels);
+/** The family the next call will use ("wgmma" or "mma"). */
+const char* AttentionKernelsInUse();
+
 /** Head dims the kernels are built for; others are refused by the binding. */
 bool AttentionHeadDimSupported(int64_t Dh);
 
@@ -30,5 +41,9 @@ void AttentionForward(const AttentionShape& s, const void* q, const void* k, con
 void AttentionBackward(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v,
                        const void* o, const float* lse, const int32_t* cu, void* dq, void* dk, void* dv, float* dqAccum,
                        float* rowDot, float* dkvPart);
+
+/** The wgmma forward (attention_wgmma.cu); AttentionForward dispatches to it. */
+void AttentionForwardWgmma(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o,
+                           float* lse);
 
 }  // namespace tessera::cuda

@@ -2,9 +2,11 @@
 // (ops_attention.cc), plus an optional host copy of cu_seqlens last. q, k, v, o, dout are
 // bfloat16; lse is float32. The offsets are validated on the host before any launch, so bad
 // offsets are an Error rather than a fault; they also give the grid its longest sequence. With
-// the host copy (a packed batch has it) nothing waits; without it the B+1 ints are copied back
+// the host copy (a packed batch has it) nothing waits, and the kernels read an upload of that
+// validated copy rather than the caller's device tensor; without it the B+1 ints are copied back
 // from the device, and the host waits for the device there.
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,8 +29,11 @@ void NeedBf16(const char* op, const char* name, const TensorImpl& t) {
   }
 }
 
+// The validated shape; when the caller gave the offsets' host copy, `upload` holds them on the
+// device and the kernels read that, so what was validated is what runs.
 cuda::AttentionShape ShapeOf(const char* op, const TensorImpl& q, const TensorImpl& k, const TensorImpl& v,
-                             const TensorImpl& cu, bool causal, double window, double scale, const Napi::Value& host) {
+                             const TensorImpl& cu, bool causal, double window, double scale, const Napi::Value& host,
+                             std::unique_ptr<cuda::Scratch>& upload) {
   NeedBf16(op, "q", q);
   NeedBf16(op, "k", k);
   NeedBf16(op, "v", v);
@@ -41,6 +46,8 @@ cuda::AttentionShape ShapeOf(const char* op, const TensorImpl& q, const TensorIm
     throw OpError(Op(op, "head dim " + std::to_string(s.Dh) + " is not supported on cuda (64 or 128)"));
   }
   if (s.Hq > 65535) throw OpError(Op(op, "at most 65535 query heads on cuda"));
+  // The kernels take each row's maximum before scaling (the scale folds into the exponent).
+  if (!(scale > 0)) throw OpError(Op(op, "scale must be positive on cuda, got " + std::to_string(scale)));
   if (window < 0 || (window > 0 && !causal)) throw OpError(Op(op, "a sliding window must be positive and needs causal attention"));
   // A window longer than any sequence restricts nothing; clamping keeps i - window in int range.
   s.window = window > (1 << 30) ? (1 << 30) : static_cast<int64_t>(window);
@@ -48,7 +55,8 @@ cuda::AttentionShape ShapeOf(const char* op, const TensorImpl& q, const TensorIm
   if (cu.dtype != DType::I32 || cu.ndim() != 1 || cu.numel < 2) throw OpError(Op(op, "cu_seqlens must be int32 [B+1] with B >= 1"));
   if (cu.numel - 1 > 65535) throw OpError(Op(op, "at most 65535 sequences on cuda"));
   std::vector<int32_t> c(cu.numel);
-  if (host.IsTypedArray() && host.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
+  const bool fromHost = host.IsTypedArray() && host.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array;
+  if (fromHost) {
     Napi::Int32Array h = host.As<Napi::Int32Array>();
     if (static_cast<int64_t>(h.ElementLength()) != cu.numel) throw OpError(Op(op, "the host copy of cu_seqlens differs in length from cu_seqlens"));
     std::copy(h.Data(), h.Data() + h.ElementLength(), c.begin());
@@ -64,6 +72,11 @@ cuda::AttentionShape ShapeOf(const char* op, const TensorImpl& q, const TensorIm
     throw OpError(Op(op, "cu_seqlens must end at T=" + std::to_string(s.T) + ", got " + std::to_string(c.back())));
   }
   s.batch = cu.numel - 1;
+  if (fromHost) {
+    const size_t bytes = c.size() * sizeof(int32_t);
+    upload = std::make_unique<cuda::Scratch>(bytes);
+    DeviceUpload(op, upload->as<void>(), bytes, [&](void* dst) { std::copy(c.begin(), c.end(), static_cast<int32_t*>(dst)); });
+  }
   return s;
 }
 
@@ -74,10 +87,12 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   TensorImpl& k = CudaTensorArg(info, 1);
   TensorImpl& v = CudaTensorArg(info, 2);
   TensorImpl& cu = CudaTensorArg(info, 3);
-  cuda::AttentionShape s = ShapeOf(op, q, k, v, cu, BoolArg(info, 4), NumberArg(info, 5), NumberArg(info, 6), info[7]);
+  std::unique_ptr<cuda::Scratch> upload;
+  cuda::AttentionShape s = ShapeOf(op, q, k, v, cu, BoolArg(info, 4), NumberArg(info, 5), NumberArg(info, 6), info[7], upload);
+  const int32_t* offsets = upload ? upload->as<int32_t>() : cu.data<int32_t>();
   Out o = NewTensor(info.Env(), DType::BF16, q.shape, Device::CUDA);
   Out lse = NewTensor(info.Env(), DType::F32, {s.Hq, s.T}, Device::CUDA);
-  cuda::AttentionForward(s, q.data<void>(), k.data<void>(), v.data<void>(), cu.data<int32_t>(), o.t->data<void>(),
+  cuda::AttentionForward(s, q.data<void>(), k.data<void>(), v.data<void>(), offsets, o.t->data<void>(),
                          lse.t->data<float>());
   return Results(info.Env(), {o.value, lse.value});
 }
@@ -92,7 +107,9 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   TensorImpl& o = CudaTensorArg(info, 4);
   TensorImpl& lse = CudaTensorArg(info, 5);
   TensorImpl& cu = CudaTensorArg(info, 6);
-  cuda::AttentionShape s = ShapeOf(op, q, k, v, cu, BoolArg(info, 7), NumberArg(info, 8), NumberArg(info, 9), info[10]);
+  std::unique_ptr<cuda::Scratch> upload;
+  cuda::AttentionShape s = ShapeOf(op, q, k, v, cu, BoolArg(info, 7), NumberArg(info, 8), NumberArg(info, 9), info[10], upload);
+  const int32_t* offsets = upload ? upload->as<int32_t>() : cu.data<int32_t>();
   NeedBf16(op, "dout", dout);
   NeedBf16(op, "o", o);
   if (dout.shape != q.shape || o.shape != q.shape) throw OpError(Op(op, "dout and o must match q's shape"));
@@ -104,7 +121,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   cuda::Scratch rowDot(std::max<int64_t>(1, s.Hq * s.T) * sizeof(float));
   cuda::Scratch dkvPart(std::max<int64_t>(1, 2 * q.numel) * sizeof(float));
   cuda::AttentionBackward(s, dout.data<void>(), q.data<void>(), k.data<void>(), v.data<void>(), o.data<void>(),
-                          lse.data<float>(), cu.data<int32_t>(), dq.t->data<void>(), dk.t->data<void>(), dv.t->data<void>(),
+                          lse.data<float>(), offsets, dq.t->data<void>(), dk.t->data<void>(), dv.t->data<void>(),
                           dqAccum.as<float>(), rowDot.as<float>(), dkvPart.as<float>());
   Napi::Array res = Napi::Array::New(info.Env(), 3);
   res.Set(0u, dq.value);
@@ -113,9 +130,29 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   return res;
 }
 
+// attentionKernels(which?: "auto" | "mma" | "wgmma"): sets the kernel family (attention.h) when
+// given; returns the family the next call uses.
+Napi::Value AttentionKernels(const Napi::CallbackInfo& info) {
+  const char* op = "cudaAttentionKernels";
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    const std::string which = info[0].As<Napi::String>().Utf8Value();
+    if (which == "auto") {
+      cuda::SetAttentionKernels(op, cuda::AttentionKernels::Auto);
+    } else if (which == "mma") {
+      cuda::SetAttentionKernels(op, cuda::AttentionKernels::MmaSync);
+    } else if (which == "wgmma") {
+      cuda::SetAttentionKernels(op, cuda::AttentionKernels::Wgmma);
+    } else {
+      throw OpError(Op(op, "unknown kernels '" + which + "' (auto, mma or wgmma)"));
+    }
+  }
+  return Napi::String::New(info.Env(), cuda::AttentionKernelsInUse());
+}
+
 }  // namespace
 
 void RegisterCudaAttentionBindings(Napi::Env env, Napi::Object cuda) {
+  Export(env, cuda, "attentionKernels", AttentionKernels);
   Export(env, cuda, "attention", Attention);
   Export(env, cuda, "attentionBackward", AttentionBackward);
 }

@@ -1,0 +1,212 @@
+// Varlen flash attention on Hopper's warpgroup MMA (wgmma, sm_90a): the same algorithm and
+// interface as the mma.sync kernels in attention.cu, which stay beside these as their reference
+// and as the path for builds without sm_90a.
+//
+// Forward: a CTA of 2 warpgroups per (query block of 128 rows, q head, sequence); each warpgroup
+// owns 64 query rows and walks key blocks of 128 (double-buffered by cp.async into the blocked
+// layout of wgmma.cuh): S = Q K^T with both operands read by the tensor cores from shared memory,
+// the online softmax in registers, then O += P V with P from registers (its accumulator layout is
+// the A fragment layout) and V by descriptor, transposed. Within a warpgroup the softmax of block
+// j runs while P V of block j-1 is in the tensor cores (see WgFwdKernel).
+//
+// Measured (NOTES): level with the mma.sync forward, not yet near cuDNN's wgmma kernels (about
+// 2.4x faster): each warp is latency-bound on its own instruction stream between the per-block
+// barriers. The backward stays on mma.sync.
+#include "cuda/attention.h"
+#include "cuda/attention_common.cuh"
+#include "cuda/wgmma.cuh"
+
+namespace tessera::cuda {
+namespace {
+using namespace attention_detail;
+
+// G warpgroups a CTA (64 query rows each), key blocks of 128. Two: one warpgroup a CTA (two CTAs
+// an SM) measured 469 us against 283 at the 1.5B shape; three leave 168 registers a thread and spill.
+constexpr int kWgFwdGroups = 2, kWgFwdKeys = 128;
+template <int D, int G>
+constexpr size_t WgFwdSmem() {
+  return size_t(64 * G + 4 * kWgFwdKeys) * D * sizeof(bf16);
+}
+
+// Rows [first, first + valid) of one head into a blocked ROWS x D tile (wgmma.cuh): chunk c of 16
+// bytes is row 8 (core / (D/8)) + c % 8, column 8 (core % (D/8)) with core = c / 8, so a warp stores
+// 512 contiguous bytes and reads 64 contiguous bytes from each of 8 rows. Rows past valid are zeroed.
+// With THREADS a multiple of D, a thread keeps its column and steps THREADS * 8 / D rows a round.
+template <int D, int ROWS, int THREADS>
+__device__ __forceinline__ void LoadBlocked(bf16* sm, const bf16* g, int64_t rowStride, int64_t first, int valid) {
+  static_assert(THREADS % D == 0 && (ROWS * D / 8) % THREADS == 0, "whole rounds of whole core-matrix rows");
+  constexpr int kRounds = ROWS * D / 8 / THREADS, kRowStep = THREADS * 8 / D;
+  const int t = threadIdx.x;
+  const int r0 = (t / D) * 8 + (t & 7), col = ((t >> 3) % (D / 8)) * 8;
+  const bf16* src = g + (first + r0) * rowStride + col;
+#pragma unroll
+  for (int i = 0; i < kRounds; ++i) {
+    const bool ok = r0 + i * kRowStep < valid;
+    CpAsync16(sm + (t + i * THREADS) * 8, ok ? src + int64_t(i * kRowStep) * rowStride : g, ok);
+  }
+}
+
+// O += P V for one k step of 16 keys: the n of the product is the head dim.
+template <int D>
+__device__ __forceinline__ void MmaPV(float* acc, const uint32_t* p, uint64_t v) {
+  if constexpr (D == 64) {
+    wgmma::MmaRS64<1>(acc, p, v, 1);
+  } else {
+    wgmma::MmaRS128<1>(acc, p, v, 1);
+  }
+}
+
+// The loop is software-pipelined within each warpgroup (FA3's intra-warpgroup overlap): block j's
+// S = Q K_j^T and block j-1's O += P V_{j-1} are issued together, and block j's softmax runs while
+// the second product is still in the tensor cores. K and V therefore have rings of their own: at
+// the top of step j the CTA waits for K_j and V_{j-1}, then prefetches K_{j+1} and V_j into the
+// slots that S_{j-1} and PV_{j-2} (both waited for in step j-1) have released.
+template <int D, int G>
+__global__ void __launch_bounds__(128 * G, 1) WgFwdKernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                         const bf16* __restrict__ v, const int32_t* __restrict__ cu,
+                                                         bf16* __restrict__ o, float* __restrict__ lse, int T, int Hq, int Hkv,
+                                                         int causal, int window, float scaleLog2) {
+  constexpr int BQ = 64 * G, BK = kWgFwdKeys, kThreads = 128 * G;
+  // Descriptor strides in bytes: the next 8 rows of a blocked tile of D columns (core matrices
+  // along M or N), the next 16 columns of it (a k step of Q K^T), the next 16 rows (a k step of P V).
+  constexpr uint32_t kRows8 = 16 * D, kColStep = 256, kRowStep = 2 * kRows8;
+  constexpr uint32_t kSlot = (BK * D * sizeof(bf16)) >> 4;  // one ring slot, in descriptor units
+  // Last blocks first: under causal masking they have the most keys, so the tail stays short.
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ, h = blockIdx.y, b = blockIdx.z;
+  const int start = cu[b], len = cu[b + 1] - start;
+  if (q0 >= len) return;
+  const int kvh = h / (Hq / Hkv);
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem);
+  bf16* Ks = Qs + BQ * D;      // ring of two
+  bf16* Vs = Ks + 2 * BK * D;  // ring of two
+  const int group = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
+  const int q1 = min(q0 + BQ, len);
+  const int lo = window > 0 ? max(0, q0 - window + 1) : 0;
+  const int hi = causal ? q1 : len;
+  const int kFirst = (lo / BK) * BK;
+  const int nkb = (hi - kFirst + BK - 1) / BK;
+  const int64_t qStride = int64_t(Hq) * D, kStride = int64_t(Hkv) * D;
+  const bf16* kHead = k + kvh * D;
+  const bf16* vHead = v + kvh * D;
+  auto loadK = [&](int j) {
+    const int kb = kFirst + j * BK;
+    LoadBlocked<D, BK, kThreads>(Ks + (j & 1) * BK * D, kHead, kStride, start + kb, min(BK, len - kb));
+  };
+  auto loadV = [&](int j) {
+    const int kb = kFirst + j * BK;
+    LoadBlocked<D, BK, kThreads>(Vs + (j & 1) * BK * D, vHead, kStride, start + kb, min(BK, len - kb));
+  };
+  // Everyone's copies landed and are visible to the tensor cores; everyone is past the products that read the slots about to be refilled.
+  auto arrive = [] {
+    CpAsyncWaitAll();
+    wgmma::FenceProxy();
+    __syncthreads();
+  };
+
+  const int rowG = q0 + group * 64;       // this warpgroup's first row
+  const int row0 = rowG + warp * 16 + g;  // this thread's rows: row0 and row0 + 8
+  const uint64_t qDesc = wgmma::Desc(Qs, 128, kRows8) + ((group * 8 * kRows8) >> 4);
+  const uint64_t kDesc0 = wgmma::Desc(Ks, 128, kRows8), vDesc0 = wgmma::Desc(Vs, kRows8, 128);
+  auto edgeOf = [&](int kb) { return kb + BK > len || (causal && kb + BK - 1 > rowG) || (window > 0 && kb <= rowG + 63 - window); };
+  auto issueS = [&](float* s, int j) {
+    const uint64_t kd = kDesc0 + (j & 1) * kSlot;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) wgmma::MmaSS128<0, 0>(s, qDesc + ks * (kColStep >> 4), kd + ks * (kColStep >> 4), ks > 0);
+    wgmma::Commit();
+  };
+  auto issuePV = [&](float* acc, const uint32_t (*p)[4], int j) {
+    const uint64_t vd = vDesc0 + (j & 1) * kSlot;
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) MmaPV<D>(acc, p[kk], vd + kk * (kRowStep >> 4));
+    wgmma::Commit();
+  };
+
+  LoadBlocked<D, BQ, kThreads>(Qs, q + h * D, qStride, start + q0, q1 - q0);
+  loadK(0);
+  CpAsyncCommit();
+  arrive();
+  if (nkb > 1) loadK(1);
+  loadV(0);
+  CpAsyncCommit();
+
+  float acc[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) acc[i] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, corr[2];
+  float s[BK / 2];
+  uint32_t p[BK / 16][4];
+
+  wgmma::Fence();
+  issueS(s, 0);
+  wgmma::Wait<0>();
+  wgmma::Pin<BK / 2>(s);
+  OnlineSoftmax<BK>(s, m, l, corr, edgeOf(kFirst), row0, len, causal, window, kFirst, tig, scaleLog2);
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; ++kk) AccToA(p[kk], s + 8 * kk, s + 8 * kk + 4);
+
+  for (int j = 1; j < nkb; ++j) {
+    const int kb = kFirst + j * BK;
+    arrive();  // K_j and V_{j-1} are in
+    if (j + 1 < nkb) loadK(j + 1);
+    loadV(j);
+    CpAsyncCommit();
+    wgmma::Fence();
+    issueS(s, j);
+    issuePV(acc, p, j - 1);
+    wgmma::Wait<1>();  // S_j is done; P_{j-1} V_{j-1} may still run
+    wgmma::Pin<BK / 2>(s);
+    OnlineSoftmax<BK>(s, m, l, corr, edgeOf(kb), row0, len, causal, window, kb, tig, scaleLog2);
+    wgmma::Wait<0>();
+    wgmma::Pin<D / 2>(acc);
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) acc[i] *= corr[(i >> 1) & 1];
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) AccToA(p[kk], s + 8 * kk, s + 8 * kk + 4);
+  }
+  arrive();  // V of the last block is in
+  wgmma::Fence();
+  issuePV(acc, p, nkb - 1);
+  wgmma::Wait<0>();
+  wgmma::Pin<D / 2>(acc);
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float lr = l[r];
+    lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+    lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+    const int i = row0 + r * 8;
+    if (i >= len) continue;
+    const float inv = lr > 0.f ? 1.f / lr : 0.f;
+    bf16* orow = o + (int64_t(start + i) * Hq + h) * D + 2 * tig;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) {
+      *reinterpret_cast<__nv_bfloat162*>(orow + dt * 8) = __floats2bfloat162_rn(acc[4 * dt + 2 * r] * inv, acc[4 * dt + 2 * r + 1] * inv);
+    }
+    if (tig == 0) lse[int64_t(h) * T + start + i] = lr > 0.f ? (m[r] + log2f(lr)) * kLn2 : -INFINITY;
+  }
+}
+
+template <int D, int G>
+void LaunchForward(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o, float* lse) {
+  static const bool ready = (AllowSmem("attention", WgFwdKernel<D, G>, WgFwdSmem<D, G>()), true);
+  (void)ready;
+  dim3 grid(unsigned((s.maxLen + 64 * G - 1) / (64 * G)), unsigned(s.Hq), unsigned(s.batch));
+  WgFwdKernel<D, G><<<grid, 128 * G, WgFwdSmem<D, G>(), ComputeStream()>>>(
+      static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), cu, static_cast<bf16*>(o), lse,
+      int(s.T), int(s.Hq), int(s.Hkv), s.causal ? 1 : 0, int(s.window), s.scale * kLog2e);
+  CheckLaunch("attention");
+}
+
+}  // namespace
+
+void AttentionForwardWgmma(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o,
+                           float* lse) {
+  if (s.Dh == 64) {
+    LaunchForward<64, kWgFwdGroups>(s, q, k, v, cu, o, lse);
+  } else {
+    LaunchForward<128, kWgFwdGroups>(s, q, k, v, cu, o, lse);
+  }
+}
+
+}  // namespace tessera::cuda
