@@ -3,8 +3,8 @@
 // and as the path for builds without sm_90a.
 //
 // Forward: a CTA of 2 warpgroups per (query block of 128 rows, q head, sequence); each warpgroup
-// owns 64 query rows and walks key blocks of 128 (double-buffered by cp.async into the blocked
-// layout of wgmma.cuh): S = Q K^T with both operands read by the tensor cores from shared memory,
+// owns 64 query rows and walks key blocks of 128 (double-buffered by cp.async into the 128-byte
+// swizzled layout of wgmma.cuh): S = Q K^T with both operands read by the tensor cores from shared memory,
 // the online softmax in registers, then O += P V with P from registers (its accumulator layout is
 // the A fragment layout) and V by descriptor, transposed. Within a warpgroup the softmax of block
 // j runs while P V of block j-1 is in the tensor cores (see WgFwdKernel).
@@ -28,21 +28,20 @@ constexpr size_t WgFwdSmem() {
   return size_t(64 * G + 4 * kWgFwdKeys) * D * sizeof(bf16);
 }
 
-// Rows [first, first + valid) of one head into a blocked ROWS x D tile (wgmma.cuh): chunk c of 16
-// bytes is row 8 (core / (D/8)) + c % 8, column 8 (core % (D/8)) with core = c / 8, so a warp stores
-// 512 contiguous bytes and reads 64 contiguous bytes from each of 8 rows. Rows past valid are zeroed.
-// With THREADS a multiple of D, a thread keeps its column and steps THREADS * 8 / D rows a round.
+// Rows [first, first + valid) of one head into a swizzled ROWS x D tile (wgmma.cuh). Chunk c of a
+// round is 16 bytes: chunk c % 8 of row (c / 8) % ROWS in region c / (8 ROWS), so eight threads copy
+// one row's 128 contiguous bytes of a region. Rows past valid are zeroed.
 template <int D, int ROWS, int THREADS>
-__device__ __forceinline__ void LoadBlocked(bf16* sm, const bf16* g, int64_t rowStride, int64_t first, int valid) {
-  static_assert(THREADS % D == 0 && (ROWS * D / 8) % THREADS == 0, "whole rounds of whole core-matrix rows");
-  constexpr int kRounds = ROWS * D / 8 / THREADS, kRowStep = THREADS * 8 / D;
-  const int t = threadIdx.x;
-  const int r0 = (t / D) * 8 + (t & 7), col = ((t >> 3) % (D / 8)) * 8;
-  const bf16* src = g + (first + r0) * rowStride + col;
+__device__ __forceinline__ void LoadSwizzled(bf16* sm, const bf16* g, int64_t rowStride, int64_t first, int valid) {
+  constexpr int kRowsPerRound = THREADS / 8, kRounds = ROWS * D / 8 / THREADS;
+  static_assert(ROWS % kRowsPerRound == 0, "whole rounds per region");
+  const int j = threadIdx.x & 7, r0 = threadIdx.x >> 3;
 #pragma unroll
   for (int i = 0; i < kRounds; ++i) {
-    const bool ok = r0 + i * kRowStep < valid;
-    CpAsync16(sm + (t + i * THREADS) * 8, ok ? src + int64_t(i * kRowStep) * rowStride : g, ok);
+    const int region = i / (ROWS / kRowsPerRound), r = r0 + (i % (ROWS / kRowsPerRound)) * kRowsPerRound;
+    const bool ok = r < valid;
+    const bf16* src = g + (first + r) * rowStride + region * 64 + j * 8;
+    CpAsync16(sm + region * ROWS * 64 + r * 64 + ((j ^ (r & 7)) << 3), ok ? src : g, ok);
   }
 }
 
@@ -67,16 +66,13 @@ __global__ void __launch_bounds__(128 * G, 1) WgFwdKernel(const bf16* __restrict
                                                          bf16* __restrict__ o, float* __restrict__ lse, int T, int Hq, int Hkv,
                                                          int causal, int window, float scaleLog2) {
   constexpr int BQ = 64 * G, BK = kWgFwdKeys, kThreads = 128 * G;
-  // Descriptor strides in bytes: the next 8 rows of a blocked tile of D columns (core matrices
-  // along M or N), the next 16 columns of it (a k step of Q K^T), the next 16 rows (a k step of P V).
-  constexpr uint32_t kRows8 = 16 * D, kColStep = 256, kRowStep = 2 * kRows8;
   constexpr uint32_t kSlot = (BK * D * sizeof(bf16)) >> 4;  // one ring slot, in descriptor units
   // Last blocks first: under causal masking they have the most keys, so the tail stays short.
   const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ, h = blockIdx.y, b = blockIdx.z;
   const int start = cu[b], len = cu[b + 1] - start;
   if (q0 >= len) return;
   const int kvh = h / (Hq / Hkv);
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem[];
   bf16* Qs = reinterpret_cast<bf16*>(smem);
   bf16* Ks = Qs + BQ * D;      // ring of two
   bf16* Vs = Ks + 2 * BK * D;  // ring of two
@@ -91,11 +87,11 @@ __global__ void __launch_bounds__(128 * G, 1) WgFwdKernel(const bf16* __restrict
   const bf16* vHead = v + kvh * D;
   auto loadK = [&](int j) {
     const int kb = kFirst + j * BK;
-    LoadBlocked<D, BK, kThreads>(Ks + (j & 1) * BK * D, kHead, kStride, start + kb, min(BK, len - kb));
+    LoadSwizzled<D, BK, kThreads>(Ks + (j & 1) * BK * D, kHead, kStride, start + kb, min(BK, len - kb));
   };
   auto loadV = [&](int j) {
     const int kb = kFirst + j * BK;
-    LoadBlocked<D, BK, kThreads>(Vs + (j & 1) * BK * D, vHead, kStride, start + kb, min(BK, len - kb));
+    LoadSwizzled<D, BK, kThreads>(Vs + (j & 1) * BK * D, vHead, kStride, start + kb, min(BK, len - kb));
   };
   // Everyone's copies landed and are visible to the tensor cores; everyone is past the products that read the slots about to be refilled.
   auto arrive = [] {
@@ -106,23 +102,26 @@ __global__ void __launch_bounds__(128 * G, 1) WgFwdKernel(const bf16* __restrict
 
   const int rowG = q0 + group * 64;       // this warpgroup's first row
   const int row0 = rowG + warp * 16 + g;  // this thread's rows: row0 and row0 + 8
-  const uint64_t qDesc = wgmma::Desc(Qs, 128, kRows8) + ((group * 8 * kRows8) >> 4);
-  const uint64_t kDesc0 = wgmma::Desc(Ks, 128, kRows8), vDesc0 = wgmma::Desc(Vs, kRows8, 128);
+  // Q and K are K-major (k steps 32 bytes apart in a region, regions BQ or BK rows of 128 bytes);
+  // V is MN-major (k steps of 16 rows, 2048 bytes; LBO the region stride). Units of 16 bytes.
+  const uint64_t qDesc = wgmma::Desc(Qs, 16, 1024) + ((group * 64 * 128) >> 4);
+  const uint64_t kDesc0 = wgmma::Desc(Ks, 16, 1024), vDesc0 = wgmma::Desc(Vs, BK * 128, 1024);
+  auto kStep = [](int ks, int rows) { return uint64_t(((ks >> 2) * rows * 128 + (ks & 3) * 32) >> 4); };
   auto edgeOf = [&](int kb) { return kb + BK > len || (causal && kb + BK - 1 > rowG) || (window > 0 && kb <= rowG + 63 - window); };
   auto issueS = [&](float* s, int j) {
     const uint64_t kd = kDesc0 + (j & 1) * kSlot;
 #pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks) wgmma::MmaSS128<0, 0>(s, qDesc + ks * (kColStep >> 4), kd + ks * (kColStep >> 4), ks > 0);
+    for (int ks = 0; ks < D / 16; ++ks) wgmma::MmaSS128<0, 0>(s, qDesc + kStep(ks, BQ), kd + kStep(ks, BK), ks > 0);
     wgmma::Commit();
   };
   auto issuePV = [&](float* acc, const uint32_t (*p)[4], int j) {
     const uint64_t vd = vDesc0 + (j & 1) * kSlot;
 #pragma unroll
-    for (int kk = 0; kk < BK / 16; ++kk) MmaPV<D>(acc, p[kk], vd + kk * (kRowStep >> 4));
+    for (int kk = 0; kk < BK / 16; ++kk) MmaPV<D>(acc, p[kk], vd + kk * (2048 >> 4));
     wgmma::Commit();
   };
 
-  LoadBlocked<D, BQ, kThreads>(Qs, q + h * D, qStride, start + q0, q1 - q0);
+  LoadSwizzled<D, BQ, kThreads>(Qs, q + h * D, qStride, start + q0, q1 - q0);
   loadK(0);
   CpAsyncCommit();
   arrive();

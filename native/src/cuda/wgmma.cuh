@@ -4,11 +4,16 @@
 // device code is built for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL); elsewhere they trap, and the host
 // never launches their kernels (TESSERA_WGMMA, set by CMake, says which was built).
 //
-// Shared-memory layout used with these (no swizzle): a tile of R rows x C columns (bf16) is stored
-// as 8 x 8 "core matrices", each 8 rows of 16 contiguous bytes (128 bytes), row-block major:
-// element (r, c) lives at ((r / 8) * (C / 8) + c / 8) * 64 + (r % 8) * 8 + c % 8. A warp reading one
-// core matrix touches every bank once, and 8 threads storing one by cp.async write 128 contiguous
-// bytes, so neither side has bank conflicts without a swizzle.
+// Shared-memory layout used with these: 128-byte swizzle. A tile of R rows x C columns (bf16, C a
+// multiple of 64) is stored as C / 64 regions of R rows x 128 bytes; in row r the 16-byte chunk j
+// (columns 8j..8j+7 of the region) sits at chunk position j ^ (r % 8). Eight threads that copy one
+// row's 128 contiguous bytes then write 128 contiguous bytes of shared memory (no bank conflict,
+// whole 32-byte sectors from L2), and the tensor cores read it conflict-free. Regions start on
+// 1024-byte boundaries. Descriptors (measured with a probe against a CPU product):
+// - K-major operand (A, or B = K of Q K^T): SBO 1024 (the next 8 rows), LBO unused; k step kk
+//   (16 columns) of a region starts kk * 32 bytes in, and columns 64.. are the next region.
+// - MN-major B (V of P V, rows = the k dimension): LBO = the region stride (the next 64 columns
+//   of n), SBO 1024 (the next 8 rows of k); a k step of 16 rows starts 2048 bytes further.
 #pragma once
 #include <cstdint>
 
@@ -20,19 +25,17 @@
 
 namespace tessera::cuda::wgmma {
 
-/** Element offset of (r, c) in a blocked tile of C columns (C a multiple of 8). */
-template <int C>
-__host__ __device__ constexpr int Blocked(int r, int c) {
-  return ((r >> 3) * (C / 8) + (c >> 3)) * 64 + (r & 7) * 8 + (c & 7);
+/** Element offset of (r, c) in a swizzled tile of R rows (see above). */
+template <int R>
+__host__ __device__ constexpr int Swizzled(int r, int c) {
+  return (c >> 6) * R * 64 + r * 64 + ((((c & 63) >> 3) ^ (r & 7)) << 3) + (c & 7);
 }
 
-/**
- * A no-swizzle descriptor: lbo and sbo in bytes (the distances between core matrices along the
- * leading and the strided dimension as the PTX ISA defines them for the operand's major-ness).
- */
+/** A 128-byte-swizzle descriptor: lbo and sbo in bytes, as described above. */
 __device__ __forceinline__ uint64_t Desc(const void* smem, uint32_t lbo, uint32_t sbo) {
   const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  return uint64_t((addr >> 4) & 0x3FFF) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) | (uint64_t((sbo >> 4) & 0x3FFF) << 32);
+  return uint64_t((addr >> 4) & 0x3FFF) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) | (uint64_t((sbo >> 4) & 0x3FFF) << 32) |
+         (uint64_t(1) << 62);
 }
 
 /** Orders this thread's earlier register (accumulator, A fragment) and shared-memory writes before the next wgmma. */
