@@ -540,7 +540,9 @@ void AttentionBackward(const AttentionShape& s, const void* dout, const void* q,
   CheckLaunch("attentionBackward");
   float* dkPart = dkvPart;
   float* dvPart = dkvPart + n;
-  if (s.Dh == 64) {
+  if (UseWgmma("attentionBackward")) {
+    AttentionBackwardWgmma(s, dout, q, k, v, lse, cu, dqAccum, dkPart, dvPart, rowDot);
+  } else if (s.Dh == 64) {
     LaunchBackward<64>(s, dout, q, k, v, lse, cu, dqAccum, dkPart, dvPart, rowDot);
   } else {
     LaunchBackward<128>(s, dout, q, k, v, lse, cu, dqAccum, dkPart, dvPart, rowDot);

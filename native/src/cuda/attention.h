@@ -46,4 +46,9 @@ void AttentionBackward(const AttentionShape& s, const void* dout, const void* q,
 void AttentionForwardWgmma(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o,
                            float* lse);
 
+/** The wgmma backward's main kernel (attention_wgmma.cu), with AttentionBackward's scratch split out. */
+void AttentionBackwardWgmma(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v,
+                            const float* lse, const int32_t* cu, float* dqAccum, float* dkPart, float* dvPart,
+                            const float* rowDot);
+
 }  // namespace tessera::cuda
