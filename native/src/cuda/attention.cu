@@ -17,6 +17,10 @@
 //
 // Grids are (blocks of the longest sequence, heads, sequences); CTAs past their sequence's end
 // exit at once, so no block table is needed.
+//
+// On Hopper (an sm_90a build) the wgmma kernels of attention_wgmma.cu take over the forward and
+// the backward's main kernel (AttentionForward / AttentionBackward dispatch; SetAttentionKernels
+// overrides); these stay as their reference and the path for other builds and GPUs.
 #include "cuda/attention.h"
 #include "cuda/attention_common.cuh"
 #include "cuda/common.cuh"
