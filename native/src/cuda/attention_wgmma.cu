@@ -9,8 +9,8 @@
 // the A fragment layout) and V by descriptor, transposed. Within a warpgroup the softmax of block
 // j runs while P V of block j-1 is in the tensor cores (see WgFwdKernel).
 //
-// Measured (NOTES, 1.5B shape): forward 161 us against 297 on mma.sync and cuDNN's 116; backward
-// 725 us against 786 and cuDNN's ~390 (its steps are not yet software-pipelined).
+// Measured (NOTES, 1.5B shape): forward 157-161 us against 297 on mma.sync and cuDNN's 116;
+// backward 549 us against 786 and cuDNN's ~390 (its steps are not yet software-pipelined).
 #include "cuda/attention.h"
 #include "cuda/attention_common.cuh"
 #include "cuda/wgmma.cuh"
@@ -203,13 +203,21 @@ void LaunchForward(const AttentionShape& s, const void* q, const void* k, const 
 // (Q, dO double-buffered). Per block: S^T = K Q^T and dP^T = V dO^T (both operands from shared
 // memory), P = exp(S - lse) and dS = P (dP - rowDot) scale in registers, then dV += P^T dO and
 // dK += dS^T Q with P^T and dS^T as register A operands (their accumulator layout), Q and dO read
-// transposed. dS^T also goes to shared memory, and the warpgroup adds its keys' share of
-// dQ = dS K into the fp32 buffer by atomics. dK, dV leave as per-q-head fp32 partials, as in the
-// mma.sync kernel (the host sums each kv head's group).
+// transposed. dS^T also goes to shared memory; each warpgroup forms its keys' share of
+// dQ = dS K, and the CTA adds the two shares' sum into the fp32 buffer by 16-byte atomics.
+// dK, dV leave as per-q-head fp32 partials, as in the mma.sync kernel (the host sums each kv
+// head's group).
 constexpr int kWgBwdKeys = 128, kWgBwdQ = 64, kWgBwdThreads = 256;
+// dQ partials are staged in fp32 rows of D + 8 floats (the pad keeps the accumulators' float2
+// stores free of bank conflicts), one [64, D] tile per warpgroup.
+template <int D>
+__host__ __device__ constexpr int DqStride() {
+  return D + 8;
+}
 template <int D>
 constexpr size_t WgBwdSmem() {
-  return size_t(2 * kWgBwdKeys * D + 4 * kWgBwdQ * D + kWgBwdKeys * kWgBwdQ) * sizeof(bf16) + 4 * kWgBwdQ * sizeof(float);
+  return size_t(2 * kWgBwdKeys * D + 4 * kWgBwdQ * D + kWgBwdKeys * kWgBwdQ) * sizeof(bf16) +
+         (4 * kWgBwdQ + 2 * kWgBwdQ * DqStride<D>()) * sizeof(float);
 }
 
 template <int N, int TA, int TB>
@@ -245,6 +253,7 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) WgBwdKernel(const bf16* __re
   bf16* dSs = dOs + 2 * BQ * D;  // dS^T [key][query], swizzled
   float* Ls = reinterpret_cast<float*>(dSs + BK * BQ);  // two buffers
   float* Ds = Ls + 2 * BQ;                              // two buffers
+  float* dQs = Ds + 2 * BQ;                             // [2 warpgroups][BQ][DqStride]
   const int group = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
   const int64_t qStride = int64_t(Hq) * D, kStride = int64_t(Hkv) * D;
 
@@ -365,13 +374,27 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) WgBwdKernel(const bf16* __re
     wgmma::Pin<D / 2>(dK);
     wgmma::Pin<D / 2>(dV);
     wgmma::Pin<D / 2>(dq);
+    // The two warpgroups' partials meet in shared memory, and one 16-byte atomic adds each 4
+    // floats of their sum: a quarter of the atomic instructions and half the atomic traffic of
+    // each warpgroup adding its own.
+    float* mine = dQs + group * BQ * DqStride<D>();
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
-      const int i = q0 + warp * 16 + g + 8 * hr;
-      if (i >= len) continue;
-      float* row = dqAcc + (int64_t(start + i) * Hq + h) * D + 2 * tig;
 #pragma unroll
-      for (int c = 0; c < D / 8; ++c) AtomicAdd2(row + 8 * c, dq[4 * c + 2 * hr], dq[4 * c + 2 * hr + 1]);
+      for (int c = 0; c < D / 8; ++c) {
+        *reinterpret_cast<float2*>(mine + (warp * 16 + g + 8 * hr) * DqStride<D>() + 8 * c + 2 * tig) =
+            make_float2(dq[4 * c + 2 * hr], dq[4 * c + 2 * hr + 1]);
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = threadIdx.x; i < BQ * D / 4; i += kWgBwdThreads) {
+      const int r = i / (D / 4), c4 = (i % (D / 4)) * 4;
+      if (q0 + r >= len) continue;
+      const float4 a = *reinterpret_cast<const float4*>(dQs + r * DqStride<D>() + c4);
+      const float4 b2 = *reinterpret_cast<const float4*>(dQs + (BQ + r) * DqStride<D>() + c4);
+      atomicAdd(reinterpret_cast<float4*>(dqAcc + (int64_t(start + q0 + r) * Hq + h) * D + c4),
+                make_float4(a.x + b2.x, a.y + b2.y, a.z + b2.z, a.w + b2.w));
     }
   }
 
