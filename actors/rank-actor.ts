@@ -5,7 +5,7 @@
 // command already run is answered with the recorded result and runs nothing, so retries
 // after a lost reply never accumulate a gradient twice or step the optimizer twice.
 import { performance } from "node:perf_hooks";
-import { cudaMemoryStats, liveTensors, startCudaProfile, stopCudaProfile } from "../native/index.ts";
+import { cudaMemoryStats, liveTensors, startCudaProfile, stopCudaProfile, summarizeCudaProfile } from "../native/index.ts";
 import type { PackedBatch } from "../models/index.ts";
 import { openCheckpoint, writeRankShard } from "../models/checkpoint/index.ts";
 import type { GroupSource, RankLayout } from "../mesh/index.ts";
@@ -126,10 +126,8 @@ export function rankActor(o: RankActorOptions) {
         };
         optims.set(step, r);
         if (step === PROFILE_STEP && profileStart !== undefined) {
-          const ops = [...stopCudaProfile()].sort((a, b) => b[1].ms - a[1].ms);
-          const deviceMs = ops.reduce((a, [, t]) => a + t.ms, 0);
-          const ms = (x: number) => +x.toFixed(3);
-          const line = { rank: o.layout.rank, profile_step: step, wall_ms: ms(performance.now() - profileStart), device_ms: ms(deviceMs), ops: Object.fromEntries(ops.map(([op, t]) => [op, { ms: ms(t.ms), calls: t.calls }])) };
+          const { device_ms, ops } = summarizeCudaProfile(stopCudaProfile());
+          const line = { rank: o.layout.rank, profile_step: step, wall_ms: +(performance.now() - profileStart).toFixed(3), device_ms, ops };
           process.stderr.write(JSON.stringify(line) + "\n");
           profileStart = undefined;
         }

@@ -95,6 +95,22 @@ export function stopCudaProfile(): Map<string, { ms: number; calls: number }> {
   return out;
 }
 
+/** A profile as reported: the device total and each op's time and calls, slowest first, in microsecond precision. */
+export interface CudaProfileSummary {
+  device_ms: number;
+  ops: Record<string, { ms: number; calls: number }>;
+}
+
+/** Orders and rounds stopCudaProfile's figures for a report (the rank actor's profiled step, the GPU bench). */
+export function summarizeCudaProfile(byOp: Map<string, { ms: number; calls: number }>): CudaProfileSummary {
+  const ms = (x: number) => +x.toFixed(3);
+  const sorted = [...byOp].sort((a, b) => b[1].ms - a[1].ms);
+  return {
+    device_ms: ms(sorted.reduce((a, [, t]) => a + t.ms, 0)),
+    ops: Object.fromEntries(sorted.map(([op, t]) => [op, { ms: ms(t.ms), calls: t.calls }])),
+  };
+}
+
 /** The caching device allocator's figures (see CudaMemoryStats). */
 export function cudaMemoryStats(): CudaMemoryStats {
   return cudaAddon("cudaMemoryStats").memoryStats();

@@ -11,6 +11,8 @@ export {
   cudaSynchronize,
   startCudaProfile,
   stopCudaProfile,
+  summarizeCudaProfile,
+  type CudaProfileSummary,
   CudaEvent,
   type CudaStream,
 } from "./cuda.ts";

@@ -20,7 +20,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { configFromHF, createModel, createOptimizer, clipGradNorm, mulberry32, noDecay, packSequences, type CausalLM, type DecoderConfig } from "../../models/index.ts";
-import { CudaEvent, cudaAvailable, cudaEmptyCache, cudaMemoryStats, cudaResetPeak, cudaSynchronize, liveTensors, startCudaProfile, stopCudaProfile } from "../../native/index.ts";
+import { CudaEvent, cudaAvailable, cudaEmptyCache, cudaMemoryStats, cudaResetPeak, cudaSynchronize, liveTensors, startCudaProfile, stopCudaProfile, summarizeCudaProfile } from "../../native/index.ts";
 import { loadConfig } from "../../runtime/config/index.ts";
 
 /** The models by the names torch_reference.py gives them, and the job configs that hold their shapes. */
@@ -123,14 +123,9 @@ function benchModel(name: string, steps: number, warmup: number, seqLen: number)
 
   startCudaProfile();
   step(0);
-  const byOp = stopCudaProfile();
+  const { device_ms: deviceMs, ops } = summarizeCudaProfile(stopCudaProfile());
   const split: Record<string, number> = {};
-  let deviceMs = 0;
-  for (const [op, t] of byOp) {
-    split[familyOf(op)] = (split[familyOf(op)] ?? 0) + t.ms;
-    deviceMs += t.ms;
-  }
-  const ops = Object.fromEntries([...byOp].sort((a, b) => b[1].ms - a[1].ms).map(([op, t]) => [op, { ms: +t.ms.toFixed(3), calls: t.calls }]));
+  for (const [op, t] of Object.entries(ops)) split[familyOf(op)] = (split[familyOf(op)] ?? 0) + t.ms;
 
   opt.dispose();
   model.dispose();

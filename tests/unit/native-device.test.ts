@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  adamwStep, buildInfo, cast, cudaAvailable, cudaMemoryStats, liveTensors, randn, scope, tensor, zeros,
+  adamwStep, buildInfo, cast, cudaAvailable, cudaMemoryStats, liveTensors, randn, scope, summarizeCudaProfile, tensor, zeros,
 } from "../../native/index.ts";
 
 const noGpu = !cudaAvailable();
@@ -52,4 +52,18 @@ test("adamwStep's bf16Copy receives the updated weights rounded to bfloat16 (CPU
     assert.ok(copy.toFloat64Array().some((x) => x !== 0));
     assert.throws(() => adamwStep(p, g, m, v, { lr: 0.01, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0, step: 2, bf16Copy: zeros([257]) }), /adamwStep: bf16Copy must be bfloat16, got float32/);
   });
+});
+
+test("summarizeCudaProfile orders ops slowest first, totals the device time and rounds to microseconds", () => {
+  const byOp = new Map([
+    ["rmsnorm", { ms: 0.12345, calls: 3 }],
+    ["matmul", { ms: 10.00049, calls: 7 }],
+    ["attention", { ms: 2.5, calls: 1 }],
+  ]);
+  const s = summarizeCudaProfile(byOp);
+  assert.deepEqual(Object.keys(s.ops), ["matmul", "attention", "rmsnorm"]);
+  assert.deepEqual(s.ops.matmul, { ms: 10, calls: 7 });
+  assert.deepEqual(s.ops.rmsnorm, { ms: 0.123, calls: 3 });
+  assert.equal(s.device_ms, 12.624);
+  assert.deepEqual(summarizeCudaProfile(new Map()), { device_ms: 0, ops: {} });
 });

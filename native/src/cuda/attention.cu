@@ -256,8 +256,8 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) BwdKernel(const bf16* __res
   LoadTile<D, BK, kThreads>(Vs, v + kvh * D, kStride, start + k0, k1 - k0);
 
   float dK[2][kHalf / 8][4] = {}, dV[2][kHalf / 8][4] = {};
-  const int qLo = causal ? k0 : 0;  // k0 is a multiple of BK, so of BQ: blocks stay aligned
-  const int qHi = window > 0 ? min(len, k1 - 1 + window) : len;
+  int qLo, qHi;
+  QueriesOfKeys(k0, k1, len, causal, window, qLo, qHi);
 
   // Query blocks in order; the next one's tiles load while this one computes.
   const int steps = (qHi - qLo + BQ - 1) / BQ;
@@ -266,12 +266,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) BwdKernel(const bf16* __res
     LoadTile<D, BQ, kThreads>(Qs + buf * BQ * S, q + h * D, qStride, start + q0, nq);
     LoadTile<D, BQ, kThreads>(dOs + buf * BQ * S, dout + h * D, qStride, start + q0, nq);
     CpAsyncCommit();
-    if (threadIdx.x < BQ) {
-      const int i = threadIdx.x;
-      const int64_t at = int64_t(h) * T + start + q0 + i;
-      Ls[buf * BQ + i] = i < nq ? lse[at] * kLog2e : 0.f;
-      Ds[buf * BQ + i] = i < nq ? rowDot[at] : 0.f;
-    }
+    StageQueryStats<BQ>(Ls + buf * BQ, Ds + buf * BQ, lse, rowDot, int64_t(h) * T + start + q0, nq);
   };
   issue(0, 0);  // joins the K, V group
 
@@ -326,9 +321,10 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) BwdKernel(const bf16* __res
         for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
           for (int hk = 0; hk < 2; ++hk) {
-            const int j = k0 + wk * 32 + mt * 16 + g + 8 * hk;
-            const int a = (causal ? j : 0) - q0 - colBase;
-            const int b = (j >= len ? 0 : window > 0 ? min(len, j + window) : len) - q0 - colBase;
+            int a, b;
+            VisibleQueries(k0 + wk * 32 + mt * 16 + g + 8 * hk, len, causal, window, a, b);
+            a -= q0 + colBase;
+            b -= q0 + colBase;
 #pragma unroll
             for (int nt = 0; nt < 4; ++nt) {
 #pragma unroll

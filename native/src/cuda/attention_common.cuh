@@ -50,6 +50,31 @@ __device__ __forceinline__ void AtomicAdd2(float* p, float a, float b) {
 #endif
 }
 
+// The queries [lo, hi) that see key j (hi <= lo: none): the backward's mask, as VisibleKeys is the forward's.
+__device__ __forceinline__ void VisibleQueries(int j, int len, int causal, int window, int& lo, int& hi) {
+  lo = causal ? j : 0;
+  hi = j >= len ? 0 : window > 0 ? min(len, j + window) : len;
+}
+
+// The query rows a backward CTA of keys [k0, k1) visits: [qLo, qHi). k0 is a multiple of the
+// key block, so of the query block: the query blocks stay aligned.
+__device__ __forceinline__ void QueriesOfKeys(int k0, int k1, int len, int causal, int window, int& qLo, int& qHi) {
+  qLo = causal ? k0 : 0;
+  qHi = window > 0 ? min(len, k1 - 1 + window) : len;
+}
+
+// A backward step's per-query statistics into shared memory: lse in the log2 domain and rowDot,
+// zero past the sequence (threads [0, BQ) of the CTA).
+template <int BQ>
+__device__ __forceinline__ void StageQueryStats(float* Lb, float* Db, const float* lse, const float* rowDot, int64_t first,
+                                                int nq) {
+  if (threadIdx.x < BQ) {
+    const int i = threadIdx.x;
+    Lb[i] = i < nq ? lse[first + i] * kLog2e : 0.f;
+    Db[i] = i < nq ? rowDot[first + i] : 0.f;
+  }
+}
+
 // The keys [lo, hi) that row i sees (hi <= lo: none).
 __device__ __forceinline__ void VisibleKeys(int i, int len, int causal, int window, int& lo, int& hi) {
   lo = window > 0 ? i - window + 1 : 0;

@@ -260,20 +260,15 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) WgBwdKernel(const bf16* __re
   LoadSwizzled<D, BK, kWgBwdThreads>(Ks, k + kvh * D, kStride, start + k0, k1 - k0);
   LoadSwizzled<D, BK, kWgBwdThreads>(Vs, v + kvh * D, kStride, start + k0, k1 - k0);
 
-  const int qLo = causal ? k0 : 0;  // k0 is a multiple of BK, so of BQ: blocks stay aligned
-  const int qHi = window > 0 ? min(len, k1 - 1 + window) : len;
+  int qLo, qHi;
+  QueriesOfKeys(k0, k1, len, causal, window, qLo, qHi);
   const int steps = (qHi - qLo + BQ - 1) / BQ;
   auto issue = [&](int step, int buf) {
     const int q0 = qLo + step * BQ, nq = min(BQ, len - q0);
     LoadSwizzled<D, BQ, kWgBwdThreads>(Qs + buf * BQ * D, q + h * D, qStride, start + q0, nq);
     LoadSwizzled<D, BQ, kWgBwdThreads>(dOs + buf * BQ * D, dout + h * D, qStride, start + q0, nq);
     CpAsyncCommit();
-    if (threadIdx.x < BQ) {
-      const int i = threadIdx.x;
-      const int64_t at = int64_t(h) * T + start + q0 + i;
-      Ls[buf * BQ + i] = i < nq ? lse[at] * kLog2e : 0.f;
-      Ds[buf * BQ + i] = i < nq ? rowDot[at] : 0.f;
-    }
+    StageQueryStats<BQ>(Ls + buf * BQ, Ds + buf * BQ, lse, rowDot, int64_t(h) * T + start + q0, nq);
   };
   issue(0, 0);  // joins the K, V group
 
@@ -320,9 +315,10 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) WgBwdKernel(const bf16* __re
       // Two compares a score against the queries [a, b) that see its key (relative to q0 + 2 tig).
 #pragma unroll
       for (int hk = 0; hk < 2; ++hk) {
-        const int j = k0 + keyRow + 8 * hk;
-        const int a = (causal ? j : 0) - q0 - 2 * tig;
-        const int bq = (j >= len ? 0 : window > 0 ? min(len, j + window) : len) - q0 - 2 * tig;
+        int a, bq;
+        VisibleQueries(k0 + keyRow + 8 * hk, len, causal, window, a, bq);
+        a -= q0 + 2 * tig;
+        bq -= q0 + 2 * tig;
 #pragma unroll
         for (int i = 2 * hk; i < BQ / 2; i += 4) {
 #pragma unroll
