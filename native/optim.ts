@@ -1,7 +1,7 @@
 // Optimizer kernels (in place). The optimizer classes that own state live in models/optim.
 import { loadAddon, type Handle as H } from "./addon.ts";
 import { Tensor, castInto } from "./tensor.ts";
-import { scaleInPlace } from "./ops.ts";
+import { scale } from "./ops.ts";
 import { cudaFn, deviceOfInputs } from "./cuda.ts";
 import { fail, needDtype, needFinite, needFloat, needLive, needRank, needSameDtype, needSameShape } from "./check.ts";
 
@@ -60,10 +60,11 @@ export interface AdamWItem {
 }
 
 /**
- * adamwStep over many tensors; every gradient is first multiplied by gradScale (the clipping
- * factor, so clipped gradients need no pass of their own). On cuda, fp32 gradients go a few
- * launches for all tensors (the items are checked before any changes); elsewhere, and for bf16
- * gradients, it is adamwStep per tensor after scaling the gradients in place.
+ * adamwStep over many tensors; every gradient is taken times gradScale (the clipping factor, so
+ * clipped gradients need no pass of their own). The gradients themselves are never changed. On
+ * cuda, fp32 gradients go a few launches for all tensors (the items are checked before any
+ * changes); elsewhere, and for bf16 gradients, it is adamwStep per tensor on a scaled copy of
+ * its gradient (one tensor's copy at a time).
  */
 export function adamwStepMany(items: readonly AdamWItem[], o: { beta1: number; beta2: number; eps: number; gradScale?: number }): void {
   const op = "adamwStepMany";
@@ -74,8 +75,12 @@ export function adamwStepMany(items: readonly AdamWItem[], o: { beta1: number; b
   const fused = items.every((it) => it.param.device === "cuda" && it.grad.dtype === "float32");
   if (!fused) {
     for (const it of items) {
-      if (gradScale !== 1) scaleInPlace(it.grad, gradScale);
-      adamwStep(it.param, it.grad, it.m, it.v, { lr: it.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: it.weightDecay, step: it.step, ...(it.bf16Copy ? { bf16Copy: it.bf16Copy } : {}) });
+      const grad = gradScale !== 1 ? scale(it.grad, gradScale) : it.grad;
+      try {
+        adamwStep(it.param, grad, it.m, it.v, { lr: it.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: it.weightDecay, step: it.step, ...(it.bf16Copy ? { bf16Copy: it.bf16Copy } : {}) });
+      } finally {
+        if (grad !== it.grad) grad.dispose();
+      }
     }
     return;
   }

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { tensor, scope, adamwStep, newtonSchulz5, muonStep, matmul } from "../../native/index.ts";
+import { tensor, scope, scale, adamwStep, adamwStepMany, newtonSchulz5, muonStep, matmul } from "../../native/index.ts";
 import * as ref from "./reference/ops.ts";
 import { assertClose } from "./reference/gradcheck.ts";
 
@@ -66,5 +66,34 @@ test("muonStep applies Moonlight's update: Nesterov momentum, NS5, 0.2*sqrt(max(
     assertClose(arr(tb), buf, { rtol: 1e-12, atol: 1e-12 }, "momentum");
     assertClose(arr(tp), p, { rtol: 1e-10, atol: 1e-12 }, "param");
     assert.throws(() => muonStep(f64(p, [M * N]), f64(p, [M * N]), f64(p, [M * N]), { lr }), /muonStep: param must be 2-D/);
+  });
+});
+
+test("adamwStepMany on the CPU equals adamwStep on each scaled gradient and leaves the gradients as they were", () => {
+  scope(() => {
+    const rand = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 0.5);
+    const sizes = [0, 1, 7, 130];
+    const gradScale = 0.37;
+    const mk = (n: number, i: number) => ({
+      param: tensor(rand(n, 1 + i), [n]),
+      grad: tensor(rand(n, 11 + i), [n]),
+      m: tensor(rand(n, 21 + i).map((x) => x * 0.1), [n]),
+      v: tensor(rand(n, 31 + i).map((x) => x * x * 0.01), [n]),
+    });
+    const ours = sizes.map(mk);
+    const want = sizes.map(mk);
+    const gradsBefore = ours.map((it) => Array.from(it.grad.toArray()));
+    const hp = (i: number) => ({ lr: 1e-3 * (1 + i), weightDecay: i % 2 ? 0.1 : 0, step: 1 + i });
+    adamwStepMany(ours.map((it, i) => ({ ...it, ...hp(i) })), { beta1: 0.9, beta2: 0.95, eps: 1e-8, gradScale });
+    want.forEach((it, i) => {
+      const g = scale(it.grad, gradScale);
+      adamwStep(it.param, g, it.m, it.v, { beta1: 0.9, beta2: 0.95, eps: 1e-8, ...hp(i) });
+    });
+    ours.forEach((it, i) => {
+      assert.deepEqual(Array.from(it.grad.toArray()), gradsBefore[i], `grad ${i} unchanged`);
+      assert.deepEqual(Array.from(it.param.toArray()), Array.from(want[i]!.param.toArray()), `param ${i}`);
+      assert.deepEqual(Array.from(it.m.toArray()), Array.from(want[i]!.m.toArray()), `m ${i}`);
+      assert.deepEqual(Array.from(it.v.toArray()), Array.from(want[i]!.v.toArray()), `v ${i}`);
+    });
   });
 });
