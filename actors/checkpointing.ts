@@ -9,8 +9,10 @@ import { configFromHF, configToHF, readHFConfig } from "../models/index.ts";
 import {
   buildManifest,
   commitCheckpoint,
+  knownUnder,
   openCheckpoint,
   resolveResume,
+  type HashRecord,
   type RankShardReport,
 } from "../models/checkpoint/index.ts";
 import { decodeState, encodeState, type DataState } from "../data/index.ts";
@@ -22,6 +24,8 @@ export interface ResumePoint {
   step: number;
   tokens: number;
   data: Uint8Array;
+  /** The shards' sha256 as this process verified them, for the ranks' load (they need not hash them again). */
+  verified: HashRecord[];
 }
 
 /** `checkpoint.resume`: auto (the newest complete checkpoint, if any), never, or a folder. */
@@ -37,7 +41,7 @@ export async function findResume(cfg: JobConfig, note: (line: string) => void): 
   try {
     const data = ckpt.dataState as DataState | null;
     if (!data) throw new Error(`checkpoint ${dir} holds no data pipeline state; cannot resume the data where it was`);
-    return { dir: ckpt.dir, step: ckpt.step, tokens: ckpt.manifest.tokensSeen, data: encodeState(data) };
+    return { dir: ckpt.dir, step: ckpt.step, tokens: ckpt.manifest.tokensSeen, data: encodeState(data), verified: knownUnder(ckpt.dir) };
   } finally {
     await ckpt.close();
   }

@@ -65,7 +65,7 @@ export async function startTraining(cfg: JobConfig, o: TrainOptions = {}): Promi
         address,
         rankActor({ config: cfg, model, layout, data: ADDRESS.data }),
       );
-      if (resumed) await rank.ask({ type: "load", step: resumed.step, dir: resumed.dir }, { timeoutMs: t.step_deadline_s * 1000 });
+      if (resumed) await rank.ask({ type: "load", step: resumed.step, dir: resumed.dir, verified: resumed.verified }, { timeoutMs: t.step_deadline_s * 1000 });
       ranks.push(address);
     }
     if (resumed) note(`resumed from ${resumed.dir} at step ${resumed.step}`);

@@ -229,7 +229,7 @@ async function leadNode(cfg: JobConfig, o: LaunchOptions, { system, url, note, s
       await guard(Promise.all(nodes.map((n, i) => n.ask({ type: "start", generation, ranks: ranksOf(i) }, { timeoutMs: 180_000 }))));
       const ranks = layouts.map((l) => ADDRESS.rank(l.rank));
       if (resumed) {
-        await guard(Promise.all(ranks.map((a) => system.ref(a, RankProtocol).ask({ type: "load", step: resumed.step, dir: resumed.dir }, { timeoutMs: askMs }))));
+        await guard(Promise.all(ranks.map((a) => system.ref(a, RankProtocol).ask({ type: "load", step: resumed.step, dir: resumed.dir, verified: resumed.verified }, { timeoutMs: askMs }))));
         note(`resumed from ${resumed.dir} at step ${resumed.step}`);
       }
       let finish!: (s: RunSummary) => void;

@@ -121,7 +121,15 @@ export const RankProtocol = defineProtocol("rank", {
   /** Write this rank's shard of the checkpoint of `step` into `dir`. */
   saveShard: { msg: z.object({ step: z.int().min(0), dir: z.string().min(1) }), reply: z.object({ step: z.int().min(0), report: ShardReportSchema }) },
   /** Replace weights and optimizer state with the checkpoint in `dir`; later commands continue after its step. */
-  load: { msg: z.object({ step: z.int().min(0), dir: z.string().min(1) }), reply: z.object({ step: z.int().min(0) }) },
+  /** `verified`: the coordinator's records of the shards' sha256 (models/checkpoint hashed-here), so that a rank process on the same host does not hash them again. */
+  load: {
+    msg: z.object({
+      step: z.int().min(0),
+      dir: z.string().min(1),
+      verified: z.array(z.object({ file: z.string().min(1), sha256: z.string().min(1), identity: z.string().min(1) })).optional(),
+    }),
+    reply: z.object({ step: z.int().min(0) }),
+  },
   status: { msg: z.object({}), reply: RankStatusSchema },
 });
 

@@ -7,7 +7,7 @@
 import { performance } from "node:perf_hooks";
 import { cudaMemoryStats, liveTensors, startCudaProfile, stopCudaProfile, summarizeCudaProfile } from "../native/index.ts";
 import type { PackedBatch } from "../models/index.ts";
-import { openCheckpoint, writeRankShard } from "../models/checkpoint/index.ts";
+import { openCheckpoint, vouch, writeRankShard } from "../models/checkpoint/index.ts";
 import type { GroupSource, RankLayout } from "../mesh/index.ts";
 import { defineActor, type ActorContext, type JobConfig } from "../runtime/index.ts";
 import { buildModel, type ModelSpec } from "./model-spec.ts";
@@ -150,8 +150,10 @@ export function rankActor(o: RankActorOptions) {
         return { step, report };
       },
 
-      load: async ({ step, dir }) => {
-        // "local": a shard this process just verified (findResume) or wrote is not read again; others are.
+      load: async ({ step, dir, verified }) => {
+        // "local": a shard this process, or the coordinator that sent `verified` (findResume), has
+        // verified or written is not read again while unchanged; others are.
+        if (verified) vouch(dir, verified);
         const ckpt = await openCheckpoint(dir, { verify: "local" });
         try {
           if (ckpt.step !== step) throw new Error(`rank ${o.layout.rank}: ${dir} holds step ${ckpt.step}, not ${step}`);

@@ -6,6 +6,11 @@
 // would mostly read this process's own page cache back; files with no entry here (written
 // by other processes or hosts, or before this process started) are re-hashed in full.
 //
+// Another process on the same host can be told what this one knows (knownUnder, then vouch
+// there): the rank processes of a resumed job then take the coordinator's verification instead
+// of each hashing every shard again. A record counts only while the file's identity is as
+// recorded, so on another host (another device number) the file is hashed as before.
+//
 // Limit: an in-place overwrite of the same size within the file system's timestamp tick
 // (a few ms on Linux) keeps mtime and ctime, as would a replacement in that tick that reuses
 // the inode number; `verify: "full"` catches those too.
@@ -47,6 +52,33 @@ export async function hashAndRemember(files: readonly { path: string; bytes: num
 export async function knownUnchanged(path: string, sha256: string): Promise<boolean> {
   const k = known.get(resolve(path));
   return k !== undefined && k.sha256 === sha256 && k.identity === (await identityOf(path));
+}
+
+/** What this process knows of a file under a folder, to pass to another process (vouch). */
+export interface HashRecord {
+  /** The path relative to the folder. */
+  file: string;
+  sha256: string;
+  identity: string;
+}
+
+/** The records of the files under `dir` that this process knows, relative to `dir`. */
+export function knownUnder(dir: string): HashRecord[] {
+  const root = resolve(dir);
+  const prefix = root + sep;
+  return [...known]
+    .filter(([p]) => p.startsWith(prefix))
+    .map(([p, k]) => ({ file: relative(root, p), sha256: k.sha256, identity: k.identity }));
+}
+
+/** Takes another process's records (knownUnder) of files under `dir` as this process's own. */
+export function vouch(dir: string, records: readonly HashRecord[]): void {
+  const root = resolve(dir);
+  for (const r of records) {
+    const p = resolve(root, r.file);
+    if (!p.startsWith(root + sep)) throw new Error(`checkpoint: a hash record names ${r.file}, outside ${dir}`);
+    known.set(p, { sha256: r.sha256, identity: r.identity });
+  }
 }
 
 /** The records of files under `from` now hold for the same files under `to` (a folder renamed: its files keep their identity). */

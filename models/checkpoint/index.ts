@@ -42,6 +42,7 @@ export {
 } from "./write.ts";
 export { Checkpoint, openCheckpoint, loadShard, resolveCheckpointDir, type OpenOptions, type OptimizerTarget } from "./read.ts";
 export { resolveResume, type ResumeOptions } from "./resume.ts";
+export { knownUnder, vouch, type HashRecord } from "./hashed-here.ts";
 export { wholeModelShard, loadWholeModel } from "./model-state.ts";
 export { exportHF, type ExportOptions } from "./export-hf.ts";
 export { flatShardRange, rowShardRange, wholeRange, type ShardRange } from "./shard-spec.ts";

@@ -20,6 +20,7 @@ import {
 } from "../../models/checkpoint/index.ts";
 import { sha256File } from "../../models/checkpoint/durable.ts";
 import { sha256Files } from "../../models/checkpoint/hash-files.ts";
+import { forgetUnder, knownUnder, vouch } from "../../models/checkpoint/hashed-here.ts";
 import { FileSink } from "../../models/hf/file-sink.ts";
 import { bitsEqual, meta, rankInputs, testTensors, values, withTempDir } from "./checkpoint-testkit.ts";
 
@@ -227,6 +228,39 @@ test('verify "local" does not read back a shard this process wrote or hashed who
     assert.ok(resolve >= report.bytes, `resolveResume read ${resolve} bytes of a shard it had not seen`);
     const reopen = await bytesReadBy(openWith(found!, "local"));
     assert.ok(reopen < headersOnly, `the open after resolveResume read ${reopen} bytes`);
+  });
+});
+
+test("a process vouched for by another (knownUnder / vouch) opens \"local\" without reading the shard; a shard changed since is hashed and caught", { skip: !existsSync("/proc/self/io") && "needs /proc/self/io" }, async () => {
+  await withTempDir(async (root) => {
+    const dir = await beginCheckpoint(join(root, "ckpt"), 1);
+    const report = await writeRankShard(dir, 0, mixedInput().input);
+    const final = await commitCheckpoint(dir, buildManifest(meta(1, 1), [report]), { verify: "local" });
+    const headersOnly = report.bytes / 100;
+    // What the coordinator knows, handed to a process that knows nothing of the folder (forgetUnder stands in for it).
+    const records = knownUnder(final);
+    assert.equal(records.length, 1, `records: ${JSON.stringify(records)}`);
+    forgetUnder(final);
+    vouch(final, records);
+    const vouched = await bytesReadBy(async () => (await openCheckpoint(final, { verify: "local" })).close());
+    assert.ok(vouched < headersOnly, `a vouched "local" open read ${vouched} bytes`);
+
+    // The same records no longer hold once the shard is overwritten (same size): it is hashed, and fails.
+    await sleep(20);
+    const shard = join(final, records[0]!.file);
+    const fh = await open(shard, "r+");
+    try {
+      const b = Buffer.alloc(1);
+      await fh.read(b, 0, 1, report.bytes - 1);
+      b[0] = b[0]! ^ 0xff;
+      await fh.write(b, 0, 1, report.bytes - 1);
+    } finally {
+      await fh.close();
+    }
+    forgetUnder(final);
+    vouch(final, records);
+    await assert.rejects(openCheckpoint(final, { verify: "local" }), /fails its sha256 checksum/);
+    assert.throws(() => vouch(final, [{ ...records[0]!, file: "../elsewhere.safetensors" }]), /outside/);
   });
 });
 
