@@ -4,6 +4,7 @@
 // thread count).
 #include <cmath>
 
+#include "core/rope_table.h"
 #include "core/tensor.h"
 #include "cpu/fast_math.h"
 #include "cpu/parallel.h"
@@ -353,10 +354,7 @@ Napi::Value RopeWithTable(const Napi::CallbackInfo& info) {
   TensorImpl& table = TensorArg(info, 1);
   const bool inverse = BoolArg(info, 2);
   const char* op = inverse ? "ropeBackwardWithTable" : "ropeWithTable";
-  if (x.ndim() != 3 || x.dim(2) % 2 != 0 || table.dtype != x.dtype || table.ndim() != 3 || table.dim(0) != x.dim(0) ||
-      table.dim(1) != 2 || table.dim(2) != x.dim(2) / 2) {
-    throw OpError(std::string(op) + ": x must be [T,H,Dh] (Dh even) and the table [T,2,Dh/2] of x's dtype");
-  }
+  CheckRopeTable(op, x, table, x.dtype, "[T,2,Dh/2] of x's dtype");
   const int64_t T = x.dim(0), H = x.dim(1), Dh = x.dim(2), half = Dh / 2;
   Out y = NewTensor(info.Env(), x.dtype, x.shape);
   DispatchFloat(op, x.dtype, [&](auto z) {

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "core/rope_table.h"
 #include "core/tensor.h"
 #include "cuda/binding_util.h"
 #include "cuda/kernels.h"
@@ -36,10 +37,7 @@ Napi::Value RopeWithTable(const Napi::CallbackInfo& info) {
   const bool inverse = BoolArg(info, 2);
   const char* op = inverse ? "ropeBackwardWithTable" : "ropeWithTable";
   NeedFloat(op, x);
-  if (x.ndim() != 3 || x.dim(2) % 2 != 0 || table.dtype != DType::F32 || table.ndim() != 3 || table.dim(0) != x.dim(0) ||
-      table.dim(1) != 2 || table.dim(2) != x.dim(2) / 2) {
-    throw OpError(std::string(op) + ": x must be [T,H,Dh] (Dh even) and the table float32 [T,2,Dh/2]");
-  }
+  CheckRopeTable(op, x, table, DType::F32, "float32 [T,2,Dh/2]");
   Out y = NewTensor(info.Env(), x.dtype, x.shape, Device::CUDA);
   cuda::RopeWithTable(x.dtype, x.data<void>(), table.data<float>(), inverse, y.t->data<void>(), x.dim(0), x.dim(1), x.dim(2));
   return y.value;
