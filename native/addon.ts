@@ -61,6 +61,7 @@ export interface CudaAddon
   emptyCache(): number;
   setDebugFill(on: boolean): void;
   attentionKernels(which?: "auto" | "mma" | "wgmma"): "mma" | "wgmma";
+  attentionFamilies(): ("mma" | "wgmma")[];
   synchronize(): void;
   recordEvent(stream: number, timed?: boolean): EventHandle;
   eventElapsedMs(start: EventHandle, end: EventHandle): number;

@@ -139,6 +139,11 @@ export function cudaAttentionKernels(which?: "auto" | "mma" | "wgmma"): "mma" | 
   return cudaAddon("cudaAttentionKernels").attentionKernels(which);
 }
 
+/** The attention kernel families this build and GPU can run (mma always; wgmma on Hopper in an sm_90a build). */
+export function cudaAttentionFamilies(): ("mma" | "wgmma")[] {
+  return cudaAddon("cudaAttentionFamilies").attentionFamilies();
+}
+
 /** How many cuda GEMMs ran through cuBLASLt and through the reference kernel (tests: which path served). */
 export function cudaMatmulCounts(): CudaMatmulCounts {
   return cudaAddon("cudaMatmulCounts").matmulCounts();

@@ -3,6 +3,7 @@ export { buildInfo, cpuThreads, cachedBytes, emptyCache, type BuildInfo, type Cu
 export {
   cudaAvailable,
   cudaAttentionKernels,
+  cudaAttentionFamilies,
   cudaMatmulCounts,
   cudaMemoryStats,
   cudaResetPeak,

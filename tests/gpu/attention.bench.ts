@@ -9,7 +9,7 @@
 // host, as the model passes them, so no call waits); the median of 5 rounds after a warm-up.
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { attention, attentionBackward, cudaAttentionKernels, cudaSynchronize, randn, scope, tensor, type Tensor } from "../../native/index.ts";
+import { attention, attentionBackward, cudaAttentionFamilies, cudaAttentionKernels, cudaSynchronize, randn, scope, tensor, type Tensor } from "../../native/index.ts";
 
 const REPS = 20;
 const B = 4;
@@ -40,13 +40,7 @@ const shapes: [string, number, number, number][] = [
   ["qwen2.5-1.5b", 12, 2, 128],
 ];
 // Each kernel family this build can run: mma.sync always, wgmma where built for sm_90a on Hopper.
-const families = (["mma", "wgmma"] as const).filter((f) => {
-  try {
-    return cudaAttentionKernels(f) === f;
-  } catch {
-    return false;
-  }
-});
+const families = cudaAttentionFamilies();
 const ours: Record<string, Record<string, unknown>> = {};
 for (const family of families) {
   cudaAttentionKernels(family);

@@ -32,6 +32,15 @@ using namespace attention_detail;
 
 constexpr int kRowDotWarps = 4;
 
+__device__ __forceinline__ void AtomicAdd2(float* p, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
+#else
+  atomicAdd(p, a);
+  atomicAdd(p + 1, b);
+#endif
+}
+
 __device__ __forceinline__ void Ldmatrix(uint32_t* r, const bf16* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -513,6 +522,8 @@ void SetAttentionKernels(const char* op, AttentionKernels kernels) {
 }
 
 const char* AttentionKernelsInUse() { return UseWgmma("attention") ? "wgmma" : "mma"; }
+
+bool AttentionWgmmaRuns(const char* op) { return WgmmaRunsHere(op); }
 
 bool AttentionHeadDimSupported(int64_t Dh) { return Dh == 64 || Dh == 128; }
 

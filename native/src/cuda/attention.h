@@ -25,6 +25,8 @@ enum class AttentionKernels { Auto, MmaSync, Wgmma };
 void SetAttentionKernels(const char* op, AttentionKernels kernels);
 /** The family the next call will use ("wgmma" or "mma"). */
 const char* AttentionKernelsInUse();
+/** Whether the wgmma family can run here (an sm_90a build on a compute capability 9.0 GPU). */
+bool AttentionWgmmaRuns(const char* op);
 
 /** Head dims the kernels are built for; others are refused by the binding. */
 bool AttentionHeadDimSupported(int64_t Dh);

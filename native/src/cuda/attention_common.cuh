@@ -41,14 +41,6 @@ __device__ __forceinline__ bool Visible(int i, int j, int len, int causal, int w
   return i < len && j < len && (!causal || j <= i) && (window == 0 || j > i - window);
 }
 
-__device__ __forceinline__ void AtomicAdd2(float* p, float a, float b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
-#else
-  atomicAdd(p, a);
-  atomicAdd(p + 1, b);
-#endif
-}
 
 // The queries [lo, hi) that see key j (hi <= lo: none): the backward's mask, as VisibleKeys is the forward's.
 __device__ __forceinline__ void VisibleQueries(int j, int len, int causal, int window, int& lo, int& hi) {

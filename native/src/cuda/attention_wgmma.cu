@@ -19,13 +19,13 @@ namespace tessera::cuda {
 namespace {
 using namespace attention_detail;
 
-// G warpgroups a CTA (64 query rows each), key blocks of 128. Two: one warpgroup a CTA (two CTAs
+// Two warpgroups a CTA (64 query rows each), key blocks of 128. One warpgroup a CTA (two CTAs
 // an SM) measured 469 us against 283 at the 1.5B shape (before the swizzle); three leave 168
 // registers a thread and spill.
 constexpr int kWgFwdGroups = 2, kWgFwdKeys = 128;
-template <int D, int G>
+template <int D>
 constexpr size_t WgFwdSmem() {
-  return size_t(64 * G + 4 * kWgFwdKeys) * D * sizeof(bf16);
+  return size_t(64 * kWgFwdGroups + 4 * kWgFwdKeys) * D * sizeof(bf16);
 }
 
 // Rows [first, first + valid) of one head into a swizzled ROWS x D tile (wgmma.cuh). Chunk c of a
@@ -61,12 +61,12 @@ __device__ __forceinline__ void MmaRSn(float* acc, const uint32_t* p, uint64_t v
 // the second product is still in the tensor cores. K and V therefore have rings of their own: at
 // the top of step j the CTA waits for K_j and V_{j-1}, then prefetches K_{j+1} and V_j into the
 // slots that S_{j-1} and PV_{j-2} (both waited for in step j-1) have released.
-template <int D, int G>
-__global__ void __launch_bounds__(128 * G, 1) WgFwdKernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+template <int D>
+__global__ void __launch_bounds__(128 * kWgFwdGroups, 1) WgFwdKernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
                                                          const bf16* __restrict__ v, const int32_t* __restrict__ cu,
                                                          bf16* __restrict__ o, float* __restrict__ lse, int T, int Hq, int Hkv,
                                                          int causal, int window, float scaleLog2) {
-  constexpr int BQ = 64 * G, BK = kWgFwdKeys, kThreads = 128 * G;
+  constexpr int BQ = 64 * kWgFwdGroups, BK = kWgFwdKeys, kThreads = 128 * kWgFwdGroups;
   constexpr uint32_t kSlot = (BK * D * sizeof(bf16)) >> 4;  // one ring slot, in descriptor units
   // Last blocks first: under causal masking they have the most keys, so the tail stays short.
   const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ, h = blockIdx.y, b = blockIdx.z;
@@ -187,12 +187,13 @@ __global__ void __launch_bounds__(128 * G, 1) WgFwdKernel(const bf16* __restrict
   }
 }
 
-template <int D, int G>
+template <int D>
 void LaunchForward(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o, float* lse) {
-  static const bool ready = (AllowSmem("attention", WgFwdKernel<D, G>, WgFwdSmem<D, G>()), true);
+  static const bool ready = (AllowSmem("attention", WgFwdKernel<D>, WgFwdSmem<D>()), true);
   (void)ready;
-  dim3 grid(unsigned((s.maxLen + 64 * G - 1) / (64 * G)), unsigned(s.Hq), unsigned(s.batch));
-  WgFwdKernel<D, G><<<grid, 128 * G, WgFwdSmem<D, G>(), ComputeStream()>>>(
+  constexpr int kRows = 64 * kWgFwdGroups;
+  dim3 grid(unsigned((s.maxLen + kRows - 1) / kRows), unsigned(s.Hq), unsigned(s.batch));
+  WgFwdKernel<D><<<grid, 128 * kWgFwdGroups, WgFwdSmem<D>(), ComputeStream()>>>(
       static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), cu, static_cast<bf16*>(o), lse,
       int(s.T), int(s.Hq), int(s.Hkv), s.causal ? 1 : 0, int(s.window), s.scale * kLog2e);
   CheckLaunch("attention");
@@ -426,15 +427,12 @@ void LaunchBackward(const AttentionShape& s, const void* dout, const void* q, co
 void AttentionForwardWgmma(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o,
                            float* lse) {
   if (s.Dh == 64) {
-    LaunchForward<64, kWgFwdGroups>(s, q, k, v, cu, o, lse);
+    LaunchForward<64>(s, q, k, v, cu, o, lse);
   } else {
-    LaunchForward<128, kWgFwdGroups>(s, q, k, v, cu, o, lse);
+    LaunchForward<128>(s, q, k, v, cu, o, lse);
   }
 }
 
-}  // namespace tessera::cuda
-
-namespace tessera::cuda {
 void AttentionBackwardWgmma(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v,
                             const float* lse, const int32_t* cu, float* dqAccum, float* dkPart, float* dvPart,
                             const float* rowDot) {
@@ -444,4 +442,5 @@ void AttentionBackwardWgmma(const AttentionShape& s, const void* dout, const voi
     LaunchBackward<128>(s, dout, q, k, v, lse, cu, dqAccum, dkPart, dvPart, rowDot);
   }
 }
+
 }  // namespace tessera::cuda

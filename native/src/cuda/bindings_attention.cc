@@ -149,10 +149,19 @@ Napi::Value AttentionKernels(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), cuda::AttentionKernelsInUse());
 }
 
+// attentionFamilies() -> the kernel families this build and GPU can run, mma first.
+Napi::Value AttentionFamilies(const Napi::CallbackInfo& info) {
+  Napi::Array out = Napi::Array::New(info.Env());
+  out.Set(0u, Napi::String::New(info.Env(), "mma"));
+  if (cuda::AttentionWgmmaRuns("cudaAttentionFamilies")) out.Set(1u, Napi::String::New(info.Env(), "wgmma"));
+  return out;
+}
+
 }  // namespace
 
 void RegisterCudaAttentionBindings(Napi::Env env, Napi::Object cuda) {
   Export(env, cuda, "attentionKernels", AttentionKernels);
+  Export(env, cuda, "attentionFamilies", AttentionFamilies);
   Export(env, cuda, "attention", Attention);
   Export(env, cuda, "attentionBackward", AttentionBackward);
 }
