@@ -120,8 +120,10 @@ export const RankProtocol = defineProtocol("rank", {
   evalStep: { msg: z.object({ round: z.int().min(0), index }), reply: EvalResultSchema },
   /** Write this rank's shard of the checkpoint of `step` into `dir`. */
   saveShard: { msg: z.object({ step: z.int().min(0), dir: z.string().min(1) }), reply: z.object({ step: z.int().min(0), report: ShardReportSchema }) },
-  /** Replace weights and optimizer state with the checkpoint in `dir`; later commands continue after its step. */
-  /** `verified`: the coordinator's records of the shards' sha256 (models/checkpoint hashed-here), so that a rank process on the same host does not hash them again. */
+  /**
+   * Replace weights and optimizer state with the checkpoint in `dir`; later commands continue after its step.
+   * `verified`: the coordinator's records of the shards' sha256 (models/checkpoint hashed-here), so that a rank process on the same host does not hash them again.
+   */
   load: {
     msg: z.object({
       step: z.int().min(0),

@@ -37,8 +37,23 @@ export async function rememberHash(path: string, sha256: string): Promise<void> 
   if (identity) known.set(resolve(path), { sha256, identity });
 }
 
+/** How shard files are checked against their recorded sha256 (OpenOptions, CommitOptions). */
+export type VerifyMode = "full" | "local" | "size";
+
+/**
+ * The files whose bytes do not hash to their recorded sha256, in the order given: "full" reads
+ * and hashes every one, "local" every one this process does not know unchanged, "size" none.
+ */
+export async function failingHashes<T extends { path: string; bytes: number; sha256: string }>(files: readonly T[], verify: VerifyMode): Promise<T[]> {
+  if (verify === "size") return [];
+  const toHash: T[] = [];
+  for (const f of files) if (verify === "full" || !(await knownUnchanged(f.path, f.sha256))) toHash.push(f);
+  const hashes = await hashAndRemember(toHash);
+  return toHash.filter((f, i) => hashes[i] !== f.sha256);
+}
+
 /** Each file's sha256, read whole (several at once); remembered for each file that did not change while it was read. */
-export async function hashAndRemember(files: readonly { path: string; bytes: number }[]): Promise<string[]> {
+async function hashAndRemember(files: readonly { path: string; bytes: number }[]): Promise<string[]> {
   const before = await Promise.all(files.map((f) => identityOf(f.path)));
   const hashes = await sha256Files(files);
   const after = await Promise.all(files.map((f) => identityOf(f.path)));
@@ -49,7 +64,7 @@ export async function hashAndRemember(files: readonly { path: string; bytes: num
 }
 
 /** True when this process knows `path` hashes to `sha256` and the file is unchanged since. */
-export async function knownUnchanged(path: string, sha256: string): Promise<boolean> {
+async function knownUnchanged(path: string, sha256: string): Promise<boolean> {
   const k = known.get(resolve(path));
   return k !== undefined && k.sha256 === sha256 && k.identity === (await identityOf(path));
 }

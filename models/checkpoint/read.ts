@@ -8,7 +8,7 @@ import { open, readFile, stat, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import type { OptimizerStateDict, ParamState } from "../optim/index.ts";
 import { SafetensorsReader } from "../hf/safetensors-read.ts";
-import { hashAndRemember, knownUnchanged } from "./hashed-here.ts";
+import { failingHashes, type VerifyMode } from "./hashed-here.ts";
 import { LATEST_FILE } from "./layout.ts";
 import { MANIFEST_FILE, optimTensorName, parseManifest, type CheckpointManifest, type TensorEntry } from "./manifest.ts";
 import { checkRange, numel, wholeRange, type ShardRange } from "./shard-spec.ts";
@@ -22,7 +22,7 @@ export interface OpenOptions {
    *   verified the checkpoint reads nothing twice;
    * - size: sizes and headers only (the coordinator verified it moments ago, or large checkpoints).
    */
-  verify?: "full" | "local" | "size";
+  verify?: VerifyMode;
 }
 
 /** What a rank wants of one parameter's optimizer state. */
@@ -61,20 +61,17 @@ export class Checkpoint {
       throw new Error(`checkpoint: ${where} is not JSON: ${(err as Error).message}`);
     }
     const m = parseManifest(json, where);
-    const verify = opts.verify ?? "full";
     const holds = (file: string) => `(rank ${m.files[file]!.rank}'s shard, holding ${describe(tensorsIn(m, file))})`;
-    const toHash: { file: string; path: string; bytes: number; sha256: string }[] = [];
+    const shards: { file: string; path: string; bytes: number; sha256: string }[] = [];
     for (const [file, f] of Object.entries(m.files)) {
       const path = join(dir, file);
       const st = await stat(path).catch(() => undefined);
       if (!st?.isFile()) throw new Error(`checkpoint: shard file ${path} is missing ${holds(file)}`);
       if (st.size !== f.bytes) throw new Error(`checkpoint: shard file ${path} is ${st.size} bytes, the manifest says ${f.bytes}: truncated or overwritten ${holds(file)}`);
-      if (verify === "full" || (verify === "local" && !(await knownUnchanged(path, f.sha256)))) toHash.push({ file, path, bytes: f.bytes, sha256: f.sha256 });
+      shards.push({ file, path, bytes: f.bytes, sha256: f.sha256 });
     }
-    const hashes = await hashAndRemember(toHash);
-    toHash.forEach((h, i) => {
-      if (hashes[i] !== h.sha256) throw new Error(`checkpoint: shard file ${h.path} fails its sha256 checksum: corrupt ${holds(h.file)}`);
-    });
+    const [bad] = await failingHashes(shards, opts.verify ?? "full");
+    if (bad) throw new Error(`checkpoint: shard file ${bad.path} fails its sha256 checksum: corrupt ${holds(bad.file)}`);
     const offsets = new Map<string, Map<string, number>>();
     for (const file of Object.keys(m.files)) offsets.set(file, await pieceOffsets(m, file, join(dir, file)));
     return new Checkpoint(dir, m, offsets);

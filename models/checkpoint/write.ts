@@ -18,7 +18,7 @@ import type { HFConfigJson } from "../config.ts";
 import type { OptimizerStateSource } from "../optim/index.ts";
 import { atomicWriteText, writeSafetensors, type TensorToWrite } from "../hf/safetensors-write.ts";
 import { fsyncPath } from "./durable.ts";
-import { forgetUnder, hashAndRemember, knownUnchanged, moveKnown, rememberHash } from "./hashed-here.ts";
+import { failingHashes, forgetUnder, moveKnown, rememberHash, type VerifyMode } from "./hashed-here.ts";
 import { LATEST_FILE, completeNameOfTmp, isTmpName, listComplete, rankFileName, stepDirName } from "./layout.ts";
 import {
   FORMAT,
@@ -92,7 +92,7 @@ export interface CommitOptions {
    *   one pass over the data for a single-process job, full checks of other processes' shards;
    * - size: sizes only.
    */
-  verify?: "full" | "local" | "size";
+  verify?: VerifyMode;
   /** Runs after the manifest is written, before the rename (failure injection in tests). */
   beforeRename?: () => void | Promise<void>;
 }
@@ -229,20 +229,16 @@ export async function commitCheckpoint(tmpDir: string, manifest: CheckpointManif
   const root = dirname(tmpDir);
   const m = parseManifest(JSON.parse(JSON.stringify(manifest)), `the manifest for ${tmpDir}`);
 
-  const verify = opts.verify ?? "full";
-  const toHash: { path: string; bytes: number; rank: number; sha256: string }[] = [];
+  const shards: { path: string; bytes: number; rank: number; sha256: string }[] = [];
   for (const [file, f] of Object.entries(m.files)) {
     const path = join(tmpDir, file);
     const st = await stat(path).catch(() => undefined);
     if (!st?.isFile()) throw new Error(`checkpoint: rank ${f.rank}'s shard ${path} is missing; not committing`);
     if (st.size !== f.bytes) throw new Error(`checkpoint: rank ${f.rank}'s shard ${path} is ${st.size} bytes, its report says ${f.bytes}; not committing`);
-    if (verify === "size" || (verify === "local" && (await knownUnchanged(path, f.sha256)))) continue;
-    toHash.push({ path, bytes: f.bytes, rank: f.rank, sha256: f.sha256 });
+    shards.push({ path, bytes: f.bytes, rank: f.rank, sha256: f.sha256 });
   }
-  const hashes = await hashAndRemember(toHash);
-  toHash.forEach((h, i) => {
-    if (hashes[i] !== h.sha256) throw new Error(`checkpoint: rank ${h.rank}'s shard ${h.path} does not match its reported sha256; not committing`);
-  });
+  const [bad] = await failingHashes(shards, opts.verify ?? "full");
+  if (bad) throw new Error(`checkpoint: rank ${bad.rank}'s shard ${bad.path} does not match its reported sha256; not committing`);
   await atomicWriteText(join(tmpDir, MANIFEST_FILE), JSON.stringify(m, null, 1) + "\n");
   await opts.beforeRename?.();
 

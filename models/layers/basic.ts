@@ -91,12 +91,11 @@ export class RMSNorm implements NormLayer {
   }
 
   backward(dy: Tensor, ctx: Ctx): Tensor {
-    const { dx, dw } = ops.rmsnormBackward(dy, ctx.get("x"), this.weight.value, ctx.get("rstd"));
-    this.weight.accumulate(dw);
-    return dx;
+    return this.backwardResidual(dy, undefined, ctx);
   }
 
-  backwardResidual(dy: Tensor, residualGrad: Tensor, ctx: Ctx): Tensor {
+  /** The residual gradient, when given, is added by the backward kernel itself. */
+  backwardResidual(dy: Tensor, residualGrad: Tensor | undefined, ctx: Ctx): Tensor {
     const { dx, dw } = ops.rmsnormBackward(dy, ctx.get("x"), this.weight.value, ctx.get("rstd"), residualGrad);
     this.weight.accumulate(dw);
     return dx;

@@ -11,8 +11,9 @@
 //     with the verify mode the trainer uses (commitJobCheckpoint's);
 //   commit "full": the same commit re-reading and re-hashing every shard;
 //   resume after a crash: a fresh process, page cache dropped (dd iflag=nocache), doing what
-//     the trainer does: findResume, then the rank's load (openCheckpoint as rank-actor.ts
-//     calls it, every tensor and the optimizer state read);
+//     the trainer does: findResume, then the rank's load (every tensor and the optimizer state
+//     read), its open "local" as rank-actor.ts's (the coordinator's hashes taken on trust) or
+//     "full" (every shard hashed again);
 //   resume in the saving process (a restart after a rank failure): the same, in this process.
 // Writes tests/bench/results/checkpoint.json. Uses about 2.3 GB of disk (3 layers) in the OS temp dir.
 import { spawnSync } from "node:child_process";
@@ -107,11 +108,14 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ s: number; value: T }> 
   return { s: (performance.now() - t0) / 1000, value };
 }
 
-async function median(fn: () => Promise<number>): Promise<number> {
-  const xs: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) xs.push(await fn());
-  return xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** `fn` run ROUNDS times, one after another. */
+async function rounds<T>(fn: () => Promise<T>): Promise<T[]> {
+  const out: T[] = [];
+  for (let r = 0; r < ROUNDS; r++) out.push(await fn());
+  return out;
 }
+
+const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** The disk's ceiling for this size: 64 MiB writes then fsync; then a cold sequential read. */
 async function diskCeiling(dir: string, bytes: number): Promise<{ writeMBs: number; readMBs: number }> {
@@ -133,8 +137,8 @@ async function diskCeiling(dir: string, bytes: number): Promise<{ writeMBs: numb
   return { writeMBs: bytes / 1e6 / w.s, readMBs: bytes / 1e6 / r.s };
 }
 
-/** The trainer's resume of one rank: findResume, then the rank's load (actors/rank-actor.ts opens with the default, "full"). */
-async function resume(root: string, rankVerify: OpenOptions["verify"] = "full"): Promise<void> {
+/** The trainer's resume of one rank: findResume, then the rank's load (actors/rank-actor.ts opens "local"). */
+async function resume(root: string, rankVerify: OpenOptions["verify"]): Promise<void> {
   const cfg = { checkpoint: { dir: root, resume: "auto" } } as unknown as JobConfig;
   const found = await findResume(cfg, (line) => console.log(line));
   if (!found) throw new Error(`bench: nothing to resume in ${root}`);
@@ -160,34 +164,33 @@ async function main() {
   try {
     const { input, bytes } = shardInput();
     const mb = (s: number) => Math.round(bytes / 1e6 / s);
-    const ceilings: { writeMBs: number; readMBs: number }[] = [];
-    for (let r = 0; r < ROUNDS; r++) ceilings.push(await diskCeiling(root, bytes));
-    const mid = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-    const ceiling = { writeMBs: mid(ceilings.map((c) => c.writeMBs)), readMBs: mid(ceilings.map((c) => c.readMBs)) };
+    const ceilings = await rounds(() => diskCeiling(root, bytes));
+    const ceiling = { writeMBs: median(ceilings.map((c) => c.writeMBs)), readMBs: median(ceilings.map((c) => c.readMBs)) };
     const meta = { step: 100, tokensSeen: 1, mesh: { dp: 1, fsdp: 1, sp: 1 }, data: { version: 1 } };
     const ckptDir = join(root, "step-000100");
     const file = join(ckptDir, "rank-00000.safetensors");
 
     // One checkpoint on disk at a time: the previous round's goes first, untimed.
     let shardBytes = 0;
-    const saveRound = async (opts: CommitOptions, part: "write" | "commit" | "both") => {
+    const saveRound = async (opts: CommitOptions) => {
       await rm(ckptDir, { recursive: true, force: true });
       const dir = await beginCheckpoint(root, 100);
       const write = await timed(() => writeRankShard(dir, 0, input));
       shardBytes = write.value.bytes;
       const commit = await timed(() => commitCheckpoint(dir, buildManifest(meta, [write.value]), opts));
       if (commit.value !== ckptDir) throw new Error(`bench: committed ${commit.value}`);
-      return part === "write" ? write.s : part === "commit" ? commit.s : write.s + commit.s;
+      return { write: write.s, commit: commit.s };
     };
-    const writeS = await median(() => saveRound(TRAINER_COMMIT, "write"));
-    const commitS = await median(() => saveRound(TRAINER_COMMIT, "commit"));
-    const saveS = await median(() => saveRound(TRAINER_COMMIT, "both"));
-    const commitFullS = await median(() => saveRound({ verify: "full" }, "commit"));
+    const saves = await rounds(() => saveRound(TRAINER_COMMIT));
+    const writeS = median(saves.map((r) => r.write));
+    const commitS = median(saves.map((r) => r.commit));
+    const saveS = median(saves.map((r) => r.write + r.commit));
+    const commitFullS = median((await rounds(() => saveRound({ verify: "full" }))).map((r) => r.commit));
 
-    const coldS = await median(async () => resumeInNewProcess(root, file, "full"));
-    const hereS = await median(async () => (await timed(() => resume(root))).s);
-    const coldLocalS = await median(async () => resumeInNewProcess(root, file, "local"));
-    const hereLocalS = await median(async () => (await timed(() => resume(root, "local"))).s);
+    const coldS = median(await rounds(async () => resumeInNewProcess(root, file, "full")));
+    const hereS = median(await rounds(async () => (await timed(() => resume(root, "full"))).s));
+    const coldLocalS = median(await rounds(async () => resumeInNewProcess(root, file, "local")));
+    const hereLocalS = median(await rounds(async () => (await timed(() => resume(root, "local"))).s));
 
     const rows = [
       { phase: "disk: 64 MiB writes + fsync", MBs: Math.round(ceiling.writeMBs) },
@@ -196,10 +199,10 @@ async function main() {
       { phase: "  writeRankShard", s: +writeS.toFixed(2), MBs: mb(writeS) },
       { phase: `  commit (${TRAINER_COMMIT.verify})`, s: +commitS.toFixed(2), MBs: mb(commitS) },
       { phase: "commit (full)", s: +commitFullS.toFixed(2), MBs: mb(commitFullS) },
-      { phase: "resume after a crash (new process, cold cache)", s: +coldS.toFixed(2), MBs: mb(coldS) },
-      { phase: "resume in the saving process", s: +hereS.toFixed(2), MBs: mb(hereS) },
-      { phase: 'resume after a crash, rank opens "local"', s: +coldLocalS.toFixed(2), MBs: mb(coldLocalS) },
-      { phase: 'resume in the saving process, rank opens "local"', s: +hereLocalS.toFixed(2), MBs: mb(hereLocalS) },
+      { phase: 'resume after a crash (new process, cold cache), rank opens "full"', s: +coldS.toFixed(2), MBs: mb(coldS) },
+      { phase: 'resume in the saving process, rank opens "full"', s: +hereS.toFixed(2), MBs: mb(hereS) },
+      { phase: 'resume after a crash, rank opens "local" (the trainer\'s)', s: +coldLocalS.toFixed(2), MBs: mb(coldLocalS) },
+      { phase: 'resume in the saving process, rank opens "local" (the trainer\'s)', s: +hereLocalS.toFixed(2), MBs: mb(hereLocalS) },
     ];
     const result = {
       date: new Date().toISOString(),

@@ -29,7 +29,6 @@ const CONFIGS: Record<string, string> = {
   "qwen2.5-1.5b": "configs/qwen2_5-1_5b-gpu.yaml",
 };
 const PEAK_TFLOPS = 989;
-let TOKENS = 8192;
 // The configs leave the vocabulary to their tokenizer; the bench takes the released
 // checkpoints' padded one, as torch_reference.py does.
 const VOCAB = 151936;
@@ -84,7 +83,6 @@ function benchModel(name: string, steps: number, warmup: number, seqLen: number)
   );
   const setupS = (performance.now() - t0) / 1000;
   const batches = [randomBatch(1, seqLen), randomBatch(2, seqLen)];
-  const tokens = TOKENS;
   const losses: number[] = [];
   // Where each step's time goes: device time between timed events at the step's start, after
   // forward+backward and after the optimizer, and the host's time to the same points (the host
@@ -135,10 +133,10 @@ function benchModel(name: string, steps: number, warmup: number, seqLen: number)
   return {
     model: name,
     params: nParams,
-    tokens_per_step: tokens,
+    tokens_per_step: TOKENS,
     seq_len: seqLen,
     step_ms: +stepMs.toFixed(2),
-    tokens_per_s: Math.round(tokens / (stepMs / 1000)),
+    tokens_per_s: Math.round(TOKENS / (stepMs / 1000)),
     mfu: +((flops / (stepMs / 1000)) / (PEAK_TFLOPS * 1e12)).toFixed(4),
     peak_gb: +(mem.peak / 1e9).toFixed(2),
     reserved_gb: +(mem.reserved / 1e9).toFixed(2),
@@ -167,7 +165,8 @@ if (!cudaAvailable()) {
   console.log("gpu-train: no CUDA device here; run it on the GPU machine");
   process.exit(0);
 }
-TOKENS = Number(values.tokens);
+/** Tokens per step (--tokens). */
+const TOKENS = Number(values.tokens);
 const seqLen = Number(values["seq-len"]);
 for (const [name, v] of [["--tokens", TOKENS], ["--seq-len", seqLen]] as const) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`gpu-train: ${name} must be a positive integer, got ${String(v)}`);
