@@ -267,18 +267,16 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
 Napi::Value Rope(const Napi::CallbackInfo& info) {
   TensorImpl& x = TensorArg(info, 0);
   TensorImpl& pos = TensorArg(info, 1);
-  if (!info[2].IsTypedArray()) throw OpError("rope: invFreq must be a Float64Array");
-  auto invFreq = info[2].As<Napi::Float64Array>();
+  const std::vector<double> freq = InvFreqArg<double>(info, 2, "rope");
   double attnScale = NumberArg(info, 3);
   bool inverse = BoolArg(info, 4);
   if (x.ndim() != 3 || pos.dtype != DType::I32 || pos.numel != x.dim(0)) {
     throw OpError("rope: x must be [T,H,Dh] with int32 positions[T]");
   }
   int64_t T = x.dim(0), H = x.dim(1), Dh = x.dim(2), half = Dh / 2;
-  if (Dh % 2 != 0 || static_cast<int64_t>(invFreq.ElementLength()) != half) {
+  if (Dh % 2 != 0 || static_cast<int64_t>(freq.size()) != half) {
     throw OpError("rope: head dim must be even and invFreq hold Dh/2 entries");
   }
-  std::vector<double> freq(invFreq.Data(), invFreq.Data() + half);
   Out y = NewTensor(info.Env(), x.dtype, x.shape);
   const int32_t* p = pos.data<int32_t>();
   DispatchFloat(inverse ? "ropeBackward" : "rope", x.dtype, [&](auto z) {
@@ -318,12 +316,10 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
 Napi::Value RopeTable(const Napi::CallbackInfo& info) {
   TensorImpl& pos = TensorArg(info, 0);
   if (pos.dtype != DType::I32 || pos.ndim() != 1) throw OpError("ropeTable: positions must be int32 [T]");
-  if (!info[1].IsTypedArray()) throw OpError("ropeTable: invFreq must be a Float64Array");
-  auto invFreq = info[1].As<Napi::Float64Array>();
+  const std::vector<double> freq = InvFreqArg<double>(info, 1, "ropeTable");
   const double attnScale = NumberArg(info, 2);
   const DType dt = static_cast<DType>(static_cast<int>(NumberArg(info, 3)));
-  const int64_t T = pos.numel, half = static_cast<int64_t>(invFreq.ElementLength());
-  std::vector<double> freq(invFreq.Data(), invFreq.Data() + half);
+  const int64_t T = pos.numel, half = static_cast<int64_t>(freq.size());
   const int32_t* p = pos.data<int32_t>();
   Out table{};
   DispatchFloat("ropeTable", dt, [&](auto z) {

@@ -10,7 +10,6 @@
 // NaN-filled (debug fill), so an element a kernel leaves unwritten fails the comparison.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { randomInt } from "node:crypto";
 import { createOptimizer, mulberry32, noDecay, packSequences, type CausalLM, type Param } from "../../models/index.ts";
 import {
   cast,
@@ -28,11 +27,9 @@ import {
 import { buildModel } from "../../actors/model-spec.ts";
 import { loadConfig } from "../../runtime/config/index.ts";
 import { assertClose } from "./compare.ts";
+import { BASE_SEED, nextSeed } from "./pairs.ts";
 
 const SKIP = cudaAvailable() ? false : "no CUDA device here: run it on the GPU machine";
-const BASE_SEED = randomInt(1, 2 ** 40);
-let seedCounter = 0;
-const nextSeed = () => BASE_SEED + seedCounter++;
 
 before(() => {
   if (!SKIP) cudaSetDebugFill(true);

@@ -12,7 +12,7 @@
 // around each call), of which GB/s and TFLOP/s are computed; the median of 5 rounds after a warm-up.
 import {
   addBias, addInto, adamwStep, buildInfo, cast, cudaMemoryStats, cudaSynchronize, embedding, embeddingBackward, globalNorm,
-  linearCrossEntropy, matmul, matmulInto, randn, rmsnorm, rmsnormBackward, rmsnormResidual, rope, ropeTable, ropeWithTable, scope, sumRows, swiglu,
+  linearCrossEntropy, matmul, matmulInto, muonStep, randn, rmsnorm, rmsnormBackward, rmsnormResidual, rope, ropeTable, ropeWithTable, scope, sumRows, swiglu,
   swigluBackward, tensor, zeros, type Tensor,
 } from "../../native/index.ts";
 import { loadAddon } from "../../native/addon.ts";
@@ -189,7 +189,6 @@ console.log(JSON.stringify({ device: "cuda", memory: cudaMemoryStats(), rows }))
 // B X) + 2 s^3 (A A), s = 1536, l = 8960. The elementwise passes (momentum + norm, normalise,
 // update + copy: ~30 B/element, ~0.14 ms at the floor) count as time, not FLOPs.
 {
-  const { muonStep } = await import("../../native/index.ts");
   const [s, l] = [1536, 8960];
   const param = randn([s, l], { seed: 40, std: 0.02, device: "cuda" }).keep();
   const grad = randn([s, l], { seed: 41, device: "cuda" }).keep();

@@ -3,8 +3,6 @@
 // (threads along columns, a 16-byte vector each: coalesced), then ColumnSum over the chunks; no
 // atomics, so the same every run.
 // Floor: add reads x and writes y; sumRows reads dy once.
-#include <type_traits>
-
 #include "cuda/column_sum.cuh"
 #include "cuda/kernels.h"
 #include "cuda/rows.cuh"
@@ -63,6 +61,19 @@ void LaunchAddBias(const void* x, const void* b, void* y, int64_t rows, int64_t 
   else AddBiasKernel<T, 1><<<GridFor(rows * N), kThreads, 0, s>>>(xp, bp, yp, rows * N, N);
 }
 
+// Vector loads where rows start 16-byte aligned (N a multiple of the vector width).
+template <class T>
+void LaunchSumRowsPartial(const void* dy, double* partial, int64_t rows, int64_t N, int64_t chunks, cudaStream_t s) {
+  constexpr int V = kVec<T>;
+  auto* p = static_cast<const T*>(dy);
+  const int64_t per = RowsPerChunk(rows);
+  auto grid = [&](int64_t width) {
+    return dim3(static_cast<unsigned>((N / width + kSumRowsThreads - 1) / kSumRowsThreads), static_cast<unsigned>(chunks));
+  };
+  if (N % V == 0) SumRowsPartialKernel<T, V><<<grid(V), kSumRowsThreads, 0, s>>>(p, partial, rows, N, per);
+  else SumRowsPartialKernel<T, 1><<<grid(1), kSumRowsThreads, 0, s>>>(p, partial, rows, N, per);
+}
+
 }  // namespace
 
 void AddBias(DType dt, const void* x, const void* b, void* y, int64_t rows, int64_t N) {
@@ -84,23 +95,9 @@ void SumRows(DType dt, const void* dy, float* out, double* partial, int64_t rows
     Check("sumRows", "cudaMemsetAsync", cudaMemsetAsync(out, 0, N * sizeof(float), s));
     return;
   }
-  const int64_t chunks = SumRowsPartials(rows), per = RowsPerChunk(rows);
-  // Vector loads where rows start 16-byte aligned (N a multiple of the vector width).
-  auto launch = [&](auto* p, auto vec) {
-    constexpr int V = decltype(vec)::value;
-    const int64_t colBlocks = (N / V + kSumRowsThreads - 1) / kSumRowsThreads;
-    dim3 grid(static_cast<unsigned>(colBlocks), static_cast<unsigned>(chunks));
-    SumRowsPartialKernel<std::remove_const_t<std::remove_pointer_t<decltype(p)>>, V><<<grid, kSumRowsThreads, 0, s>>>(p, partial, rows, N, per);
-  };
-  if (dt == DType::F32) {
-    auto* p = static_cast<const float*>(dy);
-    if (N % kVec<float> == 0) launch(p, std::integral_constant<int, kVec<float>>{});
-    else launch(p, std::integral_constant<int, 1>{});
-  } else {
-    auto* p = static_cast<const bf16*>(dy);
-    if (N % kVec<bf16> == 0) launch(p, std::integral_constant<int, kVec<bf16>>{});
-    else launch(p, std::integral_constant<int, 1>{});
-  }
+  const int64_t chunks = SumRowsPartials(rows);
+  if (dt == DType::F32) LaunchSumRowsPartial<float>(dy, partial, rows, N, chunks, s);
+  else LaunchSumRowsPartial<bf16>(dy, partial, rows, N, chunks, s);
   CheckLaunch("sumRows");
   ColumnSum(partial, out, chunks, N, s);
   CheckLaunch("sumRows");

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/rope_table.h"
 #include "core/tensor.h"
 #include "cuda/binding_util.h"
 #include "cuda/kernels.h"
@@ -429,14 +430,10 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   TensorImpl& x = CudaTensorArg(info, 0);
   TensorImpl& pos = CudaTensorArg(info, 1);
   NeedFloat("rope", x);
-  if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    throw OpError("rope: invFreq must be a Float64Array");
-  }
-  auto invFreq = info[2].As<Napi::Float64Array>();
+  const std::vector<float> f = InvFreqArg<float>(info, 2, "rope");
   if (x.ndim() != 3 || pos.dtype != DType::I32 || pos.numel != x.dim(0)) throw OpError("rope: x must be [T,H,Dh] with int32 positions[T]");
   int64_t T = x.dim(0), H = x.dim(1), Dh = x.dim(2);
-  if (Dh % 2 != 0 || static_cast<int64_t>(invFreq.ElementLength()) != Dh / 2) throw OpError("rope: head dim must be even and invFreq hold Dh/2 entries");
-  std::vector<float> f(invFreq.Data(), invFreq.Data() + Dh / 2);
+  if (Dh % 2 != 0 || static_cast<int64_t>(f.size()) != Dh / 2) throw OpError("rope: head dim must be even and invFreq hold Dh/2 entries");
   Out y = NewTensor(info.Env(), x.dtype, x.shape, Device::CUDA);
   cuda::Rope(x.dtype, x.data<void>(), pos.data<int32_t>(), f.data(), static_cast<float>(NumberArg(info, 3)), BoolArg(info, 4),
              y.t->data<void>(), T, H, Dh);

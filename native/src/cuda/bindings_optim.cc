@@ -7,10 +7,13 @@
 #include <string>
 
 #include "core/tensor.h"
+#include "cuda/binding_util.h"
 #include "cuda/kernels.h"
 
 namespace tessera {
 namespace {
+
+using cuda_bindings::NeedFloat;
 
 int StepsArg(const char* op, const Napi::CallbackInfo& info, size_t i) {
   double steps = NumberArg(info, i);
@@ -26,7 +29,7 @@ Napi::Value NewtonSchulz5(const Napi::CallbackInfo& info) {
   int steps = StepsArg("newtonSchulz5", info, 1);
   bool reference = info.Length() > 2 && !info[2].IsUndefined() && BoolArg(info, 2);
   if (g.ndim() != 2) throw OpError("newtonSchulz5: g must be 2-D");
-  if (g.dtype != DType::F32 && g.dtype != DType::BF16) throw OpError("newtonSchulz5: g must be float32 or bfloat16 on cuda");
+  NeedFloat("newtonSchulz5", g);
   Out out = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);
   cuda::NewtonSchulz(g.dtype, g.data<void>(), g.dtype, out.t->data<void>(), g.dim(0), g.dim(1), steps, reference);
   return out.value;

@@ -18,13 +18,9 @@ using namespace cuda_bindings;
 Napi::Value RopeTable(const Napi::CallbackInfo& info) {
   TensorImpl& pos = CudaTensorArg(info, 0);
   if (pos.dtype != DType::I32 || pos.ndim() != 1) throw OpError("ropeTable: positions must be int32 [T]");
-  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    throw OpError("ropeTable: invFreq must be a Float64Array");
-  }
-  auto invFreq = info[1].As<Napi::Float64Array>();
+  const std::vector<float> f = InvFreqArg<float>(info, 1, "ropeTable");
   if (static_cast<DType>(static_cast<int>(NumberArg(info, 3))) != DType::F32) throw OpError("ropeTable: the table is float32 on cuda");
-  const int64_t T = pos.numel, half = static_cast<int64_t>(invFreq.ElementLength());
-  std::vector<float> f(invFreq.Data(), invFreq.Data() + half);
+  const int64_t T = pos.numel, half = static_cast<int64_t>(f.size());
   Out table = NewTensor(info.Env(), DType::F32, {T, 2, half}, Device::CUDA);
   cuda::RopeTable(pos.data<int32_t>(), f.data(), NumberArg(info, 2), table.t->data<float>(), T, half);
   return table.value;

@@ -268,6 +268,13 @@ bool LaunchVecBackward(const void* dy, const void* x, const void* w, const float
 }
 
 template <class T>
+void LaunchScalarForward(const void* x, const void* w, const void* b, void* y, float* mean, float* rstd, int64_t rows, int64_t D,
+                         float eps) {
+  LayernormKernel<<<RowBlocks(rows), kWarpsPerBlock * 32, 0, ComputeStream()>>>(
+      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), static_cast<T*>(y), mean, rstd, rows, D, eps);
+}
+
+template <class T>
 void LaunchScalarBackward(const void* dy, const void* x, const void* w, const float* mean, const float* rstd, void* dx,
                           double* partialW, double* partialB, int64_t rows, int64_t D, int64_t chunks) {
   auto* dyp = static_cast<const T*>(dy);
@@ -292,18 +299,10 @@ int64_t LayernormPartialRows(int64_t rows) {
 void Layernorm(DType dt, const void* x, const void* w, const void* b, void* y, float* mean, float* rstd, int64_t rows, int64_t D,
                float eps) {
   if (rows == 0 || D == 0) return;
-  cudaStream_t s = ComputeStream();
   bool vec = dt == DType::F32 ? LaunchVecForward<float>(x, w, b, y, mean, rstd, rows, D, eps)
                               : LaunchVecForward<bf16>(x, w, b, y, mean, rstd, rows, D, eps);
-  if (!vec && dt == DType::F32) {
-    LayernormKernel<<<RowBlocks(rows), kWarpsPerBlock * 32, 0, s>>>(static_cast<const float*>(x), static_cast<const float*>(w),
-                                                                     static_cast<const float*>(b), static_cast<float*>(y), mean,
-                                                                     rstd, rows, D, eps);
-  } else if (!vec) {
-    LayernormKernel<<<RowBlocks(rows), kWarpsPerBlock * 32, 0, s>>>(static_cast<const bf16*>(x), static_cast<const bf16*>(w),
-                                                                     static_cast<const bf16*>(b), static_cast<bf16*>(y), mean,
-                                                                     rstd, rows, D, eps);
-  }
+  if (!vec && dt == DType::F32) LaunchScalarForward<float>(x, w, b, y, mean, rstd, rows, D, eps);
+  else if (!vec) LaunchScalarForward<bf16>(x, w, b, y, mean, rstd, rows, D, eps);
   CheckLaunch("layernorm");
 }
 

@@ -21,6 +21,16 @@ struct Freqs {
   float f[kMaxRopeHalf];
 };
 
+// The host's half frequencies as a kernel argument; a head dim past 2 * kMaxRopeHalf is an Error naming op.
+Freqs FreqsOf(const char* op, const float* invFreq, int64_t half) {
+  if (half > kMaxRopeHalf) {
+    throw OpError(std::string(op) + ": head dim " + std::to_string(2 * half) + " exceeds " + std::to_string(2 * kMaxRopeHalf) + " on cuda");
+  }
+  Freqs f{};
+  for (int64_t i = 0; i < half; ++i) f.f[i] = invFreq[i];
+  return f;
+}
+
 // A thread takes N consecutive frequencies of one token: it forms their cos / sin once, then
 // rotates those pairs in every head (heads are 2 * half apart), moving N elements per load.
 template <class T, int N>
@@ -117,10 +127,8 @@ __global__ void RopeTableKernel(const int32_t* pos, Freqs freqs, double attnScal
 }  // namespace
 
 void RopeTable(const int32_t* positions, const float* invFreq, double attnScale, float* table, int64_t T, int64_t half) {
-  if (half > kMaxRopeHalf) throw OpError("ropeTable: head dim " + std::to_string(2 * half) + " exceeds " + std::to_string(2 * kMaxRopeHalf) + " on cuda");
+  const Freqs f = FreqsOf("ropeTable", invFreq, half);
   if (T * half == 0) return;
-  Freqs f{};
-  for (int64_t i = 0; i < half; ++i) f.f[i] = invFreq[i];
   RopeTableKernel<<<GridFor(T * half), kThreads, 0, ComputeStream()>>>(positions, f, attnScale, table, T, half);
   CheckLaunch("ropeTable");
 }
@@ -138,11 +146,8 @@ void Rope(DType dt, const void* x, const int32_t* positions, const float* invFre
           int64_t T, int64_t H, int64_t Dh) {
   const char* op = inverse ? "ropeBackward" : "rope";
   int64_t half = Dh / 2;
-  if (half > kMaxRopeHalf) throw OpError(std::string(op) + ": head dim " + std::to_string(Dh) + " exceeds " + std::to_string(2 * kMaxRopeHalf) + " on cuda");
-  int64_t n = T * H * half;
-  if (n == 0) return;
-  Freqs f{};
-  for (int64_t i = 0; i < half; ++i) f.f[i] = invFreq[i];
+  const Freqs f = FreqsOf(op, invFreq, half);
+  if (T * H * half == 0) return;
   float sign = inverse ? -1.f : 1.f;
   if (dt == DType::F32) Launch<float>(x, positions, f, attnScale, sign, y, T, H, half);
   else Launch<bf16>(x, positions, f, attnScale, sign, y, T, H, half);
