@@ -6,14 +6,16 @@
 // with an online softmax in the log2 domain. Key blocks wholly above the diagonal or left of the
 // window are never visited.
 //
-// Backward: rowDot = rowsum(dout * o) first; then a CTA of 8 warps per (key block of 128, q
+// Backward: rowDot = rowsum(dout * o) first (the same pass zeroes the fp32 sums below); then a CTA of 8 warps per (key block of 128, q
 // head, sequence) keeps dK, dV of its 128 keys in registers (32 keys x half the head dim per
 // warp) and walks the query blocks of 64 that see them (double-buffered), recomputing P from the
 // saved lse; P and dS pass through shared memory between the warp tilings (see BwdKernel). A CTA per q
 // head rather than per kv head keeps the causal critical path at one head's query blocks: its
-// dK, dV are per-q-head fp32 partials, summed over each kv head's group by a last small kernel
-// (in a fixed order). dQ is summed by atomics into an fp32 buffer (each CTA adds dS K for its
-// keys), then cast to bf16.
+// dK, dV shares are added by atomics into the kv head's fp32 sums (an 8 MB buffer at the 1.5B
+// shape, so the adds stay in L2; writing per-q-head partials and summing them in a third kernel
+// moved 100 MB more). dQ is summed the same way (each CTA adds dS K for its keys), and a last pass
+// casts the three sums to bf16. The atomics make the last bits of dq, dk, dv depend on the order
+// CTAs finish in.
 //
 // Grids are (blocks of the longest sequence, heads, sequences); CTAs past their sequence's end
 // exit at once, so no block table is needed.
@@ -29,8 +31,6 @@
 namespace tessera::cuda {
 namespace {
 using namespace attention_detail;
-
-constexpr int kRowDotWarps = 4;
 
 __device__ __forceinline__ void AtomicAdd2(float* p, float a, float b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -206,16 +206,65 @@ __global__ void __launch_bounds__(kFwdWarps * 32) FwdKernel(const bf16* __restri
   }
 }
 
-// rowDot[h, t] = dout[t, h, :] . o[t, h, :] (fp32), a warp per row.
-__global__ void RowDotKernel(const bf16* __restrict__ dout, const bf16* __restrict__ o, float* __restrict__ rowDot, int T,
-                             int Hq, int D) {
-  const int64_t r = blockIdx.x * int64_t(kRowDotWarps) + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (r >= int64_t(T) * Hq) return;
+// The backward's first pass, over rows r = t * Hq + h: rowDot[h, t] = dout[r, :] . o[r, :] (fp32),
+// and the zeroing of the fp32 sums the main kernel adds into (acc: dq's T*Hq rows, then dk's and
+// dv's 2*T*Hkv rows; row r zeroes rows r, r + T*Hq and r + 2*T*Hq of the whole), in one read of
+// dout and o.
+// D / 8 lanes a row, a 16-byte vector each.
+template <int D>
+__global__ void RowDotZeroKernel(const bf16* __restrict__ dout, const bf16* __restrict__ o, float* __restrict__ rowDot,
+                                 float* __restrict__ acc, int64_t rows, int64_t accRows, int T, int Hq) {
+  constexpr int kLanes = D / 8, kRowsPerWarp = 32 / kLanes;
+  const int lane = threadIdx.x % 32, sub = lane % kLanes;
+  const int64_t r = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32 * kRowsPerWarp + lane / kLanes;
   float s = 0.f;
-  for (int d = lane; d < D; d += 32) s += __bfloat162float(dout[r * D + d]) * __bfloat162float(o[r * D + d]);
-  s = WarpSum(s);
-  if (lane == 0) rowDot[(r % Hq) * T + r / Hq] = s;
+  if (r < rows) {
+    const uint4 a = *reinterpret_cast<const uint4*>(dout + r * D + 8 * sub);
+    const uint4 c = *reinterpret_cast<const uint4*>(o + r * D + 8 * sub);
+    const auto* a2 = reinterpret_cast<const __nv_bfloat162*>(&a);
+    const auto* c2 = reinterpret_cast<const __nv_bfloat162*>(&c);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 x = __bfloat1622float2(a2[i]), y = __bfloat1622float2(c2[i]);
+      s = fmaf(x.x, y.x, fmaf(x.y, y.y, s));
+    }
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int m = 0; m < 3; ++m) {  // acc has at most 3 * rows rows (Hkv <= Hq)
+      const int64_t z = r + m * rows;
+      if (z < accRows) {
+        reinterpret_cast<float4*>(acc + z * D + 8 * sub)[0] = zero;
+        reinterpret_cast<float4*>(acc + z * D + 8 * sub)[1] = zero;
+      }
+    }
+  }
+#pragma unroll
+  for (int off = kLanes / 2; off > 0; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
+  if (r < rows && sub == 0) rowDot[(r % Hq) * T + r / Hq] = s;
+}
+
+// The backward's last pass: the fp32 sums (dq's, then dk's and dv's, contiguous in acc) to the
+// three bf16 outputs, four floats a thread.
+__global__ void CastSumsKernel(const float* __restrict__ acc, bf16* __restrict__ dq, bf16* __restrict__ dk,
+                               bf16* __restrict__ dv, int64_t nq, int64_t nkv) {
+  const int64_t total = (nq + 2 * nkv) / 4;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const float4 x = reinterpret_cast<const float4*>(acc)[i];
+    int64_t e = 4 * i;
+    bf16* out = dq;
+    if (e >= nq + nkv) {
+      out = dv;
+      e -= nq + nkv;
+    } else if (e >= nq) {
+      out = dk;
+      e -= nq;
+    }
+    __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
+    uint2 packed;
+    packed.x = *reinterpret_cast<uint32_t*>(&lo);
+    packed.y = *reinterpret_cast<uint32_t*>(&hi);
+    *reinterpret_cast<uint2*>(out + e) = packed;
+  }
 }
 
 // The backward's CTA: 8 warps over 128 keys (K and V stay in shared memory) and 64 queries a
@@ -236,7 +285,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) BwdKernel(const bf16* __res
                                                               const bf16* __restrict__ k, const bf16* __restrict__ v,
                                                               const float* __restrict__ lse, const float* __restrict__ rowDot,
                                                               const int32_t* __restrict__ cu, float* __restrict__ dqAcc,
-                                                              float* __restrict__ dkPart, float* __restrict__ dvPart, int T,
+                                                              float* __restrict__ dkAcc, float* __restrict__ dvAcc, int T,
                                                               int Hq, int Hkv, int causal, int window, float scale,
                                                               float scaleLog2) {
   constexpr int BQ = kBwdQ, BK = kBwdKeys, S = D + 8, SP = BQ + 8, kThreads = kBwdWarps * 32;
@@ -442,27 +491,15 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1) BwdKernel(const bf16* __res
     for (int r = 0; r < 2; ++r) {
       const int j = k0 + wk * 32 + mt * 16 + g + r * 8;
       if (j >= len) continue;
-      const int64_t at = (int64_t(start + j) * Hq + h) * D + wq * kHalf + 2 * tig;
+      const int64_t at = (int64_t(start + j) * Hkv + kvh) * D + wq * kHalf + 2 * tig;
 #pragma unroll
       for (int dt = 0; dt < kHalf / 8; ++dt) {
-        *reinterpret_cast<float2*>(dkPart + at + dt * 8) = make_float2(dK[mt][dt][2 * r], dK[mt][dt][2 * r + 1]);
-        *reinterpret_cast<float2*>(dvPart + at + dt * 8) = make_float2(dV[mt][dt][2 * r], dV[mt][dt][2 * r + 1]);
+        AtomicAdd2(dkAcc + at + dt * 8, dK[mt][dt][2 * r], dK[mt][dt][2 * r + 1]);
+        AtomicAdd2(dvAcc + at + dt * 8, dV[mt][dt][2 * r], dV[mt][dt][2 * r + 1]);
       }
     }
   }
 }
-
-// out[t, kvh, :] (bf16) = sum over the group's q heads r of part[t, kvh * rep + r, :].
-__global__ void GroupSumKernel(const float* __restrict__ part, bf16* __restrict__ out, int64_t n, int rep, int D) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t d = i % D, row = i / D;  // row = t * Hkv + kvh
-    const float* p = part + (row * rep) * D + d;
-    float s = 0.f;
-    for (int r = 0; r < rep; ++r) s += p[int64_t(r) * D];
-    out[i] = __float2bfloat16_rn(s);
-  }
-}
-
 
 template <int D>
 void LaunchForward(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o, float* lse) {
@@ -477,13 +514,13 @@ void LaunchForward(const AttentionShape& s, const void* q, const void* k, const 
 
 template <int D>
 void LaunchBackward(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v, const float* lse,
-                    const int32_t* cu, float* dqAcc, float* dkPart, float* dvPart, const float* rowDot) {
+                    const int32_t* cu, float* dqAcc, float* dkAcc, float* dvAcc, const float* rowDot) {
   static const bool ready = (AllowSmem("attentionBackward", BwdKernel<D>, BwdSmem<D>()), true);
   (void)ready;
   dim3 grid(unsigned((s.maxLen + kBwdKeys - 1) / kBwdKeys), unsigned(s.Hq), unsigned(s.batch));
   BwdKernel<D><<<grid, kBwdWarps * 32, BwdSmem<D>(), ComputeStream()>>>(
       static_cast<const bf16*>(dout), static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), lse,
-      rowDot, cu, dqAcc, dkPart, dvPart, int(s.T), int(s.Hq), int(s.Hkv), s.causal ? 1 : 0,
+      rowDot, cu, dqAcc, dkAcc, dvAcc, int(s.T), int(s.Hq), int(s.Hkv), s.causal ? 1 : 0,
       int(s.window), s.scale, s.scale * kLog2e);
   CheckLaunch("attentionBackward");
 }
@@ -540,30 +577,28 @@ void AttentionForward(const AttentionShape& s, const void* q, const void* k, con
 }
 
 void AttentionBackward(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v, const void* o,
-                       const float* lse, const int32_t* cu, void* dq, void* dk, void* dv, float* dqAccum, float* rowDot,
-                       float* dkvPart) {
+                       const float* lse, const int32_t* cu, void* dq, void* dk, void* dv, float* acc, float* rowDot) {
   if (s.T == 0 || s.maxLen == 0) return;
-  const int64_t n = s.T * s.Hq * s.Dh;
-  Check("attentionBackward", "cudaMemsetAsync", cudaMemsetAsync(dqAccum, 0, n * sizeof(float), ComputeStream()));
-  const int64_t rows = s.T * s.Hq;
-  RowDotKernel<<<unsigned((rows + kRowDotWarps - 1) / kRowDotWarps), kRowDotWarps * 32, 0, ComputeStream()>>>(
-      static_cast<const bf16*>(dout), static_cast<const bf16*>(o), rowDot, int(s.T), int(s.Hq), int(s.Dh));
+  const int64_t rows = s.T * s.Hq, nq = rows * s.Dh, nkv = s.T * s.Hkv * s.Dh;
+  const int64_t accRows = rows + 2 * s.T * s.Hkv;
+  float* dqAcc = acc;
+  float* dkAcc = acc + nq;
+  float* dvAcc = dkAcc + nkv;
+  constexpr int kPrepThreads = 256;
+  const int64_t rowsPerBlock = kPrepThreads / 32 * (32 / (s.Dh / 8));
+  auto prep = s.Dh == 64 ? RowDotZeroKernel<64> : RowDotZeroKernel<128>;
+  prep<<<unsigned((rows + rowsPerBlock - 1) / rowsPerBlock), kPrepThreads, 0, ComputeStream()>>>(
+      static_cast<const bf16*>(dout), static_cast<const bf16*>(o), rowDot, acc, rows, accRows, int(s.T), int(s.Hq));
   CheckLaunch("attentionBackward");
-  float* dkPart = dkvPart;
-  float* dvPart = dkvPart + n;
   if (UseWgmma("attentionBackward")) {
-    AttentionBackwardWgmma(s, dout, q, k, v, lse, cu, dqAccum, dkPart, dvPart, rowDot);
+    AttentionBackwardWgmma(s, dout, q, k, v, lse, cu, dqAcc, dkAcc, dvAcc, rowDot);
   } else if (s.Dh == 64) {
-    LaunchBackward<64>(s, dout, q, k, v, lse, cu, dqAccum, dkPart, dvPart, rowDot);
+    LaunchBackward<64>(s, dout, q, k, v, lse, cu, dqAcc, dkAcc, dvAcc, rowDot);
   } else {
-    LaunchBackward<128>(s, dout, q, k, v, lse, cu, dqAccum, dkPart, dvPart, rowDot);
+    LaunchBackward<128>(s, dout, q, k, v, lse, cu, dqAcc, dkAcc, dvAcc, rowDot);
   }
-  Cast(DType::F32, dqAccum, DType::BF16, dq, n);
-  const int64_t nkv = s.T * s.Hkv * s.Dh;
-  const int rep = int(s.Hq / s.Hkv);
-  GroupSumKernel<<<GridFor(nkv), kThreads, 0, ComputeStream()>>>(dkPart, static_cast<bf16*>(dk), nkv, rep, int(s.Dh));
-  CheckLaunch("attentionBackward");
-  GroupSumKernel<<<GridFor(nkv), kThreads, 0, ComputeStream()>>>(dvPart, static_cast<bf16*>(dv), nkv, rep, int(s.Dh));
+  CastSumsKernel<<<GridFor((nq + 2 * nkv) / 4), kThreads, 0, ComputeStream()>>>(
+      acc, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), nq, nkv);
   CheckLaunch("attentionBackward");
 }
 

@@ -36,13 +36,14 @@ void AttentionForward(const AttentionShape& s, const void* q, const void* k, con
                       float* lse);
 
 /**
- * dq, dk, dv (bf16). Scratch: dqAccum holds T*Hq*Dh floats (zeroed here, summed into by
- * atomics, then cast to dq); rowDot holds Hq*T floats (rowsum(dout * o)); dkvPart holds
- * 2*T*Hq*Dh floats (per-q-head dk and dv, summed over each kv head's group).
+ * dq, dk, dv (bf16). Scratch: acc holds T*(Hq + 2*Hkv)*Dh floats, the fp32 sums of dq, then dk
+ * and dv (zeroed here, added into by the main kernel's atomics: dk and dv of a kv head gather
+ * its q heads' shares there, then all three are cast); rowDot holds Hq*T floats
+ * (rowsum(dout * o)).
  */
 void AttentionBackward(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v,
-                       const void* o, const float* lse, const int32_t* cu, void* dq, void* dk, void* dv, float* dqAccum,
-                       float* rowDot, float* dkvPart);
+                       const void* o, const float* lse, const int32_t* cu, void* dq, void* dk, void* dv, float* acc,
+                       float* rowDot);
 
 /** The wgmma forward (attention_wgmma.cu); AttentionForward dispatches to it. */
 void AttentionForwardWgmma(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o,
@@ -50,7 +51,7 @@ void AttentionForwardWgmma(const AttentionShape& s, const void* q, const void* k
 
 /** The wgmma backward's main kernel (attention_wgmma.cu), with AttentionBackward's scratch split out. */
 void AttentionBackwardWgmma(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v,
-                            const float* lse, const int32_t* cu, float* dqAccum, float* dkPart, float* dvPart,
+                            const float* lse, const int32_t* cu, float* dqAcc, float* dkAcc, float* dvAcc,
                             const float* rowDot);
 
 }  // namespace tessera::cuda

@@ -207,8 +207,8 @@ void LaunchForward(const AttentionShape& s, const void* q, const void* k, const 
 // dK += dS^T Q with P^T and dS^T as register A operands (their accumulator layout), Q and dO read
 // transposed. dS^T also goes to shared memory; each warpgroup forms its keys' share of
 // dQ = dS K, and the CTA adds the two shares' sum into the fp32 buffer by 16-byte atomics.
-// dK, dV leave as per-q-head fp32 partials, as in the mma.sync kernel (the host sums each kv
-// head's group).
+// dK, dV are added at the end into the kv head's fp32 sums, as in the mma.sync kernel, staged
+// through the dQ area for 16-byte atomics.
 constexpr int kWgBwdKeys = 128, kWgBwdQ = 64, kWgBwdThreads = 256;
 // dQ partials are staged in fp32 rows of D + 8 floats (the pad keeps the accumulators' float2
 // stores free of bank conflicts), one [64, D] tile per warpgroup.
@@ -239,7 +239,7 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) WgBwdKernel(const bf16* __re
                                                                 const bf16* __restrict__ k, const bf16* __restrict__ v,
                                                                 const float* __restrict__ lse, const float* __restrict__ rowDot,
                                                                 const int32_t* __restrict__ cu, float* __restrict__ dqAcc,
-                                                                float* __restrict__ dkPart, float* __restrict__ dvPart, int T,
+                                                                float* __restrict__ dkAcc, float* __restrict__ dvAcc, int T,
                                                                 int Hq, int Hkv, int causal, int window, float scale,
                                                                 float scaleLog2) {
   constexpr int BQ = kWgBwdQ, BK = kWgBwdKeys;
@@ -396,28 +396,42 @@ __global__ void __launch_bounds__(kWgBwdThreads, 1) WgBwdKernel(const bf16* __re
     }
   }
 
+  // dK and dV (this q head's share) into the kv head's fp32 sums, which gather the group's q
+  // heads: staged through shared memory (the dQ area holds 2 x 64 = BK rows) so that one 16-byte
+  // atomic adds 4 floats of a key row.
+  static_assert(2 * BQ == BK, "the dQ area must hold a key block's rows");
+  auto addKeys = [&](const float* acc, float* out) {
+    __syncthreads();  // everyone is done reading the area
 #pragma unroll
-  for (int hk = 0; hk < 2; ++hk) {
-    const int j = k0 + keyRow + 8 * hk;
-    if (j >= len) continue;
-    const int64_t at = (int64_t(start + j) * Hq + h) * D + 2 * tig;
+    for (int hk = 0; hk < 2; ++hk) {
 #pragma unroll
-    for (int c = 0; c < D / 8; ++c) {
-      *reinterpret_cast<float2*>(dkPart + at + 8 * c) = make_float2(dK[4 * c + 2 * hk], dK[4 * c + 2 * hk + 1]);
-      *reinterpret_cast<float2*>(dvPart + at + 8 * c) = make_float2(dV[4 * c + 2 * hk], dV[4 * c + 2 * hk + 1]);
+      for (int c = 0; c < D / 8; ++c) {
+        *reinterpret_cast<float2*>(dQs + (keyRow + 8 * hk) * DqStride<D>() + 8 * c + 2 * tig) =
+            make_float2(acc[4 * c + 2 * hk], acc[4 * c + 2 * hk + 1]);
+      }
     }
-  }
+    __syncthreads();
+#pragma unroll 4
+    for (int i = threadIdx.x; i < BK * D / 4; i += kWgBwdThreads) {
+      const int r = i / (D / 4), c4 = (i % (D / 4)) * 4;
+      if (k0 + r >= len) continue;
+      atomicAdd(reinterpret_cast<float4*>(out + (int64_t(start + k0 + r) * Hkv + kvh) * D + c4),
+                *reinterpret_cast<const float4*>(dQs + r * DqStride<D>() + c4));
+    }
+  };
+  addKeys(dK, dkAcc);
+  addKeys(dV, dvAcc);
 }
 
 template <int D>
 void LaunchBackward(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v, const float* lse,
-                    const int32_t* cu, float* dqAcc, float* dkPart, float* dvPart, const float* rowDot) {
+                    const int32_t* cu, float* dqAcc, float* dkAcc, float* dvAcc, const float* rowDot) {
   static const bool ready = (AllowSmem("attentionBackward", WgBwdKernel<D>, WgBwdSmem<D>()), true);
   (void)ready;
   dim3 grid(unsigned((s.maxLen + kWgBwdKeys - 1) / kWgBwdKeys), unsigned(s.Hq), unsigned(s.batch));
   WgBwdKernel<D><<<grid, kWgBwdThreads, WgBwdSmem<D>(), ComputeStream()>>>(
       static_cast<const bf16*>(dout), static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), lse,
-      rowDot, cu, dqAcc, dkPart, dvPart, int(s.T), int(s.Hq), int(s.Hkv), s.causal ? 1 : 0, int(s.window), s.scale,
+      rowDot, cu, dqAcc, dkAcc, dvAcc, int(s.T), int(s.Hq), int(s.Hkv), s.causal ? 1 : 0, int(s.window), s.scale,
       s.scale * kLog2e);
   CheckLaunch("attentionBackward");
 }
@@ -434,12 +448,12 @@ void AttentionForwardWgmma(const AttentionShape& s, const void* q, const void* k
 }
 
 void AttentionBackwardWgmma(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v,
-                            const float* lse, const int32_t* cu, float* dqAccum, float* dkPart, float* dvPart,
+                            const float* lse, const int32_t* cu, float* dqAcc, float* dkAcc, float* dvAcc,
                             const float* rowDot) {
   if (s.Dh == 64) {
-    LaunchBackward<64>(s, dout, q, k, v, lse, cu, dqAccum, dkPart, dvPart, rowDot);
+    LaunchBackward<64>(s, dout, q, k, v, lse, cu, dqAcc, dkAcc, dvAcc, rowDot);
   } else {
-    LaunchBackward<128>(s, dout, q, k, v, lse, cu, dqAccum, dkPart, dvPart, rowDot);
+    LaunchBackward<128>(s, dout, q, k, v, lse, cu, dqAcc, dkAcc, dvAcc, rowDot);
   }
 }
 

@@ -117,12 +117,11 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   Out dq = NewTensor(info.Env(), DType::BF16, q.shape, Device::CUDA);
   Out dk = NewTensor(info.Env(), DType::BF16, k.shape, Device::CUDA);
   Out dv = NewTensor(info.Env(), DType::BF16, v.shape, Device::CUDA);
-  cuda::Scratch dqAccum(std::max<int64_t>(1, q.numel) * sizeof(float));
+  cuda::Scratch acc(std::max<int64_t>(1, q.numel + 2 * k.numel) * sizeof(float));
   cuda::Scratch rowDot(std::max<int64_t>(1, s.Hq * s.T) * sizeof(float));
-  cuda::Scratch dkvPart(std::max<int64_t>(1, 2 * q.numel) * sizeof(float));
   cuda::AttentionBackward(s, dout.data<void>(), q.data<void>(), k.data<void>(), v.data<void>(), o.data<void>(),
                           lse.data<float>(), offsets, dq.t->data<void>(), dk.t->data<void>(), dv.t->data<void>(),
-                          dqAccum.as<float>(), rowDot.as<float>(), dkvPart.as<float>());
+                          acc.as<float>(), rowDot.as<float>());
   Napi::Array res = Napi::Array::New(info.Env(), 3);
   res.Set(0u, dq.value);
   res.Set(1u, dk.value);
