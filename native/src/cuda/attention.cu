@@ -567,7 +567,7 @@ bool AttentionHeadDimSupported(int64_t Dh) { return Dh == 64 || Dh == 128; }
 void AttentionForward(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o,
                       float* lse) {
   if (s.T == 0 || s.maxLen == 0) return;
-  if (UseWgmma("attention")) {
+  if (UseWgmma("attention") && AttentionWgmmaGridFits(s)) {
     AttentionForwardWgmma(s, q, k, v, cu, o, lse);
   } else if (s.Dh == 64) {
     LaunchForward<64>(s, q, k, v, cu, o, lse);
@@ -590,7 +590,7 @@ void AttentionBackward(const AttentionShape& s, const void* dout, const void* q,
   prep<<<unsigned((rows + rowsPerBlock - 1) / rowsPerBlock), kPrepThreads, 0, ComputeStream()>>>(
       static_cast<const bf16*>(dout), static_cast<const bf16*>(o), rowDot, acc, rows, accRows, int(s.T), int(s.Hq));
   CheckLaunch("attentionBackward");
-  if (UseWgmma("attentionBackward")) {
+  if (UseWgmma("attentionBackward") && AttentionWgmmaGridFits(s)) {
     AttentionBackwardWgmma(s, dout, q, k, v, lse, cu, dqAcc, dkAcc, dvAcc, rowDot);
   } else if (s.Dh == 64) {
     LaunchBackward<64>(s, dout, q, k, v, lse, cu, dqAcc, dkAcc, dvAcc, rowDot);

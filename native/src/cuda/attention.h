@@ -45,6 +45,9 @@ void AttentionBackward(const AttentionShape& s, const void* dout, const void* q,
                        const void* o, const float* lse, const int32_t* cu, void* dq, void* dk, void* dv, float* acc,
                        float* rowDot);
 
+/** Whether the wgmma kernels' grid (blocks of the longest sequence on its z, at most 65535) takes this shape; else the mma.sync kernels run. */
+bool AttentionWgmmaGridFits(const AttentionShape& s);
+
 /** The wgmma forward (attention_wgmma.cu); AttentionForward dispatches to it. */
 void AttentionForwardWgmma(const AttentionShape& s, const void* q, const void* k, const void* v, const int32_t* cu, void* o,
                            float* lse);
