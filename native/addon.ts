@@ -69,6 +69,8 @@ export interface CudaAddon
   eventSynchronize(event: EventHandle): void;
   debugBadLaunch(): void;
   matmulCounts(): CudaMatmulCounts;
+  /** ropeWithTable of q and k (same T, Dh and dtype) in one launch: [q', k']. */
+  ropeQKWithTable(q: H, k: H, table: H, inverse: boolean): [H, H];
   embeddingBackwardInto(dw: H, dy: H, ids: H): void;
   /** out (float32 or a's dtype) = op(a) op(b), or += with accumulate. */
   matmulInto(out: H, a: H, b: H, transA: boolean, transB: boolean, accumulate: boolean, reference?: boolean): void;

@@ -39,7 +39,7 @@ export {
   softmaxBackward,
 } from "./nn.ts";
 export { rope, ropeBackward, ropeFrequencies, type RopeOptions, type RopeScaling, type RopeFrequencies } from "./rope.ts";
-export { ropeTable, ropeWithTable, ropeBackwardWithTable, type RopeTableDtype } from "./rope.ts";
+export { ropeTable, ropeWithTable, ropeBackwardWithTable, ropeQKWithTable, ropeQKBackwardWithTable, type RopeTableDtype } from "./rope.ts";
 export { attention, attentionBackward, type AttentionOptions } from "./attention.ts";
 export { linearCrossEntropy, linearCrossEntropyLoss, type LinearCrossEntropyOptions } from "./loss.ts";
 export { adamwStep, adamwStepMany, newtonSchulz5, muonStep, type AdamWOptions, type AdamWItem, type MuonOptions, type NewtonSchulzOptions } from "./optim.ts";

@@ -3,7 +3,7 @@ import { loadAddon, type Handle as H } from "./addon.ts";
 import { Tensor, castInto } from "./tensor.ts";
 import { scale } from "./ops.ts";
 import { cudaFn, deviceOfInputs } from "./cuda.ts";
-import { fail, needDtype, needFinite, needFloat, needLive, needRank, needSameDtype, needSameShape } from "./check.ts";
+import { fail, needDtype, needFinite, needFloat, needLive, needRank, needSameDtype, needSameShape, sameShape } from "./check.ts";
 
 export interface AdamWOptions {
   lr: number;
@@ -85,18 +85,38 @@ export function adamwStepMany(items: readonly AdamWItem[], o: { beta1: number; b
     return;
   }
   const raw = items.map((it, i): [H, H, H, H, H | null, number, number, number] => {
-    const where = `items[${i}]`;
-    for (const [name, t] of [["grad", it.grad], ["m", it.m], ["v", it.v]] as const) needSameShape(op, [`${where}.param`, it.param], [`${where}.${name}`, t]);
-    for (const [name, t] of [["param", it.param], ["m", it.m], ["v", it.v]] as const) needDtype(op, `${where}.${name}`, t, "float32");
-    if (it.bf16Copy) {
-      needDtype(op, `${where}.bf16Copy`, it.bf16Copy, "bfloat16");
-      needSameShape(op, [`${where}.param`, it.param], [`${where}.bf16Copy`, it.bf16Copy]);
-    }
-    for (const k of ["lr", "weightDecay", "step"] as const) needFinite(op, `${where}.${k}`, it[k]);
-    if (!Number.isInteger(it.step) || it.step < 1) fail(op, `${where}.step must be an integer >= 1, got ${it.step}`);
-    return [it.param.handle(op, `${where}.param`), it.grad.handle(op, `${where}.grad`), it.m.handle(op, `${where}.m`), it.v.handle(op, `${where}.v`), it.bf16Copy?.handle(op, `${where}.bf16Copy`) ?? null, it.lr, it.weightDecay, it.step];
+    // The step waits on this loop (after the clipping norm's host read, the device is idle until
+    // the launch), so a sound item costs no error text; a faulty one is explained by checkAdamWItem.
+    if (!adamWItemSound(it)) checkAdamWItem(it, `items[${i}]`);
+    const { param, grad, m, v, bf16Copy } = it;
+    return [param.handle(op), grad.handle(op), m.handle(op), v.handle(op), bf16Copy?.handle(op) ?? null, it.lr, it.weightDecay, it.step];
   });
   cudaFn(op, "adamwStepMany")(raw, o.beta1, o.beta2, o.eps, gradScale);
+}
+
+const live = (t: Tensor | undefined): t is Tensor => t instanceof Tensor && !t.disposed;
+
+/** checkAdamWItem's conditions without building its messages. */
+function adamWItemSound(it: AdamWItem): boolean {
+  const { param, grad, m, v, bf16Copy } = it;
+  if (!live(param) || !live(grad) || !live(m) || !live(v)) return false;
+  if (param.dtype !== "float32" || m.dtype !== "float32" || v.dtype !== "float32") return false;
+  if (!sameShape(param.shape, grad.shape) || !sameShape(param.shape, m.shape) || !sameShape(param.shape, v.shape)) return false;
+  if (bf16Copy && (!live(bf16Copy) || bf16Copy.dtype !== "bfloat16" || !sameShape(param.shape, bf16Copy.shape))) return false;
+  return Number.isFinite(it.lr) && Number.isFinite(it.weightDecay) && Number.isInteger(it.step) && it.step >= 1;
+}
+
+/** Throws the Error that names what is wrong with the item (fused path: float32 param, grad, m and v of one shape). */
+function checkAdamWItem(it: AdamWItem, where: string): void {
+  const op = "adamwStepMany";
+  for (const [name, t] of [["grad", it.grad], ["m", it.m], ["v", it.v]] as const) needSameShape(op, [`${where}.param`, it.param], [`${where}.${name}`, t]);
+  for (const [name, t] of [["param", it.param], ["m", it.m], ["v", it.v]] as const) needDtype(op, `${where}.${name}`, t, "float32");
+  if (it.bf16Copy) {
+    needDtype(op, `${where}.bf16Copy`, it.bf16Copy, "bfloat16");
+    needSameShape(op, [`${where}.param`, it.param], [`${where}.bf16Copy`, it.bf16Copy]);
+  }
+  for (const k of ["lr", "weightDecay", "step"] as const) needFinite(op, `${where}.${k}`, it[k]);
+  if (!Number.isInteger(it.step) || it.step < 1) fail(op, `${where}.step must be an integer >= 1, got ${it.step}`);
 }
 
 export interface NewtonSchulzOptions {

@@ -2,8 +2,8 @@
 // frequency schedules of transformers' rope_init_fns: default, linear, llama3 and yarn.
 import { Tensor } from "./tensor.ts";
 import { dtypeCode } from "./dtype.ts";
-import { backendFor } from "./cuda.ts";
-import { fail, needDtype, needFinite, needFloat, needRank, needShape } from "./check.ts";
+import { backendFor, cudaFn, deviceOfInputs } from "./cuda.ts";
+import { fail, needDtype, needFinite, needFloat, needRank, needSameDtype, needShape } from "./check.ts";
 
 export type RopeScaling =
   | { type: "linear"; factor: number }
@@ -146,13 +146,18 @@ export function ropeTable(positions: Tensor, headDim: number, opts: RopeOptions,
   );
 }
 
-function ropeTableCall(op: string, x: Tensor, table: Tensor, inverse: boolean): Tensor {
-  needFloat(op, "x", x);
-  needRank(op, "x", x, [3]);
+/** x [T,H,Dh] (Dh even) and a table [T, 2, Dh/2] for it. */
+function needRopeTable(op: string, name: string, x: Tensor, table: Tensor): void {
+  needFloat(op, name, x);
+  needRank(op, name, x, [3]);
   const [T, , Dh] = x.shape as [number, number, number];
   if (Dh % 2 !== 0) fail(op, `head dim must be even, got ${Dh}`);
   needDtype(op, "table", table, x.dtype === "float64" ? "float64" : "float32");
   needShape(op, "table", table, [T, 2, Dh / 2]);
+}
+
+function ropeTableCall(op: string, x: Tensor, table: Tensor, inverse: boolean): Tensor {
+  needRopeTable(op, "x", x, table);
   return new Tensor(
     backendFor(op, "ropeWithTable", ["x", x], ["table", table])(x.handle(op, "x"), table.handle(op, "table"), inverse),
     x.dtype,
@@ -168,4 +173,26 @@ export function ropeWithTable(x: Tensor, table: Tensor): Tensor {
 /** ropeBackward through the same table. */
 export function ropeBackwardWithTable(dy: Tensor, table: Tensor): Tensor {
   return ropeTableCall("ropeBackwardWithTable", dy, table, true);
+}
+
+function ropeQKCall(op: string, q: Tensor, k: Tensor, table: Tensor, inverse: boolean): { q: Tensor; k: Tensor } {
+  needRopeTable(op, "q", q, table);
+  needRopeTable(op, "k", k, table);
+  needSameDtype(op, ["q", q], ["k", k]);
+  // The CPU has no launch to save: the single-tensor op, twice.
+  if (deviceOfInputs(op, ["q", q], ["k", k], ["table", table]) === "cpu") {
+    return { q: ropeTableCall(op, q, table, inverse), k: ropeTableCall(op, k, table, inverse) };
+  }
+  const [hq, hk] = cudaFn(op, "ropeQKWithTable")(q.handle(op, "q"), k.handle(op, "k"), table.handle(op, "table"), inverse);
+  return { q: new Tensor(hq, q.dtype, q.shape), k: new Tensor(hk, k.dtype, k.shape) };
+}
+
+/** ropeWithTable of a layer's q [T,Hq,Dh] and k [T,Hk,Dh] (same T, Dh and dtype): one launch on cuda. */
+export function ropeQKWithTable(q: Tensor, k: Tensor, table: Tensor): { q: Tensor; k: Tensor } {
+  return ropeQKCall("ropeQKWithTable", q, k, table, false);
+}
+
+/** ropeBackwardWithTable of dq and dk: one launch on cuda. */
+export function ropeQKBackwardWithTable(dq: Tensor, dk: Tensor, table: Tensor): { q: Tensor; k: Tensor } {
+  return ropeQKCall("ropeQKBackwardWithTable", dq, dk, table, true);
 }

@@ -55,15 +55,33 @@ export class Attention implements Layer {
   project(x: Tensor, positions: Tensor, ctx: Ctx): { q: Tensor; k: Tensor; v: Tensor } {
     const T = x.shape[0]!;
     const { numHeads: hq, numKvHeads: hkv, headDim: dh } = this.spec;
-    const q = this.headsOf(this.q.forward(x, ctx.child("q")), hq, this.qNorm, positions, ctx.child("q_norm"), T);
-    const k = this.headsOf(this.k.forward(x, ctx.child("k")), hkv, this.kNorm, positions, ctx.child("k_norm"), T);
+    const qh = this.headsOf(this.q.forward(x, ctx.child("q")), hq, this.qNorm, ctx.child("q_norm"), T);
+    const kh = this.headsOf(this.k.forward(x, ctx.child("k")), hkv, this.kNorm, ctx.child("k_norm"), T);
+    const { q, k } = this.rotate(qh, kh, positions, ctx, false);
     const v2 = this.v.forward(x, ctx.child("v"));
     const v = v2.reshape([T, hkv, dh]);
     v2.dispose();
     return { q, k, v };
   }
 
-  private headsOf(lin: Tensor, heads: number, norm: RMSNorm | undefined, positions: Tensor, ctx: Ctx, T: number): Tensor {
+  /**
+   * RoPE of q and k (its transpose with `inverse`), disposing them: through the batch's table in
+   * one op (one launch on cuda), else per tensor.
+   */
+  private rotate(q: Tensor, k: Tensor, positions: Tensor, ctx: Ctx, inverse: boolean): { q: Tensor; k: Tensor } {
+    const rope = this.spec.rope;
+    if (!rope) return { q, k };
+    const table = ctx.batch.rope;
+    let out: { q: Tensor; k: Tensor };
+    if (table) out = inverse ? ops.ropeQKBackwardWithTable(q, k, table) : ops.ropeQKWithTable(q, k, table);
+    else if (inverse) out = { q: ops.ropeBackward(q, positions, rope), k: ops.ropeBackward(k, positions, rope) };
+    else out = { q: ops.rope(q, positions, rope), k: ops.rope(k, positions, rope) };
+    q.dispose();
+    k.dispose();
+    return out;
+  }
+
+  private headsOf(lin: Tensor, heads: number, norm: RMSNorm | undefined, ctx: Ctx, T: number): Tensor {
     const dh = this.spec.headDim;
     let h: Tensor;
     if (norm) {
@@ -75,11 +93,7 @@ export class Attention implements Layer {
       h = lin.reshape([T, heads, dh]);
     }
     lin.dispose();
-    if (!this.spec.rope) return h;
-    const table = ctx.batch.rope;
-    const r = table ? ops.ropeWithTable(h, table) : ops.rope(h, positions, this.spec.rope);
-    h.dispose();
-    return r;
+    return h;
   }
 
   forward(x: Tensor, ctx: Ctx): Tensor {
@@ -109,25 +123,21 @@ export class Attention implements Layer {
     do2.dispose();
     const g = (yield { op: "attentionBackward", dout, ctx, opts: this.opts }) as AttentionGrads;
     dout.dispose();
-    const dq = this.linGradOf(g.dq, hq, this.qNorm, ctx.child("q_norm"), T);
+    const r = this.rotate(g.dq, g.dk, ctx.batch.positions, ctx, true);
+    const dq = this.linGradOf(r.q, hq, this.qNorm, ctx.child("q_norm"), T);
     const dx = this.q.backward(dq, ctx.child("q"));
     dq.dispose();
-    this.addBack(dx, this.k, this.linGradOf(g.dk, hkv, this.kNorm, ctx.child("k_norm"), T), ctx.child("k"));
+    this.addBack(dx, this.k, this.linGradOf(r.k, hkv, this.kNorm, ctx.child("k_norm"), T), ctx.child("k"));
     const dv = g.dv.reshape([T, hkv * dh]);
     g.dv.dispose();
     this.addBack(dx, this.v, dv, ctx.child("v"));
     return dx;
   }
 
-  /** Gradient w.r.t. a projection's output from the gradient w.r.t. its heads after RoPE. */
+  /** Gradient w.r.t. a projection's output from the gradient w.r.t. its heads before RoPE (disposed). */
   private linGradOf(dHeads: Tensor, heads: number, norm: RMSNorm | undefined, ctx: Ctx, T: number): Tensor {
     const dh = this.spec.headDim;
     let d = dHeads;
-    if (this.spec.rope) {
-      const table = ctx.batch.rope;
-      d = table ? ops.ropeBackwardWithTable(dHeads, table) : ops.ropeBackward(dHeads, ctx.batch.positions, this.spec.rope);
-      dHeads.dispose();
-    }
     if (norm) {
       const flat = d.reshape([T * heads, dh]);
       d.dispose();

@@ -29,6 +29,8 @@ import {
   rope,
   ropeBackward,
   ropeBackwardWithTable,
+  ropeQKBackwardWithTable,
+  ropeQKWithTable,
   ropeTable,
   ropeWithTable,
   scope,
@@ -255,7 +257,9 @@ test("the cuBLASLt plan cache keeps at most 256 shapes: 300 token counts in a ro
 
 test("addBias and sumRows (float32 out, fixed order) match the CPU", () => {
   for (const { dtype, tol } of [{ dtype: "float32" as const, tol: F32 }, { dtype: "bfloat16" as const, tol: BF16 }]) {
-    for (const shape of [[300, 2048], [7, 3, 13], [5000, 256], [1, 1]]) {
+    // The 1.5B step's q and k/v bias gradients ([8192, 1536], [8192, 256]); narrow strips of 8
+    // and 3 vectors (lanes below 32); a scalar strip (13, 7); rows not a multiple of the chunk.
+    for (const shape of [[300, 2048], [7, 3, 13], [5000, 256], [1, 1], [8192, 1536], [8192, 256], [1000, 64], [129, 24], [4100, 7]]) {
       scope(() => {
         const N = shape.at(-1)!;
         const x = pairOf(shape, dtype);
@@ -370,6 +374,39 @@ test("ropeTable and rope through it match the CPU backend's table and direct rop
     assert.throws(() => ropeTable(pos, 4, { theta: 1e4 }, "float64"), /ropeTable: the table is float32 on cuda/);
     const x = randn([2, 1, 6], { seed: nextSeed(), device: "cuda" });
     assert.throws(() => ropeWithTable(x, ropeTable(pos, 4, { theta: 1e4 })), /ropeWithTable: table must have shape \[2, 2, 3\]/);
+  });
+});
+
+test("ropeQKWithTable rotates q and k in one launch as ropeWithTable does each, forward and backward", () => {
+  const opts: RopeOptions = { theta: 1e6 };
+  // [Hq, Hk, Dh]: the 1.5B and 0.5B layers (12 / 2 of 128, 14 / 2 of 64), one k head (3 + 1), and
+  // head dims off the vector width (10, 6: the scalar kernel).
+  for (const [Hq, Hk, Dh] of [[12, 2, 128], [14, 2, 64], [3, 1, 128], [7, 3, 10], [1, 1, 6]] as const) {
+    for (const { dtype, tol } of [{ dtype: "float32" as const, tol: F32 }, { dtype: "bfloat16" as const, tol: BF16 }]) {
+      scope(() => {
+        const T = 257;
+        const posHost = tensor(Int32Array.from({ length: T }, () => randomInt(0, 32768)), [T], { dtype: "int32" });
+        const table = ropeTable(posHost.to("cuda"), Dh, opts);
+        const q = pairOf([T, Hq, Dh], dtype);
+        const k = pairOf([T, Hk, Dh], dtype);
+        const label = `${dtype} Hq=${Hq} Hk=${Hk} Dh=${Dh}`;
+        const fwd = ropeQKWithTable(q.gpu, k.gpu, table);
+        assertTensorClose(fwd.q, rope(q.cpu, posHost, opts), tol, seeded(`ropeQKWithTable q ${label}`));
+        assertTensorClose(fwd.k, rope(k.cpu, posHost, opts), tol, seeded(`ropeQKWithTable k ${label}`));
+        assert.deepEqual(fwd.q.toFloat64Array(), ropeWithTable(q.gpu, table).toFloat64Array(), `q as ropeWithTable ${label}`);
+        assert.deepEqual(fwd.k.toFloat64Array(), ropeWithTable(k.gpu, table).toFloat64Array(), `k as ropeWithTable ${label}`);
+        const bwd = ropeQKBackwardWithTable(q.gpu, k.gpu, table);
+        assertTensorClose(bwd.q, ropeBackward(q.cpu, posHost, opts), tol, seeded(`ropeQKBackwardWithTable q ${label}`));
+        assertTensorClose(bwd.k, ropeBackward(k.cpu, posHost, opts), tol, seeded(`ropeQKBackwardWithTable k ${label}`));
+      });
+    }
+  }
+  scope(() => {
+    const table = ropeTable(tensor(Int32Array.from([0, 1]), [2], { dtype: "int32", device: "cuda" }), 4, opts);
+    const q = randn([2, 2, 4], { seed: nextSeed(), device: "cuda" });
+    const kb = randn([2, 1, 4], { seed: nextSeed(), dtype: "bfloat16", device: "cuda" });
+    assert.throws(() => ropeQKWithTable(q, kb, table), /ropeQKWithTable: k is bfloat16 but q is float32/);
+    assert.throws(() => ropeQKWithTable(q, q.to("cpu"), table), /ropeQKWithTable: .* is on cpu but .* is on cuda/);
   });
 });
 

@@ -6,16 +6,17 @@
 // GEMMs into fp32 / with a bias. Fills the "measured" column of native/NOTES.md.
 //
 //   node --import tsx tests/gpu/cuda-ops.bench.ts      (on the GPU machine; not a test)
+//   node --import tsx tests/gpu/cuda-ops.bench.ts --optimizer    (the optimizer rows alone)
 //
 // Each row: `us`, the wall time per call (REPS calls back to back, then one wait: the host's
 // per-call cost included, as in a step), and `deviceUs`, the device time per call (timed events
 // around each call), of which GB/s and TFLOP/s are computed; the median of 5 rounds after a warm-up.
 import {
-  addBias, addInto, adamwStep, buildInfo, cast, cudaMemoryStats, cudaSynchronize, embedding, embeddingBackward, globalNorm,
+  addBias, addInto, adamwStep, adamwStepMany, buildInfo, cast, cudaMemoryStats, cudaSynchronize, embedding, embeddingBackward, globalNorm,
   linearCrossEntropy, matmul, matmulInto, muonStep, randn, rmsnorm, rmsnormBackward, rmsnormResidual, rope, ropeTable, ropeWithTable, scope, sumRows, swiglu,
-  swigluBackward, tensor, zeros, type Tensor,
+  sumSquaresOf, swigluBackward, tensor, zeros, type Tensor,
 } from "../../native/index.ts";
-import { loadAddon } from "../../native/addon.ts";
+import { loadAddon, type Handle as H } from "../../native/addon.ts";
 
 const REPS = 20;
 const T = 8192;
@@ -78,6 +79,12 @@ function flops(kernel: string, shape: string, n: number, fn: () => void): void {
 
 const bf = (shape: number[], seed: number): Tensor => randn(shape, { seed, dtype: "bfloat16", device: "cuda" }).keep();
 
+if (process.argv.includes("--optimizer")) {
+  optimizerRows();
+  printRows();
+  process.exit(0);
+}
+
 const x = bf([T, D], 1);
 const w = bf([D], 2);
 const dy = bf([T, D], 3);
@@ -86,6 +93,9 @@ rstd.keep();
 bytes("rmsnorm fwd", `[${T}, ${D}] bf16`, 2 * T * D * 2, () => void rmsnorm(x, w, 1e-6));
 // The fused backward reads dy and x once and writes dx (dw's partials are 1.6 MB): 3 tensors.
 bytes("rmsnorm bwd", `[${T}, ${D}] bf16`, 3 * T * D * 2, () => void rmsnormBackward(dy, x, w, rstd));
+// With the residual stream's gradient added into dx in the same pass: a fourth tensor read.
+const dres = bf([T, D], 18);
+bytes("rmsnorm bwd + residual grad", `[${T}, ${D}] bf16`, 4 * T * D * 2, () => void rmsnormBackward(dy, x, w, rstd, dres));
 bytes("rmsnorm + residual fwd", `[${T}, ${D}] bf16`, 4 * T * D * 2, () => void rmsnormResidual(x, dy, w, 1e-6));
 
 const QKV = D + 2 * 2 * 128;
@@ -93,6 +103,10 @@ const qkvOut = bf([T, QKV], 9);
 const qkvBias = bf([QKV], 10);
 bytes("addBias", `[${T}, ${QKV}] bf16`, 2 * T * QKV * 2, () => void addBias(qkvOut, qkvBias));
 bytes("sumRows (bias grad)", `[${T}, ${QKV}] bf16 -> fp32`, T * QKV * 2, () => void sumRows(qkvOut));
+// The step's calls: q's bias gradient and k's (v's alike); lm-head-rope.bench.ts times them behind a full queue.
+bytes("sumRows (q bias grad)", `[${T}, ${D}] bf16 -> fp32`, T * D * 2, () => void sumRows(dy));
+const dyK = bf([T, 256], 19);
+bytes("sumRows (k bias grad)", `[${T}, 256] bf16 -> fp32`, T * 256 * 2, () => void sumRows(dyK));
 
 const gate = bf([T, F], 4);
 const up = bf([T, F], 5);
@@ -115,22 +129,91 @@ const ids = tensor(Int32Array.from({ length: T }, (_, i) => (i * 7919) % V), [T]
 bytes("embedding fwd", `${T} ids x ${D} bf16`, 2 * T * D * 2, () => void embedding(emb, ids));
 bytes("embedding bwd", `dW [${V}, ${D}] fp32`, T * D * 2 + V * D * 4 + 2 * T * D * 4, () => void embeddingBackward(dy, ids, V));
 
-const p = zeros([N_OPT], "float32", "cuda").keep();
-const g = bf([N_OPT], 8);
-const m = zeros([N_OPT], "float32", "cuda").keep();
-const v = zeros([N_OPT], "float32", "cuda").keep();
-const copy = zeros([N_OPT], "bfloat16", "cuda").keep();
-let step = 0;
-bytes("AdamW + bf16 copy (bf16 grad)", `${N_OPT}`, N_OPT * 28, () =>
-  adamwStep(p, g, m, v, { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: ++step, bf16Copy: copy }),
-);
-bytes("cast fp32 -> bf16", `${N_OPT}`, N_OPT * 6, () => void cast(p, "bfloat16"));
-bytes("addInto fp32 += bf16", `${N_OPT}`, N_OPT * 10, () => addInto(p, g, 1e-3));
-{
-  const s = seconds(() => void globalNorm([p]));
-  record({ kernel: "globalNorm (fp32, host read)", shape: `${N_OPT}`, us: s * 1e6, gbs: (N_OPT * 4) / s / 1e9 });
+optimizerRows();
+
+/**
+ * The optimizer's kernels: per tensor at N_OPT elements, then over the Qwen2.5-1.5B parameter
+ * list as the trainer calls them (adamwStepMany with fp32 gradients and bf16 copies, the global
+ * norm's sumSquaresOf), each against its floor.
+ */
+function optimizerRows(): void {
+  const p = zeros([N_OPT], "float32", "cuda").keep();
+  const g = bf([N_OPT], 8);
+  const m = zeros([N_OPT], "float32", "cuda").keep();
+  const v = zeros([N_OPT], "float32", "cuda").keep();
+  const copy = zeros([N_OPT], "bfloat16", "cuda").keep();
+  let step = 0;
+  bytes("AdamW + bf16 copy (bf16 grad)", `${N_OPT}`, N_OPT * 28, () =>
+    adamwStep(p, g, m, v, { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: ++step, bf16Copy: copy }),
+  );
+  bytes("cast fp32 -> bf16", `${N_OPT}`, N_OPT * 6, () => void cast(p, "bfloat16"));
+  bytes("addInto fp32 += bf16", `${N_OPT}`, N_OPT * 10, () => addInto(p, g, 1e-3));
+  {
+    const s = seconds(() => void globalNorm([p]));
+    record({ kernel: "globalNorm (fp32, host read)", shape: `${N_OPT}`, us: s * 1e6, gbs: (N_OPT * 4) / s / 1e9 });
+  }
+  for (const t of [p, g, m, v, copy]) t.dispose();
+  modelRows();
 }
-for (const t of [p, g, m, v, copy]) t.dispose();
+
+/** The Qwen2.5-1.5B parameter list: the tied embedding, 28 layers of q/k/v (with biases), o, gate, up, down and two norms, the final norm. */
+function qwen15bShapes(): number[][] {
+  const KV = 2 * 128;
+  const layer = [[D], [D, D], [D], [KV, D], [KV], [KV, D], [KV], [D, D], [D], [F, D], [F, D], [D, F]];
+  return [[V, D], ...Array.from({ length: 28 }, () => layer).flat(), [D]];
+}
+
+function modelRows(): void {
+  const shapes = qwen15bShapes();
+  const n = shapes.reduce((acc, s) => acc + s.reduce((a, b) => a * b, 1), 0);
+  // Random gradients are drawn on the host, so tensors of one shape share one (read-only here;
+  // a layer's 1.4 GB of traffic lies between two reads of it, so L2 does not serve the second).
+  const gradOf = new Map<string, Tensor>();
+  const items = shapes.map((shape, i) => ({
+    param: zeros(shape, "float32", "cuda").keep(),
+    grad: gradOf.get(`${shape}`) ?? gradOf.set(`${shape}`, randn(shape, { seed: 1000 + i, device: "cuda" }).keep()).get(`${shape}`)!,
+    m: zeros(shape, "float32", "cuda").keep(),
+    v: zeros(shape, "float32", "cuda").keep(),
+    bf16Copy: zeros(shape, "bfloat16", "cuda").keep(),
+    lr: 1e-4,
+    weightDecay: shape.length > 1 ? 0.1 : 0,
+    step: 0,
+  }));
+  const tag = `Qwen2.5-1.5B: ${shapes.length} tensors, ${(n / 1e9).toFixed(3)}B`;
+  // 30 bytes a parameter: p, g, m, v read; p, m, v and the bf16 copy written.
+  const step = () => {
+    for (const it of items) it.step++;
+    adamwStepMany(items, { beta1: 0.9, beta2: 0.95, eps: 1e-8, gradScale: 0.5 });
+  };
+  bytes("adamwStepMany (fp32 grad, bf16 copy, clip scale)", tag, n * 30, step);
+  {
+    // The host's share of a call (checks in TypeScript and the binding, the launch), while the
+    // device is still busy with the calls before: it adds to a step only where it exceeds the
+    // device time or the device waits for it (after the clipping norm's host read).
+    const host = Array.from({ length: 11 }, () => {
+      const t0 = performance.now();
+      step();
+      return performance.now() - t0;
+    }).sort((a, b) => a - b)[5]!;
+    cudaSynchronize();
+    record({ kernel: "  adamwStepMany host time a call", shape: tag, us: host * 1e3 });
+    // Of which the binding (reading the item table, its checks, the launch): the table built once.
+    const table = items.map((it): [H, H, H, H, H | null, number, number, number] => [
+      it.param.handle("bench"), it.grad.handle("bench"), it.m.handle("bench"), it.v.handle("bench"), it.bf16Copy.handle("bench"), it.lr, it.weightDecay, 1,
+    ]);
+    const binding = Array.from({ length: 11 }, () => {
+      const t0 = performance.now();
+      raw.adamwStepMany(table, 0.9, 0.95, 1e-8, 0.5);
+      return performance.now() - t0;
+    }).sort((a, b) => a - b)[5]!;
+    cudaSynchronize();
+    record({ kernel: "  of which the binding", shape: tag, us: binding * 1e3 });
+  }
+  // The sum is read by the host in each call, so the device time includes that copy's wait.
+  bytes("sumSquaresOf (fp32 grads, host read)", tag, n * 4, () => void sumSquaresOf(items.map((it) => it.grad)));
+  for (const it of items) for (const t of [it.param, it.m, it.v, it.bf16Copy]) t.dispose();
+  for (const t of gradOf.values()) t.dispose();
+}
 
 // The lm head's fused cross-entropy at the step's shape beside the three GEMMs it is made of,
 // each at full size through cuBLASLt (the fused op runs them per chunk of tokens).
@@ -179,10 +262,14 @@ for (const [i, { name, m, k, n }] of gemms.entries()) {
   b.dispose();
 }
 
-console.table(
-  rows.map((r) => ({ ...r, us: r.us.toFixed(1), deviceUs: r.deviceUs?.toFixed(1), gbs: r.gbs?.toFixed(0), floorUs: r.floorUs?.toFixed(1), tflops: r.tflops?.toFixed(1) })),
-);
-console.log(JSON.stringify({ device: "cuda", memory: cudaMemoryStats(), rows }));
+printRows();
+
+function printRows(): void {
+  console.table(
+    rows.map((r) => ({ ...r, us: r.us.toFixed(1), deviceUs: r.deviceUs?.toFixed(1), gbs: r.gbs?.toFixed(0), floorUs: r.floorUs?.toFixed(1), tflops: r.tflops?.toFixed(1) })),
+  );
+  console.log(JSON.stringify({ device: "cuda", memory: cudaMemoryStats(), rows }));
+}
 
 // Muon: one muonStep on the mlp down projection's shape ([1536, 8960] fp32 master with its bf16
 // copy; 5 Newton-Schulz steps in bf16), in TFLOP/s of its GEMMs: per step 4 s^2 l (X X^T and

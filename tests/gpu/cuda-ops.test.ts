@@ -240,8 +240,8 @@ test("AdamW: fp32 master weights, fp32 or bf16 gradients, bf16 copy written", ()
 test("adamwStepMany: many tensors per launch, ragged sizes, per-tensor lr/decay/step, the clipping scale folded in", () => {
   scope(() => {
     // Sizes: empty (left out of the launch: the next launch must still start at the right item),
-    // tiny, not a multiple of 4, across several 4096-element chunks, and more tensors than one launch takes (48).
-    const sizes = [0, 1, 3, 4, 4097, 12289, ...Array.from({ length: 50 }, (_, i) => 5 + 31 * i)];
+    // tiny, not a multiple of 4, across several 4096-element chunks, and more tensors than one launch takes (384).
+    const sizes = [0, 1, 3, 4, 4097, 12289, ...Array.from({ length: 390 }, (_, i) => 5 + 31 * i)];
     const gradScale = 0.37;
     const items = sizes.map((n, i) => {
       const p = pairOf([n], "float32");
@@ -271,8 +271,15 @@ test("adamwStepMany: many tensors per launch, ragged sizes, per-tensor lr/decay/
     const bad = items[0]!;
     assert.throws(
       () => adamwStepMany([{ param: bad.p.gpu, grad: bad.g.gpu, m: bad.m.gpu, v: items[1]!.v.gpu, lr: 1, weightDecay: 0, step: 1 }], { beta1: 0.9, beta2: 0.95, eps: 1e-8 }),
-      /^Error: adamwStepMany: /,
+      /^Error: adamwStepMany: items\[0\]\.param \[0\] and items\[0\]\.v \[1\] differ in shape/,
     );
+    // The checks name the faulty item (the sound ones build no message).
+    const ok = items[1]!;
+    const good = { param: ok.p.gpu, grad: ok.g.gpu, m: ok.m.gpu, v: ok.v.gpu, lr: 1, weightDecay: 0, step: 1 };
+    assert.throws(() => adamwStepMany([good, { ...good, step: 1.5 }], { beta1: 0.9, beta2: 0.95, eps: 1e-8 }), /^Error: adamwStepMany: items\[1\]\.step must be an integer >= 1, got 1\.5$/);
+    const gone = zeros([1], "float32", "cuda");
+    gone.dispose();
+    assert.throws(() => adamwStepMany([good, { ...good, m: gone }], { beta1: 0.9, beta2: 0.95, eps: 1e-8 }), /^Error: adamwStepMany: items\[1\]\.m is a disposed tensor$/);
   });
 });
 
@@ -371,11 +378,11 @@ test("sumSquares and globalNorm match the CPU's float64 sums", () => {
       const want = globalNorm(ts.map((t) => t.cpu));
       const got = globalNorm(ts.map((t) => t.gpu));
       assert.ok(Math.abs(got - want) <= 1e-9 * want, `globalNorm ${dtype}: ${got} vs ${want}`);
-      // A model's worth of tensors: more than one launch's table (96), ragged sizes, empty ones.
-      const many = Array.from({ length: 230 }, (_, i) => pairOf([i % 17 === 0 ? 0 : 1 + ((i * 7919) % 70_001)], dtype));
+      // A model's worth of tensors: more than one launch's table (768), ragged sizes, empty ones.
+      const many = Array.from({ length: 800 }, (_, i) => pairOf([i % 17 === 0 ? 0 : 1 + ((i * 7919) % 20_001)], dtype));
       const wantMany = globalNorm(many.map((t) => t.cpu));
       const gotMany = globalNorm(many.map((t) => t.gpu));
-      assert.ok(Math.abs(gotMany - wantMany) <= 1e-9 * wantMany, `globalNorm of 230 tensors ${dtype}: ${gotMany} vs ${wantMany}`);
+      assert.ok(Math.abs(gotMany - wantMany) <= 1e-9 * wantMany, `globalNorm of 800 tensors ${dtype}: ${gotMany} vs ${wantMany}`);
       assert.equal(globalNorm(many.map((t) => t.gpu)), gotMany, "the same on a second run");
     });
   }

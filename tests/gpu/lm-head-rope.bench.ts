@@ -2,17 +2,19 @@
 // with the real tokenizer's vocabulary (151,669: not a multiple of 64) beside the padded
 // config's (151,936), with each call's peak of device memory; and RoPE on q and k (12 and 2
 // heads of 128) through the direct op (cos / sin formed per call) and through the per-batch
-// table (ropeWithTable), the table's own build timed apart.
+// table (ropeWithTable; q and k in one launch: ropeQKWithTable), the table's own build timed
+// apart; and sumRows, the q and k/v bias gradients ([8192, 1536] and [8192, 256]).
 //
-//   node --import tsx tests/gpu/lm-head-rope.bench.ts [lm-head | rope]     (on the GPU machine; not a test)
+//   node --import tsx tests/gpu/lm-head-rope.bench.ts [lm-head | rope | sum-rows]     (on the GPU machine; not a test)
 //
 // Times are device times per call (timed events around each call), the median of 5 rounds of
 // REPS calls after a warm-up, as in cuda-ops.bench.ts. A short kernel's events also time the
-// host's ~25 us per op call while the queue is empty; the rope rows therefore queue ~6 ms of GEMM
-// first (as a step's queue is never empty) and time 20 calls between two events (kernelUs).
+// host's ~25 us per op call while the queue is empty; the rope and sumRows rows therefore queue
+// ~6 ms of GEMM first (as a step's queue is never empty) and time 20 calls between two events
+// (kernelUs), cycling through inputs of more than L2's 50 MB where one would stay in it.
 import {
-  cudaMemoryStats, cudaResetPeak, cudaSynchronize, linearCrossEntropy, matmul, randn, rope, ropeBackwardWithTable, ropeTable, ropeWithTable, scope,
-  tensor, type Tensor,
+  cudaMemoryStats, cudaResetPeak, cudaSynchronize, linearCrossEntropy, matmul, randn, rope, ropeBackwardWithTable, ropeQKBackwardWithTable,
+  ropeQKWithTable, ropeTable, ropeWithTable, scope, sumRows, tensor, type Tensor,
 } from "../../native/index.ts";
 import { loadAddon } from "../../native/addon.ts";
 
@@ -43,12 +45,12 @@ function deviceUs(fn: () => void, reps = REPS): number {
  * between two events, so the host queues them all while the blocker runs and the events time
  * the kernels back to back, not the host's per-call cost. Median of 5 rounds after a warm-up.
  */
-function kernelUs(fn: () => void, blocker: () => void, reps = 20): number {
+function kernelUs(fn: (i: number) => void, blocker: () => void, reps = 20): number {
   const round = () =>
     scope(() => {
       blocker();
       const start = raw.recordEvent(0, true);
-      for (let i = 0; i < reps; i++) fn();
+      for (let i = 0; i < reps; i++) fn(i);
       const end = raw.recordEvent(0, true);
       cudaSynchronize();
       return (raw.eventElapsedMs(start, end) * 1000) / reps;
@@ -60,7 +62,7 @@ function kernelUs(fn: () => void, blocker: () => void, reps = 20): number {
 
 const bf = (shape: number[], seed: number, std = 1): Tensor => randn(shape, { seed, std, dtype: "bfloat16", device: "cuda" }).keep();
 
-for (const V of only === "rope" ? [] : [151_669, 151_936]) {
+for (const V of only === undefined || only === "lm-head" ? [151_669, 151_936] : []) {
   const x = bf([T, D], 1);
   const w = bf([V, D], 2, 0.02);
   const labels = tensor(Int32Array.from({ length: T }, (_, i) => (i * 104729) % V), [T], { dtype: "int32", device: "cuda" }).keep();
@@ -86,14 +88,15 @@ for (const V of only === "rope" ? [] : [151_669, 151_936]) {
   for (const t of [x, w, labels]) t.dispose();
 }
 
-if (only !== "lm-head") {
+const big = only === "lm-head" ? undefined : bf([8192, 8192], 30);
+const busy = () => {
+  for (let i = 0; i < 4; i++) matmul(big!, big!).dispose();
+};
+
+if (only === undefined || only === "rope") {
   const pos = tensor(Int32Array.from({ length: T }, (_, i) => i % 2048), [T], { dtype: "int32", device: "cuda" }).keep();
   const opts = { theta: 1e6 };
   const table = ropeTable(pos, 128, opts).keep();
-  const big = bf([8192, 8192], 30);
-  const busy = () => {
-    for (let i = 0; i < 4; i++) matmul(big, big).dispose();
-  };
   for (const [name, H] of [["q", 12], ["k", 2]] as const) {
     const h = bf([T, H, 128], 6 + H);
     const moved = 2 * T * H * 128 * 2;
@@ -113,5 +116,45 @@ if (only !== "lm-head") {
     );
     h.dispose();
   }
+  // A layer's q and k in one launch, four pairs in turn (117 MB), so the reads come from HBM as in a step.
+  const qs = Array.from({ length: 4 }, (_, i) => bf([T, 12, 128], 40 + i));
+  const ks = Array.from({ length: 4 }, (_, i) => bf([T, 2, 128], 50 + i));
+  const movedQK = 2 * T * 14 * 128 * 2;
+  const twoOps = kernelUs((i) => {
+    ropeWithTable(qs[i % 4]!, table).dispose();
+    ropeWithTable(ks[i % 4]!, table).dispose();
+  }, busy);
+  const qkFwd = kernelUs((i) => void ropeQKWithTable(qs[i % 4]!, ks[i % 4]!, table), busy);
+  const qkBwd = kernelUs((i) => void ropeQKBackwardWithTable(qs[i % 4]!, ks[i % 4]!, table), busy);
+  console.log(
+    JSON.stringify({
+      kernel: "rope q + k through the table",
+      shape: `[${T}, 12, 128] + [${T}, 2, 128] bf16`,
+      twoOpsUs: +twoOps.toFixed(1),
+      qkUs: +qkFwd.toFixed(1),
+      qkGBs: Math.round(movedQK / qkFwd / 1e3),
+      qkBackwardUs: +qkBwd.toFixed(1),
+      floorUsAt3TBs: +(movedQK / 3e6).toFixed(1),
+    }),
+  );
+  for (const t of [...qs, ...ks]) t.dispose();
   console.log(JSON.stringify({ kernel: "ropeTable", shape: `[${T}] -> [${T}, 2, 64] fp32`, us: +kernelUs(() => void ropeTable(pos, 128, opts), busy).toFixed(1) }));
+}
+
+if (only === undefined || only === "sum-rows") {
+  for (const N of [1536, 256]) {
+    // Four gradients in turn: one [8192, 1536] would stay in L2 from call to call.
+    const dys = Array.from({ length: 4 }, (_, i) => bf([T, N], 60 + i));
+    const us = kernelUs((i) => void sumRows(dys[i % 4]!), busy);
+    console.log(
+      JSON.stringify({
+        kernel: "sumRows (bias grad)",
+        shape: `[${T}, ${N}] bf16 -> fp32`,
+        us: +us.toFixed(1),
+        GBs: Math.round((T * N * 2) / us / 1e3),
+        floorUsAt3TBs: +((T * N * 2) / 3e6).toFixed(1),
+      }),
+    );
+    for (const t of dys) t.dispose();
+  }
 }

@@ -1,4 +1,4 @@
-// exports.cuda.ropeTable / ropeWithTable: RoPE through a per-batch cos/sin table (rope.cu), with
+// exports.cuda.ropeTable / ropeWithTable / ropeQKWithTable: RoPE through a per-batch cos/sin table (rope.cu), with
 // the CPU bindings' argument lists (ops_nn.cc). The table is float32 on cuda; x is float32 or
 // bfloat16, and the output takes its dtype.
 #include <string>
@@ -39,11 +39,34 @@ Napi::Value RopeWithTable(const Napi::CallbackInfo& info) {
   return y.value;
 }
 
+// ropeQKWithTable(q [T,Hq,Dh], k [T,Hk,Dh], table, inverse) -> [q', k']: ropeWithTable of both in
+// one launch (a layer's q and k share the table).
+Napi::Value RopeQKWithTable(const Napi::CallbackInfo& info) {
+  TensorImpl& q = CudaTensorArg(info, 0);
+  TensorImpl& k = CudaTensorArg(info, 1);
+  TensorImpl& table = CudaTensorArg(info, 2);
+  const bool inverse = BoolArg(info, 3);
+  const char* op = inverse ? "ropeQKBackwardWithTable" : "ropeQKWithTable";
+  NeedFloat(op, q);
+  CheckRopeTable(op, q, table, DType::F32, "float32 [T,2,Dh/2]");
+  CheckRopeTable(op, k, table, DType::F32, "float32 [T,2,Dh/2]");
+  if (k.dtype != q.dtype) throw OpError(std::string(op) + ": k must have q's dtype");
+  Out yq = NewTensor(info.Env(), q.dtype, q.shape, Device::CUDA);
+  Out yk = NewTensor(info.Env(), k.dtype, k.shape, Device::CUDA);
+  cuda::RopeQKWithTable(q.dtype, q.data<void>(), yq.t->data<void>(), q.dim(1), k.data<void>(), yk.t->data<void>(), k.dim(1),
+                        table.data<float>(), inverse, q.dim(0), q.dim(2));
+  Napi::Array out = Napi::Array::New(info.Env(), 2);
+  out.Set(0u, yq.value);
+  out.Set(1u, yk.value);
+  return out;
+}
+
 }  // namespace
 
 void RegisterCudaRopeBindings(Napi::Env env, Napi::Object cuda) {
   Export(env, cuda, "ropeTable", RopeTable);
   Export(env, cuda, "ropeWithTable", RopeWithTable);
+  Export(env, cuda, "ropeQKWithTable", RopeQKWithTable);
 }
 
 }  // namespace tessera

@@ -14,6 +14,10 @@ constexpr int kColumnSumWarps = 8;
 
 __global__ void __launch_bounds__(kColumnSumWarps * 32) ColumnSumKernel(const double* partial, float* out, int64_t chunks, int64_t cols) {
   __shared__ double part[kColumnSumWarps][32];
+#if __CUDA_ARCH__ >= 900
+  // Launched by ColumnSumAfter: wait here for the kernel that wrote the partials (a no-op otherwise).
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t j = blockIdx.x * int64_t(32) + lane;
   double s = 0;
@@ -40,6 +44,25 @@ __global__ void __launch_bounds__(kColumnSumWarps * 32) ColumnSumKernel(const do
 
 inline void ColumnSum(const double* partial, float* out, int64_t chunks, int64_t cols, cudaStream_t s) {
   ColumnSumKernel<<<static_cast<unsigned>((cols + 31) / 32), kColumnSumWarps * 32, 0, s>>>(partial, out, chunks, cols);
+}
+
+/**
+ * ColumnSum as a programmatic dependent launch (compute capability 9.0): the GPU sets its blocks
+ * up while the kernel before it (the one writing the partials) drains, and they wait for it in
+ * the kernel, so the launch gap between the two passes overlaps the first one's tail. Returns the
+ * launch's status.
+ */
+inline cudaError_t ColumnSumAfter(const double* partial, float* out, int64_t chunks, int64_t cols, cudaStream_t s) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>((cols + 31) / 32));
+  cfg.blockDim = dim3(kColumnSumWarps * 32);
+  cfg.stream = s;
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, ColumnSumKernel, partial, out, chunks, cols);
 }
 
 }  // namespace

@@ -67,6 +67,9 @@ void Rope(DType dt, const void* x, const int32_t* positions, const float* invFre
 void RopeTable(const int32_t* positions, const float* invFreq, double attnScale, float* table, int64_t T, int64_t half);
 /** Rope of x[T,H,Dh] with cos / sin read from a RopeTable of Dh/2 frequencies. */
 void RopeWithTable(DType dt, const void* x, const float* table, bool inverse, void* y, int64_t T, int64_t H, int64_t Dh);
+/** RopeWithTable of xq[T,Hq,Dh] into yq and xk[T,Hk,Dh] into yk in one launch (Hk may be 0). */
+void RopeQKWithTable(DType dt, const void* xq, void* yq, int64_t Hq, const void* xk, void* yk, int64_t Hk, const float* table,
+                     bool inverse, int64_t T, int64_t Dh);
 
 // adamw.cu
 /** torch.optim.AdamW on fp32 p, m, v; g is F32 or BF16; when copy is not null it receives bf16(p). */
@@ -84,7 +87,7 @@ struct AdamWItem {
   float decay, stepSize, invSqrtBc2;
   int64_t blockStart;  // set by AdamWMany
 };
-constexpr int kAdamWItems = 48;
+constexpr int kAdamWItems = 384;  // a launch's items: a 1.5B-7B model's ~340 tensors in one kernel parameter (under 32 KB)
 /** AdamW over many tensors in few launches; every gradient is multiplied by gradScale first (global-norm clipping). */
 void AdamWMany(AdamWItem* items, int count, float b1, float b2, float eps, float gradScale);
 

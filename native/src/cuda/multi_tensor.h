@@ -1,7 +1,9 @@
 // Packing many tensors into few launches (AdamW's update, the global norm's sum of squares):
 // the items in order, empty ones left out, at most kMax a launch; each item's blockStart is its
 // first block in its launch (`chunk` elements a block), and the items travel as one kernel
-// parameter (under the 4 KB limit), so nothing is copied to the device per call.
+// parameter, so nothing is copied to the device per call. Since CUDA 12.1 a parameter may take
+// up to 32,764 bytes (4 KB before), enough for a whole model's few hundred tensors in one
+// launch: one tail instead of one per launch.
 #pragma once
 #include <cstdint>
 
@@ -12,6 +14,19 @@ struct ItemBatch {
   Item items[kMax];
   int count;
 };
+
+/** The item that block b works on: the last one whose blockStart <= b (a binary search, as a
+    linear one costs each block up to kMax dependent parameter reads before its first load). */
+template <class Item, int kMax>
+__device__ __forceinline__ const Item& ItemOfBlock(const ItemBatch<Item, kMax>& batch, int64_t b) {
+  int lo = 0, hi = batch.count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (batch.items[mid].blockStart <= b) lo = mid;
+    else hi = mid - 1;
+  }
+  return batch.items[lo];
+}
 
 /** Calls launch(batch, blocks) for each launch's worth of items[0..count) with n > 0, in order. */
 template <int kMax, class Item, class Launch>

@@ -1,11 +1,12 @@
-// Sum of squares (for the global gradient norm) over many tensors in few launches: the tensors
-// are cut into fixed chunks, one block per chunk sums its squares in fp64 into a partial, and
-// one block then sums the partials in order. The chunking depends only on the tensors' sizes,
-// so the result is the same on every run; the host reads one number.
+// Sum of squares (for the global gradient norm) over many tensors in one launch (a model's
+// few hundred; more take more): the tensors are cut into fixed chunks, one block per chunk sums
+// its squares in fp64 into a partial, and one block then sums the partials in order. The
+// chunking depends only on the tensors' sizes, so the result is the same on every run; the
+// host reads one number.
 // Floor: reads every element once (a 1.5B-parameter fp32 gradient: 6.2 GB, 2.1 ms at 3 TB/s).
 // One launch per tensor paid a launch and a tail for each of a model's tensors, most of them
 // small (norm weights, biases): the whole 1.5B model's norm took 4.55 ms that way, 2.34 ms in
-// these few launches (NOTES.md, "Other kernels this evening").
+// four launches (NOTES.md, "Other kernels this evening").
 #include <vector>
 
 #include "cuda/common.cuh"
@@ -16,8 +17,14 @@
 namespace tessera::cuda {
 namespace {
 
-constexpr int64_t kChunk = int64_t(kThreads) * 64;  // elements per block
-constexpr int kItems = 96;                          // tensors per launch (the parameter stays under 4 KB)
+// Each thread issues kSumVecs 16-byte loads before any use (a load waited on at once keeps one
+// vector a thread in flight), kSumRounds times a block: long-lived blocks and few partials.
+// Measured on the 1.5B gradients (NOTES.md, 2026-11-24): 4 x 8 1.99 ms, 8 x 4 2.05, 8 x 1 2.14,
+// 16 x 2 2.38 (fewer blocks resident); fp32 squares instead of fp64 no faster (1.99).
+constexpr int kSumVecs = 4;
+constexpr int kSumRounds = 8;
+constexpr int64_t kChunk = int64_t(kThreads) * 4 * kSumVecs * kSumRounds;  // elements per block (fp32: 128 KB)
+constexpr int kItems = 768;  // tensors per launch: a whole model's in one parameter (multi_tensor.h)
 
 struct Item {
   const void* x;
@@ -27,6 +34,15 @@ struct Item {
 };
 
 using Batch = ItemBatch<Item, kItems>;
+static_assert(sizeof(Batch) + sizeof(double*) <= 32764, "SumSquaresManyKernel's parameters must fit CUDA's 32,764-byte limit");
+
+template <class T>
+__device__ __forceinline__ Vec<T, kVec<T>> LoadStreaming(const T* p) {
+  // Read once and never again: evict first (.cs), as the gradients do not fit L2.
+  static_assert(sizeof(Vec<T, kVec<T>>) == sizeof(float4));
+  float4 raw = __ldcs(reinterpret_cast<const float4*>(p));
+  return *reinterpret_cast<Vec<T, kVec<T>>*>(&raw);
+}
 
 template <class T>
 __device__ __forceinline__ double ChunkSum(const T* x, int64_t start, int64_t end) {
@@ -35,11 +51,22 @@ __device__ __forceinline__ double ChunkSum(const T* x, int64_t start, int64_t en
   // Every tensor starts 256-byte aligned (the allocator) and chunks are multiples of N.
   const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
   const int64_t vecEnd = aligned ? start + (end - start) / N * N : start;
-  for (int64_t i = start + int64_t(N) * threadIdx.x; i < vecEnd; i += int64_t(N) * kThreads) {
-    float f[N];
-    LoadVec<N>(x + i, f);
+  for (int64_t base = start + int64_t(N) * threadIdx.x; base < vecEnd; base += int64_t(N) * kThreads * kSumVecs) {
+    Vec<T, N> v[kSumVecs];
 #pragma unroll
-    for (int e = 0; e < N; ++e) s += double(f[e]) * double(f[e]);
+    for (int j = 0; j < kSumVecs; ++j) {
+      const int64_t i = base + int64_t(j) * N * kThreads;
+      if (i < vecEnd) v[j] = LoadStreaming(x + i);
+    }
+#pragma unroll
+    for (int j = 0; j < kSumVecs; ++j) {
+      if (base + int64_t(j) * N * kThreads < vecEnd) {
+        float f[N];
+        ToFloat(v[j], f);
+#pragma unroll
+        for (int e = 0; e < N; ++e) s += double(f[e]) * double(f[e]);
+      }
+    }
   }
   for (int64_t i = vecEnd + threadIdx.x; i < end; i += kThreads) {
     double v = Load(x, i);
@@ -49,9 +76,7 @@ __device__ __forceinline__ double ChunkSum(const T* x, int64_t start, int64_t en
 }
 
 __global__ void SumSquaresManyKernel(Batch batch, double* partial) {
-  int k = 0;
-  while (k + 1 < batch.count && batch.items[k + 1].blockStart <= int64_t(blockIdx.x)) k++;
-  const Item& t = batch.items[k];
+  const Item& t = ItemOfBlock(batch, blockIdx.x);
   const int64_t start = (int64_t(blockIdx.x) - t.blockStart) * kChunk;
   const int64_t end = start + kChunk < t.n ? start + kChunk : t.n;
   double s = t.bf16 ? ChunkSum(static_cast<const bf16*>(t.x), start, end) : ChunkSum(static_cast<const float*>(t.x), start, end);
@@ -59,9 +84,21 @@ __global__ void SumSquaresManyKernel(Batch batch, double* partial) {
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
+// One block; each thread keeps kAcc sums so that kAcc loads are in flight (a single chain waits
+// on every load in turn), then adds them in a fixed order.
 __global__ void SumPartialsKernel(const double* partial, int64_t count, double* out) {
+  constexpr int kAcc = 16;
+  double acc[kAcc] = {};
+  for (int64_t base = threadIdx.x; base < count; base += int64_t(kAcc) * kThreads) {
+#pragma unroll
+    for (int j = 0; j < kAcc; ++j) {
+      const int64_t i = base + int64_t(j) * kThreads;
+      if (i < count) acc[j] += partial[i];
+    }
+  }
   double s = 0;
-  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
+#pragma unroll
+  for (int j = 0; j < kAcc; ++j) s += acc[j];
   s = BlockSum(s);
   if (threadIdx.x == 0) *out = s;
 }
