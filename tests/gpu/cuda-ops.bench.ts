@@ -7,6 +7,7 @@
 //
 //   node --import tsx tests/gpu/cuda-ops.bench.ts      (on the GPU machine; not a test)
 //   node --import tsx tests/gpu/cuda-ops.bench.ts --optimizer    (the optimizer rows alone)
+//   node --import tsx tests/gpu/cuda-ops.bench.ts --step-gemms   (every projection GEMM of a 0.5B / 1.5B step)
 //
 // Each row: `us`, the wall time per call (REPS calls back to back, then one wait: the host's
 // per-call cost included, as in a step), and `deviceUs`, the device time per call (timed events
@@ -59,7 +60,7 @@ function seconds(fn: () => void): number {
   return timed(fn).wall;
 }
 
-type Row = { kernel: string; shape: string; us: number; deviceUs?: number; gbs?: number; floorUs?: number; tflops?: number };
+type Row = { kernel: string; shape: string; us: number; deviceUs?: number; gbs?: number; floorUs?: number; tflops?: number; stepMs?: number };
 const rows: Row[] = [];
 const COPY_BYTES_PER_S = 3.0e12; // the floor's bandwidth (native/NOTES.md)
 /** Each row is printed as it is measured, so a run cut short still reports what it measured. */
@@ -83,6 +84,55 @@ if (process.argv.includes("--optimizer")) {
   optimizerRows();
   printRows();
   process.exit(0);
+}
+
+if (process.argv.includes("--step-gemms")) {
+  stepGemmRows();
+  printRows();
+  process.exit(0);
+}
+
+/**
+ * Every projection GEMM of a training step at the Qwen2.5 0.5B and 1.5B shapes, as the layers
+ * call them (models/layers/basic.ts): forward y = x W^T (+ bias for q, k, v), backward
+ * dx (+)= dy W (accumulating where a layer's input feeds several projections) and the weight
+ * gradient dW += dy^T x into fp32. Each row's shape says where a step's GEMM time goes (the
+ * `stepMs` column: device time times the layer count).
+ */
+function stepGemmRows(): void {
+  const models = [
+    { name: "0.5B", layers: 24, d: 896, dq: 896, dkv: 128, f: 4864 },
+    { name: "1.5B", layers: 28, d: D, dq: D, dkv: 256, f: F },
+  ];
+  for (const m of models) {
+    const projections = [
+      { name: "q", k: m.d, n: m.dq, bias: true, accumulateDx: false },
+      { name: "k", k: m.d, n: m.dkv, bias: true, accumulateDx: true },
+      { name: "v", k: m.d, n: m.dkv, bias: true, accumulateDx: true },
+      { name: "o", k: m.dq, n: m.d, bias: false, accumulateDx: false },
+      { name: "gate", k: m.d, n: m.f, bias: false, accumulateDx: false },
+      { name: "up", k: m.d, n: m.f, bias: false, accumulateDx: true },
+      { name: "down", k: m.f, n: m.d, bias: false, accumulateDx: false },
+    ];
+    for (const [i, p] of projections.entries()) {
+      const x = bf([T, p.k], 60 + i);
+      const w = bf([p.n, p.k], 70 + i);
+      const dy = bf([T, p.n], 80 + i);
+      const bias = p.bias ? bf([p.n], 90 + i) : undefined;
+      const dx = zeros([T, p.k], "bfloat16", "cuda").keep();
+      const dw = zeros([p.n, p.k], "float32", "cuda").keep();
+      const n = 2 * T * p.k * p.n;
+      const shape = `T ${T}, in ${p.k}, out ${p.n}`;
+      const row = (what: string, fn: () => void) => {
+        const { wall, device } = timed(fn);
+        record({ kernel: `${m.name} ${p.name} ${what}`, shape, us: wall * 1e6, deviceUs: device * 1e6, tflops: n / device / 1e12, stepMs: (device * 1e3 * m.layers) });
+      };
+      row(p.bias ? "fwd (bias epilogue)" : "fwd", () => matmul(x, w, { transB: true, bias }).dispose());
+      row(p.accumulateDx ? "dx (accumulate)" : "dx", () => matmulInto(dx, dy, w, { accumulate: p.accumulateDx }));
+      row("dW (fp32, accumulate)", () => matmulInto(dw, dy, x, { transA: true, accumulate: true }));
+      for (const t of [x, w, dy, dx, dw, bias]) t?.dispose();
+    }
+  }
 }
 
 const x = bf([T, D], 1);

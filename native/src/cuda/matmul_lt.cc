@@ -12,18 +12,22 @@
 // means exact fp32 products, no TF32) and fp32 alpha / beta. A bias (y = x W^T + b) is the BIAS
 // epilogue, for outputs of the inputs' dtype.
 //
-// One handle per process. The descriptors and the algorithm (cublasLtMatmulAlgoGetHeuristic's
-// first choice) are made once per (dtypes, bias, batch, M, N, K, transposes, row strides, pointer alignments)
-// and kept in a cache of the kMaxPlans most recently used: a training step repeats a few dozen
-// shapes, but packed token counts vary. The workspace comes
-// from the caching allocator on the compute stream, sized by what the algorithm asked for (at
-// most kMaxWorkspaceBytes).
+// One handle per process. The descriptors and the algorithm are made once per (dtypes, bias,
+// batch, M, N, K, transposes, row strides, pointer alignments) and kept in a cache of the
+// kMaxPlans most recently used: a training step repeats a few dozen shapes, but packed token
+// counts vary. The algorithm is the fastest of cublasLtMatmulAlgoGetHeuristic's first
+// kCandidates, timed once on the call's own operands into a scratch output (see Tune): the
+// heuristic's first choice ran the step's narrow GEMMs (a kv projection, [8192, 896] x [896, 128])
+// at 100-150 TFLOP/s. TESSERA_GEMM_TUNE=0 keeps the first choice. The workspace comes from the
+// caching allocator on the compute stream, sized by what the algorithm asked for (at most
+// kMaxWorkspaceBytes).
 #ifdef TESSERA_CUBLASLT
 
 #include <cublasLt.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <iterator>
 #include <list>
 #include <map>
@@ -38,6 +42,18 @@ namespace tessera::cuda {
 namespace {
 
 constexpr size_t kMaxWorkspaceBytes = size_t{32} << 20;
+// Candidates timed per new plan, and the largest output tuned (a scratch output of that size is
+// held while timing; the lm head's 389 MB logits chunks keep the heuristic's choice).
+constexpr int kCandidates = 8;
+constexpr size_t kMaxTunedOutputBytes = size_t{160} << 20;
+
+bool TuningOn() {
+  static const bool on = [] {
+    const char* env = std::getenv("TESSERA_GEMM_TUNE");
+    return !(env && std::string(env) == "0");
+  }();
+  return on;
+}
 
 void LtCheck(const char* what, cublasStatus_t status) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
@@ -126,8 +142,69 @@ void Describe(Plan& p, DType dt, DType cDt, bool bias, int64_t batch, int64_t M,
   p.ltC = Layout(LtType(cDt), N, M, ld.c, batch);
 }
 
+/** The operands of the call that makes a plan, which Tune times the candidates on. */
+struct Operands {
+  const void* a;
+  const void* b;
+  const void* c;
+  const void* bias;
+  float alpha, beta;
+  size_t outBytes;  // of the output (c and d share its layout)
+};
+
+/**
+ * The fastest of the heuristic's candidates on this call's operands: each runs once to warm up,
+ * then kTuneRuns times between events, into a zeroed scratch output (so a GEMM that accumulates
+ * into its output, c == d, is not disturbed). Another candidate replaces the heuristic's first
+ * only when it is kTuneMargin faster: the step's big GEMMs have several algorithms within a few
+ * percent, where a single timing's noise (clocks, power) would pick at random. A candidate that
+ * fails to run is skipped. Blocks the host once per plan.
+ */
+constexpr int kTuneRuns = 5;
+constexpr float kTuneMargin = 0.95f;
+int Tune(const Plan& p, const cublasLtMatmulHeuristicResult_t* results, int count, const Operands& x) {
+  size_t workspace = 0;
+  for (int i = 0; i < count; ++i) workspace = std::max(workspace, results[i].workspaceSize);
+  Scratch out(x.outBytes);
+  Scratch ws(workspace);
+  cudaStream_t s = ComputeStream();
+  Check("matmul", "cudaMemsetAsync", cudaMemsetAsync(out.as<void>(), 0, x.outBytes, s));
+  if (x.bias) TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &x.bias, sizeof(x.bias)));
+  cudaEvent_t start = nullptr, stop = nullptr;
+  Check("matmul", "cudaEventCreate", cudaEventCreate(&start));
+  Check("matmul", "cudaEventCreate", cudaEventCreate(&stop));
+  int best = -1;  // the first candidate that runs, until another beats it by the margin
+  float bestMs = 0, firstMs = 0;
+  for (int i = 0; i < count; ++i) {
+    auto run = [&] {
+      return cublasLtMatmul(Handle(), p.desc, &x.alpha, x.b, p.ltA, x.a, p.ltB, &x.beta, out.as<void>(), p.ltC, out.as<void>(),
+                            p.ltC, &results[i].algo, ws.as<void>(), results[i].workspaceSize, s);
+    };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;
+    Check("matmul", "cudaEventRecord", cudaEventRecord(start, s));
+    bool ok = true;
+    for (int r = 0; r < kTuneRuns && ok; ++r) ok = run() == CUBLAS_STATUS_SUCCESS;
+    Check("matmul", "cudaEventRecord", cudaEventRecord(stop, s));
+    Check("matmul", "cudaEventSynchronize", cudaEventSynchronize(stop));
+    float ms = 0;
+    Check("matmul", "cudaEventElapsedTime", cudaEventElapsedTime(&ms, start, stop));
+    if (!ok) continue;
+    if (best < 0) {
+      best = i;
+      firstMs = bestMs = ms;
+    } else if (ms < bestMs && ms < kTuneMargin * firstMs) {
+      best = i;
+      bestMs = ms;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  CheckLaunch("matmul");
+  return best < 0 ? 0 : best;
+}
+
 Plan MakePlan(DType dt, DType cDt, bool bias, int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb, const GemmLd& ld,
-              uint32_t alignA, uint32_t alignB, uint32_t alignC) {
+              uint32_t alignA, uint32_t alignB, uint32_t alignC, const Operands& x) {
   Plan p;
   cublasLtMatmulPreference_t pref = nullptr;
   try {
@@ -141,16 +218,18 @@ Plan MakePlan(DType dt, DType cDt, bool bias, int64_t batch, int64_t M, int64_t 
     TESSERA_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &alignA, sizeof(alignA)));
     TESSERA_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &alignC, sizeof(alignC)));
     TESSERA_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &alignC, sizeof(alignC)));
-    cublasLtMatmulHeuristicResult_t result{};
+    cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
     int returned = 0;
+    const int asked = TuningOn() && x.outBytes <= kMaxTunedOutputBytes ? kCandidates : 1;
     cublasStatus_t status =
-        cublasLtMatmulAlgoGetHeuristic(Handle(), p.desc, p.ltA, p.ltB, p.ltC, p.ltC, pref, 1, &result, &returned);
+        cublasLtMatmulAlgoGetHeuristic(Handle(), p.desc, p.ltA, p.ltB, p.ltC, p.ltC, pref, asked, results, &returned);
     // NOT_SUPPORTED is the documented answer when no algorithm fits: not an error, a fallback.
     if (status != CUBLAS_STATUS_NOT_SUPPORTED) LtCheck("cublasLtMatmulAlgoGetHeuristic", status);
     if (status == CUBLAS_STATUS_SUCCESS && returned > 0) {
+      const int pick = returned > 1 ? Tune(p, results, returned, x) : 0;
       p.found = true;
-      p.algo = result.algo;
-      p.workspace = result.workspaceSize;
+      p.algo = results[pick].algo;
+      p.workspace = results[pick].workspaceSize;
     }
   } catch (...) {
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
@@ -179,13 +258,13 @@ PlanCache& Plans() {
 
 /** The plan for key, made when missing; the caller holds the cache's lock while it uses it. */
 const Plan& PlanFor(PlanCache& cache, const PlanKey& key, DType dt, DType cDt, bool bias, int64_t batch, int64_t M, int64_t N,
-                    int64_t K, bool ta, bool tb, const GemmLd& ld) {
+                    int64_t K, bool ta, bool tb, const GemmLd& ld, const Operands& x) {
   auto it = cache.index.find(key);
   if (it != cache.index.end()) {
     cache.lru.splice(cache.lru.end(), cache.lru, it->second);
     return it->second->second;
   }
-  Plan p = MakePlan(dt, cDt, bias, batch, M, N, K, ta, tb, ld, std::get<9>(key), std::get<10>(key), std::get<11>(key));
+  Plan p = MakePlan(dt, cDt, bias, batch, M, N, K, ta, tb, ld, std::get<9>(key), std::get<10>(key), std::get<11>(key), x);
   if (cache.lru.size() >= kMaxPlans) {
     Destroy(cache.lru.front().second);
     cache.index.erase(cache.lru.front().first);
@@ -208,7 +287,8 @@ bool LtMatmul(DType dt, const void* a, const void* b, DType cDt, const void* c, 
   PlanCache& cache = Plans();
   // Held until the GEMM is queued: an eviction by another thread must not free descriptors in use.
   std::lock_guard<std::mutex> lk(cache.mu);
-  const Plan& p = PlanFor(cache, key, dt, cDt, bias != nullptr, batch, M, N, K, ta, tb, ld);
+  const size_t outBytes = static_cast<size_t>(ld.c * M * batch) * DTypeSize(cDt);
+  const Plan& p = PlanFor(cache, key, dt, cDt, bias != nullptr, batch, M, N, K, ta, tb, ld, Operands{a, b, c, bias, alpha, beta, outBytes});
   if (!p.found) return false;
   if (bias) {
     TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
