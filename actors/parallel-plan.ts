@@ -14,7 +14,7 @@ import { clipGradNorm, type ClipResult } from "../models/optim/index.ts";
 import type { Checkpoint, RankShardInput } from "../models/checkpoint/index.ts";
 import { createParallelPlan, type GroupSource, type ParallelPlan, type RankLayout } from "../mesh/index.ts";
 import type { JobConfig } from "../runtime/index.ts";
-import { createRankOptimizer, type RankOptimizer } from "./rank-optimizer.ts";
+import { createRankOptimizer, type PreparedRankStep, type RankOptimizer } from "./rank-optimizer.ts";
 
 export interface RankPlan {
   /** "replicated" or "sharded", for notes. */
@@ -24,13 +24,13 @@ export interface RankPlan {
   microStep(batch: PackedBatch, gradScale: number): Promise<LossResult>;
   /** After a step's last micro-batch: sums gradients over the ranks that share parameters. */
   finishGradients(): Promise<void>;
-  /** Sum of squares of the gradients over every rank (each element counted once). */
-  gradSumSquares(): Promise<number>;
   /**
-   * Clips this rank's gradients by the global `norm` to `maxNorm` (0: off), steps the
-   * optimizer unless the norm is not finite, and zeroes the gradients.
+   * Takes the global gradient norm (over every rank, each element counted once), clips this
+   * rank's gradients by it to `maxNorm` (0: off), steps the optimizer unless the norm is not
+   * finite, and zeroes the gradients. The optimizer's step is prepared while the device sums
+   * the squares, so the device does not wait on the host between the norm and the update.
    */
-  optimStep(lr: number, maxNorm: number, norm: number): Promise<ClipResult>;
+  optimStep(lr: number, maxNorm: number): Promise<{ norm: number; clip: ClipResult }>;
   /** This rank's part of a batch's loss without gradients (every rank of the group must call it). */
   evalLoss(batch: PackedBatch): Promise<LossResult>;
   /**
@@ -80,14 +80,19 @@ export function createRankPlan(
     modelElements,
     microStep: (batch, gradScale) => model.lossAsync(plan.shardBatch(batch), { gradScale, hooks: plan, ...attention }),
     finishGradients: () => plan.finishGrads(),
-    gradSumSquares: () => plan.gradSumSquares(),
-    async optimStep(lr, maxNorm, norm) {
+    async optimStep(lr, maxNorm) {
+      let prepared: PreparedRankStep | undefined;
+      const norm = Math.sqrt(
+        await plan.gradSumSquares(() => {
+          prepared = optimizer.prepareStep(lr);
+        }),
+      );
       // The clipping factor goes to the optimizer, which folds it into the update.
       const clip = clipGradNorm(rankParams, maxNorm, { norm, scaleGrads: false });
       // The norm is global, so every rank of a shard group skips or steps together.
-      if (clip.finite) await optimizer.step(lr, clip.scale);
+      if (clip.finite) await prepared!.apply(clip.scale);
       plan.zeroGrad();
-      return clip;
+      return { norm, clip };
     },
     zeroGrad: () => plan.zeroGrad(),
     async evalLoss(batch) {

@@ -114,8 +114,7 @@ export function rankActor(o: RankActorOptions) {
         const t0 = performance.now();
         const result = await withPhase("optimizer", { step }, async () => {
           await plan.finishGradients();
-          const norm = Math.sqrt(await plan.gradSumSquares());
-          return { norm, clip: await plan.optimStep(lr, max_norm, norm) };
+          return plan.optimStep(lr, max_norm);
         });
         const r: OptimResult = {
           step,

@@ -9,6 +9,11 @@ import type { ParallelPlan } from "../mesh/index.ts";
 import { scaleInPlace } from "../native/index.ts";
 import type { JobConfig } from "../runtime/index.ts";
 
+/** A rank's optimizer step ready to run: `apply` (once) updates with every gradient times gradScale. */
+export interface PreparedRankStep {
+  apply(gradScale?: number): Promise<void>;
+}
+
 export interface RankOptimizer {
   /** Optimizer steps taken so far (what the LR schedule is indexed by). */
   readonly stepCount: number;
@@ -17,6 +22,8 @@ export interface RankOptimizer {
    * every rank of the shard group must call it (sharded Muon exchanges matrices).
    */
   step(lr: number, gradScale?: number): Promise<void>;
+  /** step in two halves (see models/optim's prepareStep): checks now, the update at `apply`. */
+  prepareStep(lr: number): PreparedRankStep;
   /** This rank's state over its ranges. */
   stateDict(): OptimizerStateDict;
   /** The same, each buffer read when a checkpoint writer reaches it (sharded Muon's momentum, host arrays already, comes as values). */
@@ -52,6 +59,10 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
         return opt.stepCount;
       },
       step: async (lr, gradScale) => opt.step(lr, gradScale),
+      prepareStep(lr) {
+        const prepared = opt.prepareStep(lr);
+        return { apply: async (gradScale) => prepared.apply(gradScale) };
+      },
       stateDict: () => opt.stateDict(),
       stateSource: () => opt.stateSource(),
       loadStateDict: (s) => opt.loadStateDict(s),
@@ -73,6 +84,10 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
       if (gradScale !== 1) for (const p of params) if (p.grad) scaleInPlace(p.grad, gradScale);
       await muon.step(lr);
       adamw.step(lr);
+    },
+    // Sharded Muon's step is a collective: nothing of it is prepared ahead.
+    prepareStep(lr) {
+      return { apply: (gradScale) => this.step(lr, gradScale) };
     },
     stateSource: () => {
       const s = adamw.stateSource();

@@ -76,12 +76,14 @@ export interface CudaAddon
   matmulInto(out: H, a: H, b: H, transA: boolean, transB: boolean, accumulate: boolean, reference?: boolean): void;
   /** [y, sum, rstd float32]: sum = x + residual, y = rmsnorm(sum). */
   rmsnormResidual(x: H, residual: H, w: H, eps: number): [H, H, H];
-  sumSquaresMany(ts: H[]): number;
+  /** The sum of squares of all ts, queued into a float64 [1] cuda tensor (nothing waits). */
+  sumSquaresManyQueued(ts: H[]): H;
   adamwStep(
     p: H, g: H, m: H, v: H, lr: number, b1: number, b2: number, eps: number, wd: number, step: number, copy?: H,
   ): void;
-  /** items: [p, g, m, v, copy | null, lr, weightDecay, step]. */
-  adamwStepMany(items: [H, H, H, H, H | null, number, number, number][], b1: number, b2: number, eps: number, gradScale: number): void;
+  /** items: [p, g, m, v, copy | null, lr, weightDecay, step], checked and laid out; launched (once) by adamwStepManyLaunch. */
+  adamwStepManyPrepare(items: [H, H, H, H, H | null, number, number, number][], b1: number, b2: number, eps: number): H;
+  adamwStepManyLaunch(prepared: H, gradScale: number): void;
   /** The CPU's newtonSchulz5 (float32 or bfloat16 g), in bf16 with fp32 accumulation; `reference` takes the tiled GEMM over cuBLASLt. */
   newtonSchulz5(g: H, steps: number, reference?: boolean): H;
   /** The CPU's muonStep on float32 p, g, buf; copy (bfloat16) receives the updated weights in the same pass. */

@@ -20,7 +20,7 @@ export {
 export type { DType, Device } from "./dtype.ts";
 export { sameShape } from "./check.ts";
 export { Tensor, tensor, zeros, empty, randn, cast, castInto, copyInto, scope, keep, liveTensors, type TensorOptions, type LiveTensors } from "./tensor.ts";
-export { matmul, add, mul, scale, scaleInPlace, addInto, addBias, sumRows, sumSquares, sumSquaresOf, globalNorm, type MatmulOptions } from "./ops.ts";
+export { matmul, add, mul, scale, scaleInPlace, addInto, addBias, sumRows, sumSquares, sumSquaresOf, sumSquaresOfQueued, globalNorm, type MatmulOptions, type PendingSum } from "./ops.ts";
 export { matmulInto, type MatmulIntoOptions } from "./ops.ts";
 export {
   embedding,
@@ -42,4 +42,4 @@ export { rope, ropeBackward, ropeFrequencies, type RopeOptions, type RopeScaling
 export { ropeTable, ropeWithTable, ropeBackwardWithTable, ropeQKWithTable, ropeQKBackwardWithTable, type RopeTableDtype } from "./rope.ts";
 export { attention, attentionBackward, type AttentionOptions } from "./attention.ts";
 export { linearCrossEntropy, linearCrossEntropyLoss, type LinearCrossEntropyOptions } from "./loss.ts";
-export { adamwStep, adamwStepMany, newtonSchulz5, muonStep, type AdamWOptions, type AdamWItem, type MuonOptions, type NewtonSchulzOptions } from "./optim.ts";
+export { adamwStep, adamwStepMany, prepareAdamWStepMany, newtonSchulz5, muonStep, type AdamWOptions, type AdamWItem, type PreparedAdamWStep, type MuonOptions, type NewtonSchulzOptions } from "./optim.ts";

@@ -181,14 +181,37 @@ export function sumSquares(t: Tensor): number {
  * sumSquares tensor by tensor, in order.
  */
 export function sumSquaresOf(ts: readonly Tensor[]): number {
+  return sumSquaresOfQueued(ts).read();
+}
+
+/** A sum of squares being computed; `read` waits for it (once). */
+export interface PendingSum {
+  read(): number;
+}
+
+/**
+ * sumSquaresOf, queued: on cuda the sum stays on the device until `read`, so the host can do
+ * other work (the optimizer's preparation) while the device computes it. Elsewhere it is
+ * computed at once.
+ */
+export function sumSquaresOfQueued(ts: readonly Tensor[]): PendingSum {
   const op = "sumSquaresOf";
   ts.forEach((t, i) => needFloat(op, `ts[${i}]`, t));
-  if (deviceOfInputs(op, ...ts.map((t, i): [string, Tensor] => [`ts[${i}]`, t])) === "cuda") {
-    return cudaFn(op, "sumSquaresMany")(ts.map((t, i) => t.handle(op, `ts[${i}]`)));
+  if (ts.length === 0 || deviceOfInputs(op, ...ts.map((t, i): [string, Tensor] => [`ts[${i}]`, t])) !== "cuda") {
+    let s = 0;
+    for (const t of ts) s += sumSquares(t);
+    return { read: () => s };
   }
-  let s = 0;
-  for (const t of ts) s += sumSquares(t);
-  return s;
+  const sum = new Tensor(cudaFn(op, "sumSquaresManyQueued")(ts.map((t, i) => t.handle(op, `ts[${i}]`))), "float64", [1]);
+  return {
+    read() {
+      try {
+        return (sum.toArray() as Float64Array)[0]!;
+      } finally {
+        sum.dispose();
+      }
+    },
+  };
 }
 
 /** sqrt of sumSquaresOf: the global norm over all tensors. */

@@ -62,36 +62,64 @@ export interface AdamWItem {
 /**
  * adamwStep over many tensors; every gradient is taken times gradScale (the clipping factor, so
  * clipped gradients need no pass of their own). The gradients themselves are never changed. On
- * cuda, fp32 gradients go a few launches for all tensors (the items are checked before any
+ * cuda, fp32 gradients go in one launch for all tensors (the items are checked before any
  * changes); elsewhere, and for bf16 gradients, it is adamwStep per tensor on a scaled copy of
  * its gradient (one tensor's copy at a time).
  */
 export function adamwStepMany(items: readonly AdamWItem[], o: { beta1: number; beta2: number; eps: number; gradScale?: number }): void {
+  prepareAdamWStepMany(items, o).launch(o.gradScale ?? 1);
+}
+
+/** An adamwStepMany whose items are checked (and on cuda laid out for the kernel), launched once by `launch`. */
+export interface PreparedAdamWStep {
+  launch(gradScale: number): void;
+}
+
+/**
+ * adamwStepMany in two halves: the checks and the items' layout now, the update at `launch`,
+ * when the clipping scale is known. A trainer prepares while the device sums the gradients'
+ * squares, so the device does not wait on the host between the norm and the update. The items'
+ * tensors must stay as they are until the launch.
+ */
+export function prepareAdamWStepMany(items: readonly AdamWItem[], o: { beta1: number; beta2: number; eps: number }): PreparedAdamWStep {
   const op = "adamwStepMany";
-  const gradScale = o.gradScale ?? 1;
   for (const k of ["beta1", "beta2", "eps"] as const) needFinite(op, k, o[k]);
-  needFinite(op, "gradScale", gradScale);
-  if (items.length === 0) return;
+  let launched = false;
+  const checkScale = (gradScale: number) => {
+    needFinite(op, "gradScale", gradScale);
+    if (launched) fail(op, "a prepared step is launched once");
+    launched = true;
+  };
+  if (items.length === 0) return { launch: checkScale };
   const fused = items.every((it) => it.param.device === "cuda" && it.grad.dtype === "float32");
   if (!fused) {
-    for (const it of items) {
-      const grad = gradScale !== 1 ? scale(it.grad, gradScale) : it.grad;
-      try {
-        adamwStep(it.param, grad, it.m, it.v, { lr: it.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: it.weightDecay, step: it.step, ...(it.bf16Copy ? { bf16Copy: it.bf16Copy } : {}) });
-      } finally {
-        if (grad !== it.grad) grad.dispose();
-      }
-    }
-    return;
+    return {
+      launch(gradScale) {
+        checkScale(gradScale);
+        for (const it of items) {
+          const grad = gradScale !== 1 ? scale(it.grad, gradScale) : it.grad;
+          try {
+            adamwStep(it.param, grad, it.m, it.v, { lr: it.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: it.weightDecay, step: it.step, ...(it.bf16Copy ? { bf16Copy: it.bf16Copy } : {}) });
+          } finally {
+            if (grad !== it.grad) grad.dispose();
+          }
+        }
+      },
+    };
   }
   const raw = items.map((it, i): [H, H, H, H, H | null, number, number, number] => {
-    // The step waits on this loop (after the clipping norm's host read, the device is idle until
-    // the launch), so a sound item costs no error text; a faulty one is explained by checkAdamWItem.
+    // A sound item costs no error text (the step's host time); a faulty one is explained by checkAdamWItem.
     if (!adamWItemSound(it)) checkAdamWItem(it, `items[${i}]`);
     const { param, grad, m, v, bf16Copy } = it;
     return [param.handle(op), grad.handle(op), m.handle(op), v.handle(op), bf16Copy?.handle(op) ?? null, it.lr, it.weightDecay, it.step];
   });
-  cudaFn(op, "adamwStepMany")(raw, o.beta1, o.beta2, o.eps, gradScale);
+  const prepared = cudaFn(op, "adamwStepManyPrepare")(raw, o.beta1, o.beta2, o.eps);
+  return {
+    launch(gradScale) {
+      checkScale(gradScale);
+      cudaFn(op, "adamwStepManyLaunch")(prepared, gradScale);
+    },
+  };
 }
 
 const live = (t: Tensor | undefined): t is Tensor => t instanceof Tensor && !t.disposed;

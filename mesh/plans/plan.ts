@@ -17,7 +17,7 @@
 // hooks: plan, attention: plan.attention }) (per micro-batch) -> plan.finishGrads() ->
 // plan.gradNorm() / clip -> optimizer (over plan.rankParams(); Muon on sharded matrices
 // through plan.createShardedMuon) -> plan.zeroGrad().
-import { sumSquaresOf } from "../../native/index.ts";
+import { sumSquaresOfQueued } from "../../native/index.ts";
 import type { RankLayout } from "../device-mesh.ts";
 import type { Collectives, HostBuffer } from "../collectives/index.ts";
 import { floatArray, hostOf, tensorOf } from "./host-tensors.ts";
@@ -54,8 +54,12 @@ export interface ParallelPlan {
   finishGrads(): Promise<void>;
   /** The global gradient norm (after finishGrads): every element of every parameter counted once. */
   gradNorm(): Promise<number>;
-  /** Its square, the sum of squares over every rank (what clipping takes). */
-  gradSumSquares(): Promise<number>;
+  /**
+   * Its square, the sum of squares over every rank (what clipping takes). `whileSumming` runs
+   * on the host while the device computes this rank's share (the optimizer's preparation), before
+   * the host waits for it.
+   */
+  gradSumSquares(whileSumming?: () => void): Promise<number>;
   /** What this rank's optimizer updates: whole parameters, or its shards (flat, 1-D, named by their parameter). */
   rankParams(): RankParam[];
   /** The logical shape of a parameter by name: shards are flat, so decay and routing rules must ask here. */
@@ -110,7 +114,11 @@ function replicatedPlan(model: PlanModel, base: Base, replicas: Collectives<Host
   const params = model.params();
   const noop = async () => {};
   // Replicas hold the same summed gradients: this rank's sum of squares is the global one.
-  const gradSumSquares = async () => sumSquaresOf(params.flatMap((p) => (p.grad ? [p.grad] : [])));
+  const gradSumSquares = async (whileSumming?: () => void) => {
+    const pending = sumSquaresOfQueued(params.flatMap((p) => (p.grad ? [p.grad] : [])));
+    whileSumming?.();
+    return pending.read();
+  };
   return {
     ...base,
     preForward: noop,
@@ -173,7 +181,8 @@ function shardedPlan(
     return s;
   };
   // Shards are disjoint over the shard group and equal over dp (after finishGrads).
-  const gradSumSquares = async () => {
+  const gradSumSquares = async (whileSumming?: () => void) => {
+    whileSumming?.();
     const local = all.reduce((a, u) => a + u.gradSumSquares(), 0);
     return (await shard.allReduce(Float64Array.of(local), "sum"))[0]!;
   };

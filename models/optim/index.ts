@@ -7,7 +7,7 @@
 // - schedules indexed by the step about to be taken, warmup (s+1)/W, cosine to min_lr at
 //   the last step, WSD with a 1-sqrt cooldown (schedule.ts).
 // A trainer step: clipGradNorm -> skip when !finite -> opt.step(schedule(opt.stepCount)) -> zeroGrad.
-export type { OptimParam, Optimizer, OptimizerStateDict, OptimizerStateSource, BufferSource, ParamState, Algorithm, ParamPredicate } from "./types.ts";
+export type { OptimParam, Optimizer, PreparedStep, OptimizerStateDict, OptimizerStateSource, BufferSource, ParamState, Algorithm, ParamPredicate } from "./types.ts";
 export { materializeState } from "./param-optimizer.ts";
 export { AdamW, type AdamWOptimizerOptions } from "./adamw.ts";
 export { MuonWithAdamW, type MuonOptimizerOptions } from "./muon.ts";

@@ -3,7 +3,7 @@
 // parameter's dtype, fp32 for fp32 master weights) and live outside every scope until
 // dispose().
 import { ops, type Tensor } from "../ops.ts";
-import type { Algorithm, BufferSource, OptimParam, Optimizer, OptimizerStateDict, OptimizerStateSource, ParamPredicate, ParamState } from "./types.ts";
+import type { Algorithm, BufferSource, OptimParam, Optimizer, OptimizerStateDict, OptimizerStateSource, ParamPredicate, ParamState, PreparedStep } from "./types.ts";
 import type { Update, UpdateRule } from "./update-rules.ts";
 
 interface Entry {
@@ -67,9 +67,12 @@ export class ParamOptimizer implements Optimizer {
   }
 
   step(lr: number, gradScale = 1): void {
+    this.prepareStep(lr).apply(gradScale);
+  }
+
+  prepareStep(lr: number): PreparedStep {
     this.#live();
     if (!Number.isFinite(lr) || lr < 0) throw new Error(`optimizer: lr must be a finite number >= 0, got ${lr}`);
-    if (!Number.isFinite(gradScale)) throw new Error(`optimizer: gradScale must be finite, got ${gradScale}`);
     // Every gradient is checked before any parameter moves, so a bad one leaves the model whole.
     const ready: [Entry, Tensor][] = [];
     for (const e of this.#entries.values()) {
@@ -82,27 +85,41 @@ export class ParamOptimizer implements Optimizer {
       ready.push([e, g]);
     }
     // Parameters of one rule update together where the rule can (one launch for many on cuda).
+    // Step counts advance only when the step is applied: a prepared step may be dropped.
     const byRule = new Map<UpdateRule, Update[]>();
     for (const [e, g] of ready) {
       const v = e.param.value;
       e.state ??= e.rule.buffers.map(() => ops.keep(ops.zeros(v.shape, v.dtype, v.device)));
-      e.step++;
-      const u: Update = { value: v, grad: g, state: e.state, o: { lr, step: e.step, weightDecay: e.decay ? this.#weightDecay : 0, computeCopy: e.param.computeCopy } };
+      const u: Update = { value: v, grad: g, state: e.state, o: { lr, step: e.step + 1, weightDecay: e.decay ? this.#weightDecay : 0, computeCopy: e.param.computeCopy } };
       const list = byRule.get(e.rule) ?? [];
       list.push(u);
       byRule.set(e.rule, list);
     }
+    const runs: ((gradScale: number) => void)[] = [];
     for (const [rule, updates] of byRule) {
-      if (rule.applyMany) {
-        rule.applyMany(updates, gradScale);
+      if (rule.prepareMany) {
+        runs.push(rule.prepareMany(updates));
         continue;
       }
-      for (const u of updates) {
-        if (gradScale !== 1) ops.scaleInPlace(u.grad, gradScale);
-        rule.apply(u.value, u.grad, u.state, u.o);
-      }
+      runs.push((gradScale) => {
+        for (const u of updates) {
+          if (gradScale !== 1) ops.scaleInPlace(u.grad, gradScale);
+          rule.apply(u.value, u.grad, u.state, u.o);
+        }
+      });
     }
-    this.#step++;
+    let applied = false;
+    return {
+      apply: (gradScale = 1) => {
+        if (applied) throw new Error("optimizer: a prepared step is applied once");
+        if (!Number.isFinite(gradScale)) throw new Error(`optimizer: gradScale must be finite, got ${gradScale}`);
+        this.#live();
+        applied = true;
+        for (const run of runs) run(gradScale);
+        for (const [e] of ready) e.step++;
+        this.#step++;
+      },
+    };
   }
 
   stateDict(): OptimizerStateDict {

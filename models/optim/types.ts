@@ -51,6 +51,11 @@ export interface OptimizerStateDict {
   params: Record<string, ParamState>;
 }
 
+/** An optimizer step ready to run: `apply` (once) updates with every gradient times gradScale. */
+export interface PreparedStep {
+  apply(gradScale?: number): void;
+}
+
 export interface Optimizer {
   /** Optimizer steps taken so far. */
   readonly stepCount: number;
@@ -59,6 +64,12 @@ export interface Optimizer {
    * gradient multiplied by gradScale first (clipping's factor; the gradients may be scaled in place).
    */
   step(lr: number, gradScale?: number): void;
+  /**
+   * step in two halves: the checks and the updates' layout now (nothing changes), the update at
+   * `apply`, once the clipping scale is known. A trainer prepares while the device sums the
+   * gradients' squares. Dropping a prepared step (a skipped update) leaves everything as it was.
+   */
+  prepareStep(lr: number): PreparedStep;
   /** Which update each parameter gets, by name (the split rule, made visible). */
   algorithms(): ReadonlyMap<string, Algorithm>;
   /** The parameters that get weight decay (the decay rule, made visible). */

@@ -10,11 +10,12 @@ export interface UpdateRule {
   /** `step` counts this parameter's updates from 1; `weightDecay` is 0 where the decay rule says so. */
   apply(value: Tensor, grad: Tensor, state: readonly Tensor[], o: UpdateOptions): void;
   /**
-   * The same update over many tensors at once, each gradient multiplied by gradScale first
-   * (few launches on cuda, and the clipping scale needs no pass of its own). Rules without it
-   * are applied per tensor after the gradient is scaled in place.
+   * The same update over many tensors at once, checked and laid out now and run by the
+   * returned function, each gradient multiplied by its gradScale (one launch on cuda, and the
+   * clipping scale needs no pass of its own). Rules without it are applied per tensor after the
+   * gradient is scaled in place.
    */
-  applyMany?(updates: readonly Update[], gradScale: number): void;
+  prepareMany?(updates: readonly Update[]): (gradScale: number) => void;
 }
 
 export interface UpdateOptions {
@@ -46,11 +47,12 @@ export function adamwRule(h: AdamWHyper): UpdateRule {
       const copy = o.computeCopy ? { bf16Copy: o.computeCopy } : {};
       ops.adamwStep(value, grad, m!, v!, { lr: o.lr, beta1: h.betas[0], beta2: h.betas[1], eps: h.eps, weightDecay: o.weightDecay, step: o.step, ...copy });
     },
-    applyMany(updates, gradScale) {
-      ops.adamwStepMany(
+    prepareMany(updates) {
+      const prepared = ops.prepareAdamWStepMany(
         updates.map((u) => ({ param: u.value, grad: u.grad, m: u.state[0]!, v: u.state[1]!, bf16Copy: u.o.computeCopy, lr: u.o.lr, weightDecay: u.o.weightDecay, step: u.o.step })),
-        { beta1: h.betas[0], beta2: h.betas[1], eps: h.eps, gradScale },
+        { beta1: h.betas[0], beta2: h.betas[1], eps: h.eps },
       );
+      return (gradScale) => prepared.launch(gradScale);
     },
   };
 }

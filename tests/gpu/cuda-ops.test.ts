@@ -31,6 +31,7 @@ import {
   liveTensors,
   matmul,
   mul,
+  prepareAdamWStepMany,
   randn,
   rmsnorm,
   rmsnormBackward,
@@ -41,6 +42,8 @@ import {
   scope,
   softmax,
   sumSquares,
+  sumSquaresOf,
+  sumSquaresOfQueued,
   swiglu,
   swigluBackward,
   tensor,
@@ -280,6 +283,28 @@ test("adamwStepMany: many tensors per launch, ragged sizes, per-tensor lr/decay/
     const gone = zeros([1], "float32", "cuda");
     gone.dispose();
     assert.throws(() => adamwStepMany([good, { ...good, m: gone }], { beta1: 0.9, beta2: 0.95, eps: 1e-8 }), /^Error: adamwStepMany: items\[1\]\.m is a disposed tensor$/);
+  });
+});
+
+test("prepareAdamWStepMany: launched after its tensors' handles are dropped, it equals adamwStepMany; it launches once", () => {
+  scope(() => {
+    const n = 4099;
+    const make = () => ({ p: randn([n], { seed: 5, device: "cuda" }), g: randn([n], { seed: 6, device: "cuda" }), m: zeros([n], "float32", "cuda"), v: zeros([n], "float32", "cuda") });
+    const [a, b] = [make(), make()];
+    const item = (x: typeof a) => ({ param: x.p, grad: x.g, m: x.m, v: x.v, lr: 1e-2, weightDecay: 0.1, step: 1 });
+    const o = { beta1: 0.9, beta2: 0.95, eps: 1e-8 };
+    // The prepared step holds the gradient's storage: disposing the tensor before the launch is safe.
+    const grad = randn([n], { seed: 6, device: "cuda" });
+    const prepared = prepareAdamWStepMany([{ ...item(a), grad }], o);
+    grad.dispose();
+    randn([n], { seed: 99, device: "cuda" }); // may reuse a freed block: must not be the gradient's
+    prepared.launch(0.5);
+    adamwStepMany([item(b)], { ...o, gradScale: 0.5 });
+    assert.deepEqual(Array.from(a.p.toFloat64Array()), Array.from(b.p.toFloat64Array()));
+    assert.throws(() => prepared.launch(0.5), /^Error: adamwStepMany: a prepared step is launched once$/);
+    // The queued sum of squares: the host reads it later, the same number as sumSquaresOf.
+    const pending = sumSquaresOfQueued([a.p, a.m]);
+    assert.equal(pending.read(), sumSquaresOf([a.p, a.m]));
   });
 });
 

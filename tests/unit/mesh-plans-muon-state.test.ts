@@ -65,8 +65,7 @@ async function segment(s: Segment): Promise<{ dir: string; states: OptimizerStat
             const count = countTokens(bs);
             for (let m = 0; m < per; m++) await plan.microStep(bs[layout.batchIndex * per + m]!, 1 / count);
             await plan.finishGradients();
-            const norm = Math.sqrt(await plan.gradSumSquares());
-            await plan.optimStep(LR, 0, norm);
+            await plan.optimStep(LR, 0);
           }
           const shard: RankShardInput = plan.checkpointShard();
           // Read before the plan is disposed: a shard's tensors and optimizer buffers are read from live tensors.

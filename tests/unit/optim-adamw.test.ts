@@ -134,3 +134,30 @@ test("AdamW refuses duplicate names, non-fp32 master weights and bad hyperparame
     h.dispose();
   }
 });
+
+test("prepareStep: a dropped step changes nothing; an applied one equals step(); apply runs once", () => {
+  const h = { betas: [0.9, 0.95] as const, eps: 1e-8, weightDecay: 0.1 };
+  const make = () => Object.entries(shapes).map(([name, s], i) => param(name, rand(numel(s), 10 + i), s, "float64"));
+  const [a, b] = [make(), make()];
+  const [optA, optB] = [new AdamW(a, h), new AdamW(b, h)];
+  try {
+    for (const ps of [a, b]) for (const [i, p] of ps.entries()) setGrad(p, rand(p.value.numel, 100 + i, 0.5));
+    const before = a.map((p) => values(p.value));
+    // Dropped: as a skipped update (non-finite norm) leaves it.
+    optA.prepareStep(1e-2);
+    assert.equal(optA.stepCount, 0);
+    a.forEach((p, i) => assert.deepEqual(values(p.value), before[i], `${p.name} moved by a dropped step`));
+    const prepared = optA.prepareStep(1e-2);
+    prepared.apply(0.5);
+    optB.step(1e-2, 0.5);
+    a.forEach((p, i) => assert.deepEqual(values(p.value), values(b[i]!.value), `${p.name}: prepareStep + apply against step`));
+    assert.equal(optA.stepCount, 1);
+    assert.equal(optA.stateDict().params["layer.weight"]!.step, 1);
+    assert.throws(() => prepared.apply(0.5), /applied once/);
+    assert.throws(() => optA.prepareStep(1e-2).apply(Number.NaN), /gradScale must be finite/);
+    assert.equal(optA.stepCount, 1);
+  } finally {
+    for (const o of [optA, optB]) o.dispose();
+    for (const p of [...a, ...b]) p.dispose();
+  }
+});

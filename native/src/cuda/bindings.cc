@@ -184,35 +184,49 @@ Napi::Value AddInto(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-double SumSquaresOf(const Napi::CallbackInfo& info, const std::vector<TensorImpl*>& ts) {
+// The sum of squares of ts into out (one double on the device), queued: nothing waits.
+void SumSquaresInto(const std::vector<TensorImpl*>& ts, double* out) {
   std::vector<cuda::SumSquaresInput> in;
   for (TensorImpl* t : ts) {
     NeedFloat("sumSquares", *t);
     in.push_back({t->dtype, t->data<void>(), t->numel});
   }
-  Scratch acc(sizeof(double));
   Scratch partial(cuda::SumSquaresPartials(in.data(), int(in.size())) * sizeof(double));
-  cuda::SumSquaresMany(in.data(), int(in.size()), partial.as<double>(), acc.as<double>());
+  cuda::SumSquaresMany(in.data(), int(in.size()), partial.as<double>(), out);
+}
+
+double SumSquaresOf(const std::vector<TensorImpl*>& ts) {
+  Scratch acc(sizeof(double));
+  SumSquaresInto(ts, acc.as<double>());
   double out = 0;
   DeviceCopy("sumSquares", &out, Device::CPU, acc.as<double>(), Device::CUDA, sizeof(double));
   return out;
 }
 
 Napi::Value SumSquares(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), SumSquaresOf(info, {&CudaTensorArg(info, 0)}));
+  return Napi::Number::New(info.Env(), SumSquaresOf({&CudaTensorArg(info, 0)}));
 }
 
-// sumSquaresMany(tensors[]): one number, one wait for the device.
-Napi::Value SumSquaresMany(const Napi::CallbackInfo& info) {
-  if (!info[0].IsArray()) throw OpError("sumSquares: expected an array of tensors");
+std::vector<TensorImpl*> CudaTensorList(const Napi::CallbackInfo& info, const char* op) {
+  if (!info[0].IsArray()) throw OpError(std::string(op) + ": expected an array of tensors");
   auto arr = info[0].As<Napi::Array>();
   std::vector<TensorImpl*> ts;
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     TensorImpl* t = AsTensor(arr.Get(i));
-    if (!t || !t->storage || t->device() != Device::CUDA) throw OpError("sumSquares: entry " + std::to_string(i) + " is not a live cuda tensor");
+    if (!t || !t->storage || t->device() != Device::CUDA) throw OpError(std::string(op) + ": entry " + std::to_string(i) + " is not a live cuda tensor");
     ts.push_back(t);
   }
-  return Napi::Number::New(info.Env(), SumSquaresOf(info, ts));
+  return ts;
+}
+
+// sumSquaresManyQueued(tensors[]) -> float64 [1] cuda tensor: the sum of squares of them all,
+// queued, so a caller may do host work before it reads the result (the optimizer's, before
+// clipping).
+Napi::Value SumSquaresManyQueued(const Napi::CallbackInfo& info) {
+  std::vector<TensorImpl*> ts = CudaTensorList(info, "sumSquares");
+  Out out = NewTensor(info.Env(), DType::F64, {1}, Device::CUDA);
+  SumSquaresInto(ts, out.t->data<double>());
+  return out.value;
 }
 
 // How many GEMMs each path ran, so tests can tell which one served them.
@@ -497,16 +511,30 @@ Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// adamwStepMany(items, b1, b2, eps, gradScale): items are [p, g, m, v, copy | null, lr, wd, step]
-// arrays; p, g, m, v float32 of one size, copy bfloat16 of that size. Everything is checked
-// before the first launch, so a bad item changes no tensor.
-Napi::Value AdamwStepMany(const Napi::CallbackInfo& info) {
+// An AdamW step over many tensors, checked and laid out for the kernel but not yet launched: the
+// trainer prepares it while the device sums the gradients' squares, and launches it once the
+// clipping scale is known. It holds the tensors' storage, so none is freed before the launch.
+struct PreparedAdamW {
+  std::vector<cuda::AdamWItem> items;
+  std::vector<std::shared_ptr<Storage>> keep;
+  float b1, b2, eps;
+  bool launched = false;
+};
+const napi_type_tag kPreparedAdamWTag = {0x7e55e1a0ad0a11ceULL, 0x9f1c2b3d4e5f6071ULL};
+
+// adamwStepManyPrepare(items, b1, b2, eps) -> prepared: items are [p, g, m, v, copy | null, lr,
+// wd, step] arrays; p, g, m, v float32 of one size, copy bfloat16 of that size. Everything is
+// checked here, so a bad item changes no tensor.
+Napi::Value AdamwStepManyPrepare(const Napi::CallbackInfo& info) {
   const char* op = "adamwStepMany";
   if (!info[0].IsArray()) throw OpError("adamwStepMany: items must be an array");
   Napi::Array arr = info[0].As<Napi::Array>();
-  double b1 = NumberArg(info, 1), b2 = NumberArg(info, 2), eps = NumberArg(info, 3), gradScale = NumberArg(info, 4);
-  std::vector<cuda::AdamWItem> items;
-  items.reserve(arr.Length());
+  double b1 = NumberArg(info, 1), b2 = NumberArg(info, 2), eps = NumberArg(info, 3);
+  auto prepared = std::make_unique<PreparedAdamW>();
+  prepared->b1 = float(b1);
+  prepared->b2 = float(b2);
+  prepared->eps = float(eps);
+  prepared->items.reserve(arr.Length());
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Array it = arr.Get(k).As<Napi::Array>();
     TensorImpl* t[5] = {};
@@ -527,10 +555,29 @@ Napi::Value AdamwStepMany(const Napi::CallbackInfo& info) {
     double step = it.Get(7u).As<Napi::Number>().DoubleValue();
     if (!(step >= 1)) throw OpError(std::string(op) + ": item " + std::to_string(k) + ": step counts from 1");
     AdamWScalars c = AdamWScalarsOf(lr, wd, step, b1, b2);
-    items.push_back({t[0]->data<float>(), t[1]->data<float>(), t[2]->data<float>(), t[3]->data<float>(), t[4] ? t[4]->data<void>() : nullptr, n,
-                     c.decay, c.stepSize, c.invSqrtBc2, 0});
+    prepared->items.push_back({t[0]->data<float>(), t[1]->data<float>(), t[2]->data<float>(), t[3]->data<float>(), t[4] ? t[4]->data<void>() : nullptr, n,
+                               c.decay, c.stepSize, c.invSqrtBc2, 0});
+    for (TensorImpl* x : t) if (x) prepared->keep.push_back(x->storage);
   }
-  cuda::AdamWMany(items.data(), static_cast<int>(items.size()), float(b1), float(b2), float(eps), float(gradScale));
+  auto ext = Napi::External<PreparedAdamW>::New(info.Env(), prepared.release(), [](Napi::Env, PreparedAdamW* p) { delete p; });
+  ext.TypeTag(&kPreparedAdamWTag);
+  return ext;
+}
+
+// adamwStepManyLaunch(prepared, gradScale): the prepared step, every gradient taken times
+// gradScale; once. Its tensors' storage is released after the launch is queued.
+Napi::Value AdamwStepManyLaunch(const Napi::CallbackInfo& info) {
+  if (!info[0].IsExternal() || !info[0].As<Napi::External<PreparedAdamW>>().CheckTypeTag(&kPreparedAdamWTag)) {
+    throw OpError("adamwStepMany: not a prepared step");
+  }
+  PreparedAdamW& p = *info[0].As<Napi::External<PreparedAdamW>>().Data();
+  if (p.launched) throw OpError("adamwStepMany: this prepared step was launched already");
+  const double gradScale = NumberArg(info, 1);
+  p.launched = true;
+  cuda::AdamWMany(p.items.data(), static_cast<int>(p.items.size()), p.b1, p.b2, p.eps, float(gradScale));
+  // The queued kernel reads the storage later: the caching allocator hands a freed block only to
+  // work queued after this on the same stream, so letting go now is safe.
+  p.keep.clear();
   return info.Env().Undefined();
 }
 
@@ -573,7 +620,7 @@ void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   Export(env, c, "scaleInPlace", ScaleInPlace);
   Export(env, c, "addInto", AddInto);
   Export(env, c, "sumSquares", SumSquares);
-  Export(env, c, "sumSquaresMany", SumSquaresMany);
+  Export(env, c, "sumSquaresManyQueued", SumSquaresManyQueued);
   Export(env, c, "embedding", Embedding);
   Export(env, c, "embeddingBackward", EmbeddingBackward);
   Export(env, c, "embeddingBackwardInto", EmbeddingBackwardInto);
@@ -583,7 +630,8 @@ void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   Export(env, c, "swiglu", Swiglu);
   Export(env, c, "swigluBackward", SwigluBackward);
   Export(env, c, "adamwStep", AdamwStep);
-  Export(env, c, "adamwStepMany", AdamwStepMany);
+  Export(env, c, "adamwStepManyPrepare", AdamwStepManyPrepare);
+  Export(env, c, "adamwStepManyLaunch", AdamwStepManyLaunch);
   exports.Set("cuda", c);
 }
 
