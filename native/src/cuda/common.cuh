@@ -27,6 +27,33 @@ inline unsigned GridFor(int64_t n, int threads = kThreads) {
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > kMax ? kMax : blocks));
 }
 
+/**
+ * Launches kernel as a programmatic dependent launch of the kernel queued before it on s: on
+ * compute capability 9.0 the GPU sets its blocks up while that kernel drains, and they wait for
+ * it at WaitForPrerequisite (which the kernel must call before reading that kernel's output).
+ * Returns the launch's status.
+ */
+template <class... Params, class... Args>
+cudaError_t LaunchDependent(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.stream = s;
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...);
+}
+
+/** In a kernel started by LaunchDependent: waits for the kernel before it (a no-op under a plain launch). */
+__device__ __forceinline__ void WaitForPrerequisite() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float WarpSum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
