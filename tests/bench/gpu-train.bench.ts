@@ -6,7 +6,10 @@
 // step), in the same call:
 //
 //   node --import tsx tests/bench/gpu-train.bench.ts [--models qwen2.5-0.5b,qwen2.5-1.5b]
-//        [--steps 10] [--warmup 3] [--seq-len 2048] [--tokens 8192] [--out FILE]
+//        [--steps 30] [--warmup 3] [--seq-len 2048] [--tokens 8192] [--out FILE]
+//
+// 30 timed steps by default: at 8, one host pause in the loop moved the 0.5B step from 68.7 to
+// 75.1 ms between runs of one build (native/NOTES.md, 2026-11-24).
 //
 // --seq-len L packs the step's tokens as sequences of L (the last one shorter where L does not
 // divide them): short documents, as a job on short records packs them. --tokens T: T tokens a
@@ -158,7 +161,7 @@ function benchModel(name: string, steps: number, warmup: number, seqLen: number)
 const { values } = parseArgs({
   options: {
     models: { type: "string", default: Object.keys(CONFIGS).join(",") },
-    steps: { type: "string", default: "10" },
+    steps: { type: "string", default: "30" },
     warmup: { type: "string", default: "3" },
     "seq-len": { type: "string", default: "2048" },
     tokens: { type: "string", default: "8192" },
