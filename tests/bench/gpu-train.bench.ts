@@ -8,8 +8,8 @@
 //   node --import tsx tests/bench/gpu-train.bench.ts [--models qwen2.5-0.5b,qwen2.5-1.5b]
 //        [--steps 30] [--warmup 3] [--seq-len 2048] [--tokens 8192] [--out FILE]
 //
-// 30 timed steps by default: at 8, one host pause in the loop moved the 0.5B step from 68.7 to
-// 75.1 ms between runs of one build (native/NOTES.md, 2026-11-24).
+// 30 timed steps by default: at 8, the 0.5B step read 68.7 to 75.1 ms between runs of one build
+// (native/NOTES.md, 2026-11-24; the cause, presumably a host pause in the untimed loop, not found).
 //
 // --seq-len L packs the step's tokens as sequences of L (the last one shorter where L does not
 // divide them): short documents, as a job on short records packs them. --tokens T: T tokens a
