@@ -82,17 +82,22 @@ export function createRankPlan(
     finishGradients: () => plan.finishGrads(),
     async optimStep(lr, maxNorm) {
       let prepared: PreparedRankStep | undefined;
-      const norm = Math.sqrt(
-        await plan.gradSumSquares(() => {
-          prepared = optimizer.prepareStep(lr);
-        }),
-      );
-      // The clipping factor goes to the optimizer, which folds it into the update.
-      const clip = clipGradNorm(rankParams, maxNorm, { norm, scaleGrads: false });
-      // The norm is global, so every rank of a shard group skips or steps together.
-      if (clip.finite) await prepared!.apply(clip.scale);
-      plan.zeroGrad();
-      return { norm, clip };
+      try {
+        const norm = Math.sqrt(
+          await plan.gradSumSquares(() => {
+            prepared = optimizer.prepareStep(lr);
+          }),
+        );
+        // The clipping factor goes to the optimizer, which folds it into the update.
+        const clip = clipGradNorm(rankParams, maxNorm, { norm, scaleGrads: false });
+        // The norm is global, so every rank of a shard group skips or steps together.
+        if (clip.finite) await prepared!.apply(clip.scale);
+        plan.zeroGrad();
+        return { norm, clip };
+      } finally {
+        // A skipped (or failed) step lets go of the gradients' storage it holds; after apply, nothing.
+        prepared?.drop();
+      }
     },
     zeroGrad: () => plan.zeroGrad(),
     async evalLoss(batch) {

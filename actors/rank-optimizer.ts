@@ -9,9 +9,10 @@ import type { ParallelPlan } from "../mesh/index.ts";
 import { scaleInPlace } from "../native/index.ts";
 import type { JobConfig } from "../runtime/index.ts";
 
-/** A rank's optimizer step ready to run: `apply` (once) updates with every gradient times gradScale. */
+/** A rank's optimizer step ready to run (see models/optim's PreparedStep). */
 export interface PreparedRankStep {
   apply(gradScale?: number): Promise<void>;
+  drop(): void;
 }
 
 export interface RankOptimizer {
@@ -61,7 +62,7 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
       step: async (lr, gradScale) => opt.step(lr, gradScale),
       prepareStep(lr) {
         const prepared = opt.prepareStep(lr);
-        return { apply: async (gradScale) => prepared.apply(gradScale) };
+        return { apply: async (gradScale) => prepared.apply(gradScale), drop: () => prepared.drop() };
       },
       stateDict: () => opt.stateDict(),
       stateSource: () => opt.stateSource(),
@@ -87,7 +88,7 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
     },
     // Sharded Muon's step is a collective: nothing of it is prepared ahead.
     prepareStep(lr) {
-      return { apply: (gradScale) => this.step(lr, gradScale) };
+      return { apply: (gradScale) => this.step(lr, gradScale), drop() {} };
     },
     stateSource: () => {
       const s = adamw.stateSource();

@@ -84,6 +84,8 @@ export interface CudaAddon
   /** items: [p, g, m, v, copy | null, lr, weightDecay, step], checked and laid out; launched (once) by adamwStepManyLaunch. */
   adamwStepManyPrepare(items: [H, H, H, H, H | null, number, number, number][], b1: number, b2: number, eps: number): H;
   adamwStepManyLaunch(prepared: H, gradScale: number): void;
+  /** Releases a prepared step that will not run (its tensors' storage); a later launch is refused. */
+  adamwStepManyDrop(prepared: H): void;
   /** The CPU's newtonSchulz5 (float32 or bfloat16 g), in bf16 with fp32 accumulation; `reference` takes the tiled GEMM over cuBLASLt. */
   newtonSchulz5(g: H, steps: number, reference?: boolean): H;
   /** The CPU's muonStep on float32 p, g, buf; copy (bfloat16) receives the updated weights in the same pass. */

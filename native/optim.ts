@@ -62,7 +62,7 @@ export interface AdamWItem {
 /**
  * adamwStep over many tensors; every gradient is taken times gradScale (the clipping factor, so
  * clipped gradients need no pass of their own). The gradients themselves are never changed. On
- * cuda, fp32 gradients go in one launch for all tensors (the items are checked before any
+ * cuda, fp32 gradients go in one launch for up to 384 tensors (the items are checked before any
  * changes); elsewhere, and for bf16 gradients, it is adamwStep per tensor on a scaled copy of
  * its gradient (one tensor's copy at a time).
  */
@@ -73,24 +73,32 @@ export function adamwStepMany(items: readonly AdamWItem[], o: { beta1: number; b
 /** An adamwStepMany whose items are checked (and on cuda laid out for the kernel), launched once by `launch`. */
 export interface PreparedAdamWStep {
   launch(gradScale: number): void;
+  /** Lets go of a step that will not run (on cuda the tensors' storage it holds); a later launch is refused, and after a launch it does nothing. */
+  drop(): void;
 }
 
 /**
  * adamwStepMany in two halves: the checks and the items' layout now, the update at `launch`,
  * when the clipping scale is known. A trainer prepares while the device sums the gradients'
  * squares, so the device does not wait on the host between the norm and the update. The items'
- * tensors must stay as they are until the launch.
+ * tensors must stay as they are until the launch (a param, m, v or copy disposed since is
+ * refused there; the gradient's storage is held, so it may go). Only the
+ * fused path (cuda, fp32 gradients) checks the items here; the per-tensor path's adamwStep checks
+ * each at the launch, after the items before it were updated.
  */
 export function prepareAdamWStepMany(items: readonly AdamWItem[], o: { beta1: number; beta2: number; eps: number }): PreparedAdamWStep {
   const op = "adamwStepMany";
   for (const k of ["beta1", "beta2", "eps"] as const) needFinite(op, k, o[k]);
-  let launched = false;
+  let state: "prepared" | "launched" | "dropped" = "prepared";
   const checkScale = (gradScale: number) => {
     needFinite(op, "gradScale", gradScale);
-    if (launched) fail(op, "a prepared step is launched once");
-    launched = true;
+    if (state !== "prepared") fail(op, state === "launched" ? "a prepared step is launched once" : "this prepared step was dropped");
+    state = "launched";
   };
-  if (items.length === 0) return { launch: checkScale };
+  const drop = () => {
+    if (state === "prepared") state = "dropped";
+  };
+  if (items.length === 0) return { launch: checkScale, drop };
   const fused = items.every((it) => it.param.device === "cuda" && it.grad.dtype === "float32");
   if (!fused) {
     return {
@@ -105,6 +113,7 @@ export function prepareAdamWStepMany(items: readonly AdamWItem[], o: { beta1: nu
           }
         }
       },
+      drop,
     };
   }
   const raw = items.map((it, i): [H, H, H, H, H | null, number, number, number] => {
@@ -116,8 +125,22 @@ export function prepareAdamWStepMany(items: readonly AdamWItem[], o: { beta1: nu
   const prepared = cudaFn(op, "adamwStepManyPrepare")(raw, o.beta1, o.beta2, o.eps);
   return {
     launch(gradScale) {
+      // The prepared step keeps its tensors' storage: a gradient disposed since is still read
+      // whole, but a param, m, v or copy disposed since would be written where no one reads it
+      // (a lost update): refused, and nothing changes.
+      for (let i = 0; i < items.length; i++) {
+        const it = items[i]!;
+        if (it.param.disposed || it.m.disposed || it.v.disposed || it.bf16Copy?.disposed) {
+          fail(op, `items[${i}]: a tensor it updates was disposed after the step was prepared`);
+        }
+      }
       checkScale(gradScale);
       cudaFn(op, "adamwStepManyLaunch")(prepared, gradScale);
+    },
+    drop() {
+      if (state !== "prepared") return;
+      drop();
+      cudaFn(op, "adamwStepManyDrop")(prepared);
     },
   };
 }

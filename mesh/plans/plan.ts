@@ -55,9 +55,10 @@ export interface ParallelPlan {
   /** The global gradient norm (after finishGrads): every element of every parameter counted once. */
   gradNorm(): Promise<number>;
   /**
-   * Its square, the sum of squares over every rank (what clipping takes). `whileSumming` runs
-   * on the host while the device computes this rank's share (the optimizer's preparation), before
-   * the host waits for it.
+   * Its square, the sum of squares over every rank (what clipping takes). `whileSumming` (the
+   * optimizer's preparation) runs on the host before the host waits for this rank's share: in the
+   * replicated plan while the device sums it; the sharded plan runs it first, then sums its shards
+   * tensor by tensor (a wait each), so nothing overlaps there.
    */
   gradSumSquares(whileSumming?: () => void): Promise<number>;
   /** What this rank's optimizer updates: whole parameters, or its shards (flat, 1-D, named by their parameter). */

@@ -4,7 +4,7 @@
 // dispose().
 import { ops, type Tensor } from "../ops.ts";
 import type { Algorithm, BufferSource, OptimParam, Optimizer, OptimizerStateDict, OptimizerStateSource, ParamPredicate, ParamState, PreparedStep } from "./types.ts";
-import type { Update, UpdateRule } from "./update-rules.ts";
+import type { PreparedUpdates, Update, UpdateRule } from "./update-rules.ts";
 
 interface Entry {
   readonly param: OptimParam;
@@ -38,6 +38,8 @@ export function materializeState(src: OptimizerStateSource): OptimizerStateDict 
 export class ParamOptimizer implements Optimizer {
   #step = 0;
   #disposed = false;
+  /** Bumped by every applied step and loadStateDict: a prepared step from before is stale. */
+  #generation = 0;
   readonly #entries = new Map<string, Entry>();
   readonly #weightDecay: number;
 
@@ -74,7 +76,7 @@ export class ParamOptimizer implements Optimizer {
     this.#live();
     if (!Number.isFinite(lr) || lr < 0) throw new Error(`optimizer: lr must be a finite number >= 0, got ${lr}`);
     // Every gradient is checked before any parameter moves, so a bad one leaves the model whole.
-    const ready: [Entry, Tensor][] = [];
+    const ready: [Entry, Tensor, Tensor, Tensor | undefined][] = [];  // entry, gradient, value, compute copy
     for (const e of this.#entries.values()) {
       const g = e.param.grad;
       if (g === undefined) continue;
@@ -82,42 +84,61 @@ export class ParamOptimizer implements Optimizer {
       if (g.dtype !== v.dtype || g.device !== v.device || !ops.sameShape(g.shape, v.shape)) {
         throw new Error(`optimizer: parameter "${e.param.name}": gradient ${g.dtype} ${shapeText(g.shape)} does not match value ${v.dtype} ${shapeText(v.shape)}`);
       }
-      ready.push([e, g]);
+      ready.push([e, g, v, e.param.computeCopy]);
     }
     // Parameters of one rule update together where the rule can (one launch for many on cuda).
     // Step counts advance only when the step is applied: a prepared step may be dropped.
     const byRule = new Map<UpdateRule, Update[]>();
-    for (const [e, g] of ready) {
-      const v = e.param.value;
+    for (const [e, g, v, copy] of ready) {
       e.state ??= e.rule.buffers.map(() => ops.keep(ops.zeros(v.shape, v.dtype, v.device)));
-      const u: Update = { value: v, grad: g, state: e.state, o: { lr, step: e.step + 1, weightDecay: e.decay ? this.#weightDecay : 0, computeCopy: e.param.computeCopy } };
+      const u: Update = { value: v, grad: g, state: e.state, o: { lr, step: e.step + 1, weightDecay: e.decay ? this.#weightDecay : 0, computeCopy: copy } };
       const list = byRule.get(e.rule) ?? [];
       list.push(u);
       byRule.set(e.rule, list);
     }
-    const runs: ((gradScale: number) => void)[] = [];
+    const prepared: PreparedUpdates[] = [];
     for (const [rule, updates] of byRule) {
       if (rule.prepareMany) {
-        runs.push(rule.prepareMany(updates));
+        prepared.push(rule.prepareMany(updates));
         continue;
       }
-      runs.push((gradScale) => {
-        for (const u of updates) {
-          if (gradScale !== 1) ops.scaleInPlace(u.grad, gradScale);
-          rule.apply(u.value, u.grad, u.state, u.o);
-        }
+      prepared.push({
+        run(gradScale) {
+          for (const u of updates) {
+            if (gradScale !== 1) ops.scaleInPlace(u.grad, gradScale);
+            rule.apply(u.value, u.grad, u.state, u.o);
+          }
+        },
+        drop() {},
       });
     }
-    let applied = false;
+    let state: "prepared" | "applied" | "dropped" = "prepared";
+    const generation = this.#generation;
     return {
       apply: (gradScale = 1) => {
-        if (applied) throw new Error("optimizer: a prepared step is applied once");
+        if (state !== "prepared") throw new Error(state === "applied" ? "optimizer: a prepared step is applied once" : "optimizer: this prepared step was dropped");
         if (!Number.isFinite(gradScale)) throw new Error(`optimizer: gradScale must be finite, got ${gradScale}`);
         this.#live();
-        applied = true;
-        for (const run of runs) run(gradScale);
+        // The prepared updates hold the tensors and step counts of their preparation (on cuda, raw
+        // device pointers): applied over another step, loaded state or replaced tensors, they would
+        // write state no one reads, with stale bias corrections.
+        if (generation !== this.#generation) throw new Error("optimizer: a prepared step is stale (the optimizer stepped or loaded state since)");
+        for (const [e, g, v, copy] of ready) {
+          const p = e.param;
+          if (p.grad !== g || p.value !== v || p.computeCopy !== copy || g.disposed || v.disposed || copy?.disposed) {
+            throw new Error(`optimizer: a prepared step is stale (parameter "${p.name}" has a new value, gradient or compute copy since, or one was disposed)`);
+          }
+        }
+        state = "applied";
+        this.#generation++;
+        for (const p of prepared) p.run(gradScale);
         for (const [e] of ready) e.step++;
         this.#step++;
+      },
+      drop: () => {
+        if (state !== "prepared") return;
+        state = "dropped";
+        for (const p of prepared) p.drop();
       },
     };
   }
@@ -131,7 +152,9 @@ export class ParamOptimizer implements Optimizer {
     const params: OptimizerStateSource["params"] = {};
     for (const [name, e] of this.#entries) {
       const state = e.state;
-      if (!state) continue;
+      // step 0: buffers made by a prepared step that was dropped (a non-finite first norm), still
+      // zero; as no state at all (a loaded step must be >= 1).
+      if (!state || e.step === 0) continue;
       const buffers: Record<string, BufferSource> = {};
       e.rule.buffers.forEach((b, i) => {
         buffers[b] = () => state[i]!.toArray() as Float32Array | Float64Array;
@@ -154,6 +177,7 @@ export class ParamOptimizer implements Optimizer {
       e.step = ps.step;
     }
     this.#step = s.step;
+    this.#generation++;
   }
 
   dispose(): void {

@@ -51,9 +51,14 @@ export interface OptimizerStateDict {
   params: Record<string, ParamState>;
 }
 
-/** An optimizer step ready to run: `apply` (once) updates with every gradient times gradScale. */
+/**
+ * An optimizer step ready to run: `apply` (once) updates with every gradient times gradScale;
+ * `drop` lets go of a step that will not run (a skipped update) and of what it holds (on cuda,
+ * the tensors' storage), and does nothing after `apply`.
+ */
 export interface PreparedStep {
   apply(gradScale?: number): void;
+  drop(): void;
 }
 
 export interface Optimizer {

@@ -15,7 +15,13 @@ export interface UpdateRule {
    * clipping scale needs no pass of its own). Rules without it are applied per tensor after the
    * gradient is scaled in place.
    */
-  prepareMany?(updates: readonly Update[]): (gradScale: number) => void;
+  prepareMany?(updates: readonly Update[]): PreparedUpdates;
+}
+
+/** Updates made ready by prepareMany: `run` once, or `drop` to let go of what they hold. */
+export interface PreparedUpdates {
+  run(gradScale: number): void;
+  drop(): void;
 }
 
 export interface UpdateOptions {
@@ -52,7 +58,7 @@ export function adamwRule(h: AdamWHyper): UpdateRule {
         updates.map((u) => ({ param: u.value, grad: u.grad, m: u.state[0]!, v: u.state[1]!, bf16Copy: u.o.computeCopy, lr: u.o.lr, weightDecay: u.o.weightDecay, step: u.o.step })),
         { beta1: h.betas[0], beta2: h.betas[1], eps: h.eps },
       );
-      return (gradScale) => prepared.launch(gradScale);
+      return { run: (gradScale) => prepared.launch(gradScale), drop: () => prepared.drop() };
     },
   };
 }

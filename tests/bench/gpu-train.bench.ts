@@ -103,6 +103,7 @@ function benchModel(name: string, steps: number, warmup: number, seqLen: number)
     const prepared = opt.prepareStep(1e-4);
     const clip = clipGradNorm(params, 1.0, { norm: Math.sqrt(sum.read()), scaleGrads: false });
     if (clip.finite) prepared.apply(clip.scale);
+    else prepared.drop();
     model.zeroGrad();
     const e2 = timed ? CudaEvent.record("compute", { timed: true }) : undefined;
     const h2 = performance.now();

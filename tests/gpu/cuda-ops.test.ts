@@ -302,6 +302,22 @@ test("prepareAdamWStepMany: launched after its tensors' handles are dropped, it 
     adamwStepMany([item(b)], { ...o, gradScale: 0.5 });
     assert.deepEqual(Array.from(a.p.toFloat64Array()), Array.from(b.p.toFloat64Array()));
     assert.throws(() => prepared.launch(0.5), /^Error: adamwStepMany: a prepared step is launched once$/);
+    // A tensor the step writes, disposed before the launch: refused (its update would be lost), nothing launched.
+    const c = make();
+    const refused = prepareAdamWStepMany([item(c)], o);
+    c.m.dispose();
+    assert.throws(() => refused.launch(0.5), /^Error: adamwStepMany: items\[0\]: a tensor it updates was disposed after the step was prepared$/);
+    assert.deepEqual(Array.from(c.p.toFloat64Array()), Array.from(randn([n], { seed: 5, device: "cuda" }).toFloat64Array()), "param unchanged");
+    // Dropped (a skipped update): the gradient's storage it held goes at once, and it cannot launch.
+    const d = make();
+    const big = randn([1 << 20], { seed: 7, device: "cuda" });
+    const skipped = prepareAdamWStepMany([{ ...item(d), grad: randn([n], { seed: 8, device: "cuda" }) }, { param: zeros([1 << 20], "float32", "cuda"), grad: big, m: zeros([1 << 20], "float32", "cuda"), v: zeros([1 << 20], "float32", "cuda"), lr: 1e-2, weightDecay: 0, step: 1 }], o);
+    big.dispose();
+    const held = cudaMemoryStats().allocated;
+    skipped.drop();
+    assert.ok(held - cudaMemoryStats().allocated >= 4 << 20, "the dropped step released the 4 MB gradient it held");
+    assert.throws(() => skipped.launch(0.5), /^Error: adamwStepMany: this prepared step was dropped$/);
+    assert.deepEqual(Array.from(d.p.toFloat64Array()), Array.from(randn([n], { seed: 5, device: "cuda" }).toFloat64Array()), "param unchanged");
     // The queued sum of squares: the host reads it later, the same number as sumSquaresOf.
     const pending = sumSquaresOfQueued([a.p, a.m]);
     assert.equal(pending.read(), sumSquaresOf([a.p, a.m]));

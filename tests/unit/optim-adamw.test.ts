@@ -154,10 +154,49 @@ test("prepareStep: a dropped step changes nothing; an applied one equals step();
     assert.equal(optA.stepCount, 1);
     assert.equal(optA.stateDict().params["layer.weight"]!.step, 1);
     assert.throws(() => prepared.apply(0.5), /applied once/);
+    prepared.drop(); // after apply: nothing
+    const dropped = optA.prepareStep(1e-2);
+    dropped.drop();
+    assert.throws(() => dropped.apply(0.5), /was dropped/);
     assert.throws(() => optA.prepareStep(1e-2).apply(Number.NaN), /gradScale must be finite/);
     assert.equal(optA.stepCount, 1);
   } finally {
     for (const o of [optA, optB]) o.dispose();
     for (const p of [...a, ...b]) p.dispose();
+  }
+});
+
+test("prepareStep: a dropped first step leaves no state to save; a stale prepared step is refused and changes nothing", () => {
+  const h = { betas: [0.9, 0.95] as const, eps: 1e-8, weightDecay: 0.1 };
+  const ps = Object.entries(shapes).map(([name, s], i) => param(name, rand(numel(s), 20 + i), s, "float64"));
+  const opt = new AdamW(ps, h);
+  try {
+    for (const [i, p] of ps.entries()) setGrad(p, rand(p.value.numel, 200 + i, 0.5));
+    // Dropped before any step (a non-finite first norm): the checkpoint must still load.
+    opt.prepareStep(1e-2);
+    const empty = opt.stateDict();
+    assert.deepEqual(empty.params, {});
+    opt.loadStateDict(empty);
+
+    // Another step between the preparation and its apply.
+    const early = opt.prepareStep(1e-2);
+    opt.step(1e-2);
+    const after = ps.map((p) => values(p.value));
+    const saved = opt.stateDict();
+    assert.throws(() => early.apply(1), /stale/);
+    // Loaded state between them.
+    const beforeLoad = opt.prepareStep(1e-2);
+    opt.loadStateDict(saved);
+    assert.throws(() => beforeLoad.apply(1), /stale/);
+    // A gradient replaced between them.
+    const beforeGrad = opt.prepareStep(1e-2);
+    setGrad(ps[0]!, rand(ps[0]!.value.numel, 300, 0.5));
+    assert.throws(() => beforeGrad.apply(1), /stale.*layer\.weight/);
+    ps.forEach((p, i) => assert.deepEqual(values(p.value), after[i], `${p.name} moved by a refused step`));
+    assert.equal(opt.stepCount, 1);
+    assert.equal(opt.stateDict().params["layer.weight"]!.step, 1);
+  } finally {
+    opt.dispose();
+    for (const p of ps) p.dispose();
   }
 });

@@ -11,7 +11,7 @@
 // warp) and walks the query blocks of 64 that see them (double-buffered), recomputing P from the
 // saved lse; P and dS pass through shared memory between the warp tilings (see BwdKernel). A CTA per q
 // head rather than per kv head keeps the causal critical path at one head's query blocks: its
-// dK, dV shares are added by atomics into the kv head's fp32 sums (an 8 MB buffer at the 1.5B
+// dK, dV shares are added by atomics into the kv head's fp32 sums (8 MB each at the 1.5B
 // shape, so the adds stay in L2; writing per-q-head partials and summing them in a third kernel
 // moved 100 MB more). dQ is summed the same way (each CTA adds dS K for its keys), and a last pass
 // casts the three sums to bf16. The atomics make the last bits of dq, dk, dv depend on the order

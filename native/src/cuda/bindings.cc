@@ -581,6 +581,19 @@ Napi::Value AdamwStepManyLaunch(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// adamwStepManyDrop(prepared): lets go of a prepared step that will not run (a skipped update):
+// its tensors' storage is released now rather than when the handle is collected. Launching it
+// afterwards is refused; dropping a launched step does nothing.
+Napi::Value AdamwStepManyDrop(const Napi::CallbackInfo& info) {
+  if (!info[0].IsExternal() || !info[0].As<Napi::External<PreparedAdamW>>().CheckTypeTag(&kPreparedAdamWTag)) {
+    throw OpError("adamwStepMany: not a prepared step");
+  }
+  PreparedAdamW& p = *info[0].As<Napi::External<PreparedAdamW>>().Data();
+  p.launched = true;
+  p.keep.clear();
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void RegisterCudaLossBindings(Napi::Env env, Napi::Object cuda);  // bindings_loss.cc
@@ -632,6 +645,7 @@ void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   Export(env, c, "adamwStep", AdamwStep);
   Export(env, c, "adamwStepManyPrepare", AdamwStepManyPrepare);
   Export(env, c, "adamwStepManyLaunch", AdamwStepManyLaunch);
+  Export(env, c, "adamwStepManyDrop", AdamwStepManyDrop);
   exports.Set("cuda", c);
 }
 

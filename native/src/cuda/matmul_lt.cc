@@ -17,10 +17,11 @@
 // kMaxPlans most recently used: a training step repeats a few dozen shapes, but packed token
 // counts vary. The algorithm is the fastest of cublasLtMatmulAlgoGetHeuristic's first
 // kCandidates, timed once on the call's own operands into a scratch output (see Tune): the
-// heuristic's first choice ran the step's narrow GEMMs (a kv projection, [8192, 896] x [896, 128])
-// at 100-150 TFLOP/s. TESSERA_GEMM_TUNE=0 keeps the first choice. The workspace comes from the
-// caching allocator on the compute stream, sized by what the algorithm asked for (at most
-// kMaxWorkspaceBytes).
+// heuristic's first choice is often not the fastest (a 0.5B step's GEMMs 30.3 ms with it, 28.6
+// tuned; NOTES.md, 2026-11-24), though the narrowest (the 0.5B kv projections, [8192, 896] x
+// [896, 128]) stay at 100-150 TFLOP/s with any candidate. TESSERA_GEMM_TUNE=0 keeps the first
+// choice. The workspace comes from the caching allocator on the compute stream, sized by what the
+// algorithm asked for (at most kMaxWorkspaceBytes).
 #ifdef TESSERA_CUBLASLT
 
 #include <cublasLt.h>
@@ -146,7 +147,6 @@ void Describe(Plan& p, DType dt, DType cDt, bool bias, int64_t batch, int64_t M,
 struct Operands {
   const void* a;
   const void* b;
-  const void* c;
   const void* bias;
   float alpha, beta;
   size_t outBytes;  // of the output (c and d share its layout)
@@ -158,7 +158,9 @@ struct Operands {
  * into its output, c == d, is not disturbed). Another candidate replaces the heuristic's first
  * only when it is kTuneMargin faster: the step's big GEMMs have several algorithms within a few
  * percent, where a single timing's noise (clocks, power) would pick at random. A candidate that
- * fails to run is skipped. Blocks the host once per plan.
+ * fails to run is skipped. Blocks the host once per plan. The pick rests on timings, so two
+ * processes may pick differently for one shape and their products may differ in the last bits
+ * (TESSERA_GEMM_TUNE=0 for runs that must repeat bit for bit).
  */
 constexpr int kTuneRuns = 5;
 constexpr float kTuneMargin = 0.95f;
@@ -170,7 +172,16 @@ int Tune(const Plan& p, const cublasLtMatmulHeuristicResult_t* results, int coun
   cudaStream_t s = ComputeStream();
   Check("matmul", "cudaMemsetAsync", cudaMemsetAsync(out.as<void>(), 0, x.outBytes, s));
   if (x.bias) TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &x.bias, sizeof(x.bias)));
-  cudaEvent_t start = nullptr, stop = nullptr;
+  // Destroyed on every way out, a failed Check's throw included.
+  struct Events {
+    cudaEvent_t start = nullptr, stop = nullptr;
+    ~Events() {
+      if (start) cudaEventDestroy(start);
+      if (stop) cudaEventDestroy(stop);
+    }
+  } ev;
+  cudaEvent_t& start = ev.start;
+  cudaEvent_t& stop = ev.stop;
   Check("matmul", "cudaEventCreate", cudaEventCreate(&start));
   Check("matmul", "cudaEventCreate", cudaEventCreate(&stop));
   int best = -1;  // the first candidate that runs, until another beats it by the margin
@@ -197,8 +208,6 @@ int Tune(const Plan& p, const cublasLtMatmulHeuristicResult_t* results, int coun
       bestMs = ms;
     }
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   CheckLaunch("matmul");
   return best < 0 ? 0 : best;
 }
@@ -288,7 +297,7 @@ bool LtMatmul(DType dt, const void* a, const void* b, DType cDt, const void* c, 
   // Held until the GEMM is queued: an eviction by another thread must not free descriptors in use.
   std::lock_guard<std::mutex> lk(cache.mu);
   const size_t outBytes = static_cast<size_t>(ld.c * M * batch) * DTypeSize(cDt);
-  const Plan& p = PlanFor(cache, key, dt, cDt, bias != nullptr, batch, M, N, K, ta, tb, ld, Operands{a, b, c, bias, alpha, beta, outBytes});
+  const Plan& p = PlanFor(cache, key, dt, cDt, bias != nullptr, batch, M, N, K, ta, tb, ld, Operands{a, b, bias, alpha, beta, outBytes});
   if (!p.found) return false;
   if (bias) {
     TESSERA_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));

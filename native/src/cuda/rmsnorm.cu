@@ -6,8 +6,8 @@
 //   thread keeps its columns' w and dw sums in registers for the whole kernel; a team walks a
 //   fixed set of rows with the next row's loads in flight while it reduces the current one, the
 //   teams of a block (one block an SM) add their dw in a fixed order into one fp64 partial row,
-//   and a last kernel sums the 132 partial rows. The residual stream's gradient is added into dx
-//   in the same pass.
+//   and a last kernel sums the (up to 132) partial rows. The residual stream's gradient is added
+//   into dx in the same pass.
 // Other shapes take the scalar kernels, whose weight gradient is a second pass over fixed row
 // chunks. No atomics anywhere: dw is the same on every run.
 // Floor: forward reads x (R*D) and writes y (R*D) (with the residual: reads two, writes two);
