@@ -37,11 +37,6 @@ __device__ __forceinline__ void AccToA(uint32_t* a, const float* t0, const float
   a[3] = Pack(t1[2], t1[3]);
 }
 
-__device__ __forceinline__ bool Visible(int i, int j, int len, int causal, int window) {
-  return i < len && j < len && (!causal || j <= i) && (window == 0 || j > i - window);
-}
-
-
 // The queries [lo, hi) that see key j (hi <= lo: none): the backward's mask, as VisibleKeys is the forward's.
 __device__ __forceinline__ void VisibleQueries(int j, int len, int causal, int window, int& lo, int& hi) {
   lo = causal ? j : 0;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -29,11 +30,16 @@ void NeedBf16(const char* op, const char* name, const TensorImpl& t) {
   }
 }
 
-// The validated shape; when the caller gave the offsets' host copy, `upload` holds them on the
-// device and the kernels read that, so what was validated is what runs.
-cuda::AttentionShape ShapeOf(const char* op, const TensorImpl& q, const TensorImpl& k, const TensorImpl& v,
-                             const TensorImpl& cu, bool causal, double window, double scale, const Napi::Value& host,
-                             std::unique_ptr<cuda::Scratch>& upload) {
+// The validated shape and the offsets the kernels read: when the caller gave the offsets' host
+// copy, an upload of it (held by `upload`), so what was validated is what runs; else cu itself.
+struct Validated {
+  cuda::AttentionShape s;
+  std::unique_ptr<cuda::Scratch> upload;
+  const int32_t* offsets;
+};
+
+Validated Validate(const char* op, const TensorImpl& q, const TensorImpl& k, const TensorImpl& v, const TensorImpl& cu,
+                  bool causal, double window, double scale, const Napi::Value& host) {
   NeedBf16(op, "q", q);
   NeedBf16(op, "k", k);
   NeedBf16(op, "v", v);
@@ -72,12 +78,12 @@ cuda::AttentionShape ShapeOf(const char* op, const TensorImpl& q, const TensorIm
     throw OpError(Op(op, "cu_seqlens must end at T=" + std::to_string(s.T) + ", got " + std::to_string(c.back())));
   }
   s.batch = cu.numel - 1;
-  if (fromHost) {
-    const size_t bytes = c.size() * sizeof(int32_t);
-    upload = std::make_unique<cuda::Scratch>(bytes);
-    DeviceUpload(op, upload->as<void>(), bytes, [&](void* dst) { std::copy(c.begin(), c.end(), static_cast<int32_t*>(dst)); });
-  }
-  return s;
+  if (!fromHost) return {s, nullptr, cu.data<int32_t>()};
+  const size_t bytes = c.size() * sizeof(int32_t);
+  auto upload = std::make_unique<cuda::Scratch>(bytes);
+  DeviceUpload(op, upload->as<void>(), bytes, [&](void* dst) { std::copy(c.begin(), c.end(), static_cast<int32_t*>(dst)); });
+  const int32_t* offsets = upload->as<int32_t>();
+  return {s, std::move(upload), offsets};
 }
 
 // attention(q, k, v, cu, causal, window, scale, cuHost?) -> [o (bf16), lse (float32 [Hq,T])]
@@ -87,12 +93,11 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   TensorImpl& k = CudaTensorArg(info, 1);
   TensorImpl& v = CudaTensorArg(info, 2);
   TensorImpl& cu = CudaTensorArg(info, 3);
-  std::unique_ptr<cuda::Scratch> upload;
-  cuda::AttentionShape s = ShapeOf(op, q, k, v, cu, BoolArg(info, 4), NumberArg(info, 5), NumberArg(info, 6), info[7], upload);
-  const int32_t* offsets = upload ? upload->as<int32_t>() : cu.data<int32_t>();
+  const Validated in = Validate(op, q, k, v, cu, BoolArg(info, 4), NumberArg(info, 5), NumberArg(info, 6), info[7]);
+  const cuda::AttentionShape& s = in.s;
   Out o = NewTensor(info.Env(), DType::BF16, q.shape, Device::CUDA);
   Out lse = NewTensor(info.Env(), DType::F32, {s.Hq, s.T}, Device::CUDA);
-  cuda::AttentionForward(s, q.data<void>(), k.data<void>(), v.data<void>(), offsets, o.t->data<void>(),
+  cuda::AttentionForward(s, q.data<void>(), k.data<void>(), v.data<void>(), in.offsets, o.t->data<void>(),
                          lse.t->data<float>());
   return Results(info.Env(), {o.value, lse.value});
 }
@@ -107,9 +112,8 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   TensorImpl& o = CudaTensorArg(info, 4);
   TensorImpl& lse = CudaTensorArg(info, 5);
   TensorImpl& cu = CudaTensorArg(info, 6);
-  std::unique_ptr<cuda::Scratch> upload;
-  cuda::AttentionShape s = ShapeOf(op, q, k, v, cu, BoolArg(info, 7), NumberArg(info, 8), NumberArg(info, 9), info[10], upload);
-  const int32_t* offsets = upload ? upload->as<int32_t>() : cu.data<int32_t>();
+  const Validated in = Validate(op, q, k, v, cu, BoolArg(info, 7), NumberArg(info, 8), NumberArg(info, 9), info[10]);
+  const cuda::AttentionShape& s = in.s;
   NeedBf16(op, "dout", dout);
   NeedBf16(op, "o", o);
   if (dout.shape != q.shape || o.shape != q.shape) throw OpError(Op(op, "dout and o must match q's shape"));
@@ -120,7 +124,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   cuda::Scratch acc(std::max<int64_t>(1, q.numel + 2 * k.numel) * sizeof(float));
   cuda::Scratch rowDot(std::max<int64_t>(1, s.Hq * s.T) * sizeof(float));
   cuda::AttentionBackward(s, dout.data<void>(), q.data<void>(), k.data<void>(), v.data<void>(), o.data<void>(),
-                          lse.data<float>(), offsets, dq.t->data<void>(), dk.t->data<void>(), dv.t->data<void>(),
+                          lse.data<float>(), in.offsets, dq.t->data<void>(), dk.t->data<void>(), dv.t->data<void>(),
                           acc.as<float>(), rowDot.as<float>());
   Napi::Array res = Napi::Array::New(info.Env(), 3);
   res.Set(0u, dq.value);
