@@ -8,6 +8,7 @@
 #include "cuda/common.cuh"
 #include "cuda/kernels.h"
 #include "cuda/multi_tensor.h"
+#include "cuda/vec.cuh"
 
 namespace tessera::cuda {
 namespace {
@@ -96,10 +97,8 @@ __global__ void AdamWManyKernel(AdamWBatch batch, float b1, float b2, float eps,
       __stcs(reinterpret_cast<float4*>(t.m + i), m[j]);
       __stcs(reinterpret_cast<float4*>(t.v + i), v[j]);
       if (t.copy) {
-        __nv_bfloat162 lo = __floats2bfloat162_rn(p[j].x, p[j].y);
-        __nv_bfloat162 hi = __floats2bfloat162_rn(p[j].z, p[j].w);
-        __stcs(reinterpret_cast<uint2*>(static_cast<bf16*>(t.copy) + i),
-               make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi)));
+        const uint2 packed = make_uint2(PackBf16(p[j].x, p[j].y), PackBf16(p[j].z, p[j].w));
+        __stcs(reinterpret_cast<uint2*>(static_cast<bf16*>(t.copy) + i), packed);
       }
     }
   }

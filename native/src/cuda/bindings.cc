@@ -564,13 +564,18 @@ Napi::Value AdamwStepManyPrepare(const Napi::CallbackInfo& info) {
   return ext;
 }
 
-// adamwStepManyLaunch(prepared, gradScale): the prepared step, every gradient taken times
-// gradScale; once. Its tensors' storage is released after the launch is queued.
-Napi::Value AdamwStepManyLaunch(const Napi::CallbackInfo& info) {
+// info[0] as a step from adamwStepManyPrepare; anything else is an Error.
+PreparedAdamW& PreparedArg(const Napi::CallbackInfo& info) {
   if (!info[0].IsExternal() || !info[0].As<Napi::External<PreparedAdamW>>().CheckTypeTag(&kPreparedAdamWTag)) {
     throw OpError("adamwStepMany: not a prepared step");
   }
-  PreparedAdamW& p = *info[0].As<Napi::External<PreparedAdamW>>().Data();
+  return *info[0].As<Napi::External<PreparedAdamW>>().Data();
+}
+
+// adamwStepManyLaunch(prepared, gradScale): the prepared step, every gradient taken times
+// gradScale; once. Its tensors' storage is released after the launch is queued.
+Napi::Value AdamwStepManyLaunch(const Napi::CallbackInfo& info) {
+  PreparedAdamW& p = PreparedArg(info);
   if (p.launched) throw OpError("adamwStepMany: this prepared step was launched already");
   const double gradScale = NumberArg(info, 1);
   p.launched = true;
@@ -585,10 +590,7 @@ Napi::Value AdamwStepManyLaunch(const Napi::CallbackInfo& info) {
 // its tensors' storage is released now rather than when the handle is collected. Launching it
 // afterwards is refused; dropping a launched step does nothing.
 Napi::Value AdamwStepManyDrop(const Napi::CallbackInfo& info) {
-  if (!info[0].IsExternal() || !info[0].As<Napi::External<PreparedAdamW>>().CheckTypeTag(&kPreparedAdamWTag)) {
-    throw OpError("adamwStepMany: not a prepared step");
-  }
-  PreparedAdamW& p = *info[0].As<Napi::External<PreparedAdamW>>().Data();
+  PreparedAdamW& p = PreparedArg(info);
   p.launched = true;
   p.keep.clear();
   return info.Env().Undefined();

@@ -89,7 +89,8 @@ Napi::Value LinearCrossEntropy(const Napi::CallbackInfo& info) {
       cuda::CrossEntropyRows(dt, lg, lab + c0, rowLoss.as<double>() + c0, counted.as<int>() + c0, C, V, Vp, ignore, gradScale,
                              wantGrad, &dev->bad);
       if (!wantGrad) continue;
-      // dx: the tail's small share first, so a bf16 dx is rounded once on the sum rather than twice.
+      // dx: the tail's small share first: a bf16 dx is rounded twice (the first GEMM's output, then
+      // the sum), and the first rounding then falls on the small share rather than the large one.
       char* dxc = dx.t->data<char>() + c0 * D * es;
       if (tail) cuda::Gemm(dt, lgTail, wTail.as<void>(), dt, dxc, 0.f, nullptr, 1, C, D, kVocabAlign, false, false, reference, asA);
       if (Vd) cuda::Gemm(dt, lg, wp, dt, dxc, tail ? 1.f : 0.f, nullptr, 1, C, D, Vd, false, false, reference, asA);

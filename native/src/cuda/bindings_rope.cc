@@ -55,10 +55,7 @@ Napi::Value RopeQKWithTable(const Napi::CallbackInfo& info) {
   Out yk = NewTensor(info.Env(), k.dtype, k.shape, Device::CUDA);
   cuda::RopeQKWithTable(q.dtype, q.data<void>(), yq.t->data<void>(), q.dim(1), k.data<void>(), yk.t->data<void>(), k.dim(1),
                         table.data<float>(), inverse, q.dim(0), q.dim(2));
-  Napi::Array out = Napi::Array::New(info.Env(), 2);
-  out.Set(0u, yq.value);
-  out.Set(1u, yk.value);
-  return out;
+  return Results(info.Env(), {yq.value, yk.value});
 }
 
 }  // namespace

@@ -54,6 +54,13 @@ __device__ __forceinline__ void WaitForPrerequisite() {
 #endif
 }
 
+/** In a kernel followed by a LaunchDependent one: lets that kernel's blocks start now (they still wait for this grid's writes at WaitForPrerequisite). */
+__device__ __forceinline__ void AllowDependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 __device__ __forceinline__ float WarpSum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

@@ -45,7 +45,6 @@ __device__ __forceinline__ uint4 Pack(const float (&f)[8]) {
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-
 template <class T>
 __global__ void RmsnormKernel(const T* x, const T* w, T* y, float* rstd, int64_t rows, int64_t D, float eps) {
   int64_t r = blockIdx.x * int64_t(kWarpsPerBlock) + threadIdx.x / 32;
@@ -93,7 +92,6 @@ __global__ void RmsnormDwPartialKernel(const T* dy, const T* x, const float* rst
   for (int64_t r = r0; r < r1; ++r) s += double(Load(dy, r * D + j) * Load(x, r * D + j)) * rstd[r];
   partial[blockIdx.y * D + j] = s;
 }
-
 
 // Lane l holds the row's vectors l, l + 32, ...; NV bounds how many (the row's vectors / 32,
 // rounded up). Lanes past the row's end read its last vector and store nothing: no branch
@@ -255,10 +253,8 @@ __global__ void __launch_bounds__(kBwdThreads, 1) RmsnormBackwardTeamKernel(cons
     if (on) *reinterpret_cast<uint4*>(dx + r * D + col) = Pack(gf);
     cur = next;
   }
-#if __CUDA_ARCH__ >= 900
   // The dw sum may start its blocks now; it waits for this grid's writes before it reads.
-  asm volatile("griddepcontrol.launch_dependents;");
-#endif
+  AllowDependents();
   double* out = partial + blockIdx.x * D;
   if (teams == 1) {
 #pragma unroll

@@ -30,6 +30,20 @@ Freqs FreqsOf(const char* op, const float* invFreq, int64_t half) {
   return f;
 }
 
+// The N pairs (x[i], x[i + half]) rotated by cos c / sin s into (ya, yb), N elements a load.
+template <class T, int N>
+__device__ __forceinline__ void RotatePairs(const T* x, int64_t half, const float (&c)[N], const float (&s)[N], float (&ya)[N],
+                                            float (&yb)[N]) {
+  float a[N], b[N];
+  LoadVec<N>(x, a);
+  LoadVec<N>(x + half, b);
+#pragma unroll
+  for (int e = 0; e < N; ++e) {
+    ya[e] = a[e] * c[e] - b[e] * s[e];
+    yb[e] = b[e] * c[e] + a[e] * s[e];
+  }
+}
+
 // A thread takes N consecutive frequencies of one token: it forms their cos / sin once, then
 // rotates those pairs in every head (heads are 2 * half apart), moving N elements per load.
 template <class T, int N>
@@ -50,14 +64,8 @@ __global__ void RopeKernel(const T* x, const int32_t* pos, Freqs freqs, float at
     }
     for (int64_t h = 0; h < H; ++h) {
       const int64_t base = (t * H + h) * 2 * half + i0;
-      float a[N], b[N], ya[N], yb[N];
-      LoadVec<N>(x + base, a);
-      LoadVec<N>(x + base + half, b);
-#pragma unroll
-      for (int e = 0; e < N; ++e) {
-        ya[e] = a[e] * c[e] - b[e] * s[e];
-        yb[e] = b[e] * c[e] + a[e] * s[e];
-      }
+      float ya[N], yb[N];
+      RotatePairs<T, N>(x + base, half, c, s, ya, yb);
       StoreVec<N>(y + base, ya);
       StoreVec<N>(y + base + half, yb);
     }
@@ -110,15 +118,8 @@ __global__ void RopeWithTableKernel(RopeHeads<T> p, const float* __restrict__ ta
     for (int e = 0; e < N; ++e) s[e] *= sign;
     const bool isQ = h < p.Hq;
     const int64_t off = (isQ ? t * p.Hq + h : t * p.Hk + h - p.Hq) * 2 * half + i0;
-    const T* x = isQ ? p.xq : p.xk;
-    float a[N], b[N], ya[N], yb[N];
-    LoadVec<N>(x + off, a);
-    LoadVec<N>(x + off + half, b);
-#pragma unroll
-    for (int e = 0; e < N; ++e) {
-      ya[e] = a[e] * c[e] - b[e] * s[e];
-      yb[e] = b[e] * c[e] + a[e] * s[e];
-    }
+    float ya[N], yb[N];
+    RotatePairs<T, N>((isQ ? p.xq : p.xk) + off, half, c, s, ya, yb);
     T* y = isQ ? p.yq : p.yk;
     StoreVec<N>(y + off, ya);
     StoreVec<N>(y + off + half, yb);

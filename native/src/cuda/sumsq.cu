@@ -4,7 +4,7 @@
 // chunking depends only on the tensors' sizes, so the result is the same on every run; the
 // host reads one number.
 // Floor: reads every element once (a 1.5B-parameter fp32 gradient: 6.2 GB, 2.1 ms at 3 TB/s).
-// One launch per tensor paid a launch and a tail for each of a model's tensors, most of them
+// Two launches per tensor paid launches and tails for each of a model's tensors, most of them
 // small (norm weights, biases): the whole 1.5B model's norm took 4.55 ms that way, 2.34 ms in
 // four launches (NOTES.md, "Other kernels this evening").
 #include <vector>
@@ -19,8 +19,8 @@ namespace {
 
 // Each thread issues kSumVecs 16-byte loads before any use (a load waited on at once keeps one
 // vector a thread in flight), kSumRounds times a block: long-lived blocks and few partials.
-// Measured on the 1.5B gradients (NOTES.md, 2026-11-24): 4 x 8 1.99 ms, 8 x 4 2.05, 8 x 1 2.14,
-// 16 x 2 2.38 (fewer blocks resident); fp32 squares instead of fp64 no faster (1.99).
+// Measured on the 1.5B gradients (NOTES.md, 2026-11-24): 4 x 8 1.99 ms; fp32 squares instead of
+// fp64 no faster (2.00).
 constexpr int kSumVecs = 4;
 constexpr int kSumRounds = 8;
 constexpr int64_t kChunk = int64_t(kThreads) * 4 * kSumVecs * kSumRounds;  // elements per block (fp32: 128 KB)
