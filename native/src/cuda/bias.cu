@@ -24,11 +24,6 @@ constexpr int kSumRowsInFlight = 8;
 constexpr int kSumRowsMaxLanes = 32;
 constexpr int64_t kSumRowsChunk = kSumRowsGroups * kSumRowsInFlight;
 
-/** Rows a chunk takes: kSumRowsChunk, more where the chunks would pass gridDim.y's limit. */
-inline int64_t SumRowsChunkRows(int64_t rows) {
-  const int64_t need = (rows + kMaxChunks - 1) / kMaxChunks;
-  return need > kSumRowsChunk ? need : kSumRowsChunk;
-}
 
 // Over vectors of N elements; N divides the row length, so a vector never straddles rows.
 template <class T, int N>
@@ -106,7 +101,7 @@ void LaunchSumRowsPartialOf(const T* dy, double* partial, int64_t rows, int64_t 
   while (lanes > 1 && lanes / 2 >= vecs) lanes /= 2;
   const dim3 grid(static_cast<unsigned>((vecs + lanes - 1) / lanes), static_cast<unsigned>(chunks));
   const size_t shared = sizeof(double) * N * lanes * kSumRowsGroups;
-  SumRowsPartialKernel<T, N><<<grid, dim3(lanes, kSumRowsGroups), shared, s>>>(dy, partial, rows, cols, SumRowsChunkRows(rows));
+  SumRowsPartialKernel<T, N><<<grid, dim3(lanes, kSumRowsGroups), shared, s>>>(dy, partial, rows, cols, RowsPerChunk(rows, kSumRowsChunk));
 }
 
 template <class T>
@@ -127,7 +122,7 @@ void AddBias(DType dt, const void* x, const void* b, void* y, int64_t rows, int6
 }
 
 int64_t SumRowsPartials(int64_t rows) {
-  int64_t per = SumRowsChunkRows(rows);
+  int64_t per = RowsPerChunk(rows, kSumRowsChunk);
   return rows == 0 ? 1 : (rows + per - 1) / per;
 }
 

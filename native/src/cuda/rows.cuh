@@ -1,6 +1,7 @@
-// The row layout the row-wise kernels share (RMSNorm, LayerNorm, the bias gradient): a warp per
-// row in blocks of 8 warps, 16-byte vectors held per lane, and fixed chunks of rows for the
-// column sums (so their partials, and the sums, are the same on every run).
+// The row layout the row-wise kernels share (LayerNorm, RMSNorm's forward and scalar backward): a
+// warp per row in blocks of 8 warps, 16-byte vectors held per lane, and fixed chunks of rows for
+// the column sums (so their partials, and the sums, are the same on every run; the bias gradient
+// takes longer chunks).
 #pragma once
 #include "cuda/vec.cuh"
 
@@ -11,10 +12,10 @@ constexpr int kWarpsPerBlock = 8;
 constexpr int64_t kMinRowsPerChunk = 64;
 constexpr int64_t kMaxChunks = 65535;  // gridDim.y
 
-/** Rows a column-sum chunk takes: at least 64, more where the chunks would pass gridDim.y's limit. */
-inline int64_t RowsPerChunk(int64_t rows) {
+/** Rows a column-sum chunk takes: at least `least` (64), more where the chunks would pass gridDim.y's limit. */
+inline int64_t RowsPerChunk(int64_t rows, int64_t least = kMinRowsPerChunk) {
   int64_t need = (rows + kMaxChunks - 1) / kMaxChunks;
-  return need > kMinRowsPerChunk ? need : kMinRowsPerChunk;
+  return need > least ? need : least;
 }
 
 /** Blocks of a warp-per-row launch over `rows`. */
