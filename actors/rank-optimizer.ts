@@ -9,9 +9,9 @@ import type { ParallelPlan } from "../mesh/index.ts";
 import { scaleInPlace } from "../native/index.ts";
 import type { JobConfig } from "../runtime/index.ts";
 
-/** A rank's optimizer step ready to run (see models/optim's PreparedStep). */
+/** A rank's optimizer step ready to run: models/optim's PreparedStep, or sharded Muon's collective step (asynchronous). */
 export interface PreparedRankStep {
-  apply(gradScale?: number): Promise<void>;
+  apply(gradScale?: number): void | Promise<void>;
   drop(): void;
 }
 
@@ -19,11 +19,10 @@ export interface RankOptimizer {
   /** Optimizer steps taken so far (what the LR schedule is indexed by). */
   readonly stepCount: number;
   /**
-   * One update with learning rate `lr`, gradients multiplied by gradScale (clipping's factor);
-   * every rank of the shard group must call it (sharded Muon exchanges matrices).
+   * One update with learning rate `lr` in two halves (see models/optim's prepareStep): checks
+   * now, the update at `apply`, gradients multiplied by its gradScale (clipping's factor); every
+   * rank of the shard group must apply it (sharded Muon exchanges matrices).
    */
-  step(lr: number, gradScale?: number): Promise<void>;
-  /** step in two halves (see models/optim's prepareStep): checks now, the update at `apply`. */
   prepareStep(lr: number): PreparedRankStep;
   /** This rank's state over its ranges. */
   stateDict(): OptimizerStateDict;
@@ -59,11 +58,7 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
       get stepCount() {
         return opt.stepCount;
       },
-      step: async (lr, gradScale) => opt.step(lr, gradScale),
-      prepareStep(lr) {
-        const prepared = opt.prepareStep(lr);
-        return { apply: async (gradScale) => prepared.apply(gradScale), drop: () => prepared.drop() };
-      },
+      prepareStep: (lr) => opt.prepareStep(lr),
       stateDict: () => opt.stateDict(),
       stateSource: () => opt.stateSource(),
       loadStateDict: (s) => opt.loadStateDict(s),
@@ -76,20 +71,18 @@ export function createRankOptimizer(cfg: Pick<JobConfig, "optimizer">, plan: Par
     for (const [name, ps] of Object.entries(s.params)) if (!muon.has(name)) rest[name] = ps;
     return { step: s.step, params: rest };
   };
+  const step = async (lr: number, gradScale = 1) => {
+    // Sharded Muon exchanges gradients as they are: scale them all first.
+    if (gradScale !== 1) for (const p of params) if (p.grad) scaleInPlace(p.grad, gradScale);
+    await muon.step(lr);
+    adamw.step(lr);
+  };
   return {
     get stepCount() {
       return adamw.stepCount;
     },
-    async step(lr, gradScale = 1) {
-      // Sharded Muon exchanges gradients as they are: scale them all first.
-      if (gradScale !== 1) for (const p of params) if (p.grad) scaleInPlace(p.grad, gradScale);
-      await muon.step(lr);
-      adamw.step(lr);
-    },
     // Sharded Muon's step is a collective: nothing of it is prepared ahead.
-    prepareStep(lr) {
-      return { apply: (gradScale) => this.step(lr, gradScale), drop() {} };
-    },
+    prepareStep: (lr) => ({ apply: (gradScale) => step(lr, gradScale), drop() {} }),
     stateSource: () => {
       const s = adamw.stateSource();
       return { step: s.step, params: { ...s.params, ...muon.stateDict() } };

@@ -21,7 +21,7 @@ export class DecoderLM extends CausalLM {
   readonly head: Param;
   readonly maxPositions = undefined;
   /** Every layer's RoPE schedule (one for all, so a batch's cos / sin table serves them all). */
-  readonly rope: RopeOptions;
+  readonly #rope: RopeOptions;
 
   constructor(
     readonly config: DecoderConfig,
@@ -32,8 +32,7 @@ export class DecoderLM extends CausalLM {
     const init = new Init(opts.seed ?? 0, c.initializerRange, this.dtype, !opts.noInit);
     this.embed = new Embedding(init, "model.embed_tokens", c.vocabSize, c.hiddenSize);
     this.blocks = [];
-    const rope = c.ropeScaling ? { theta: c.ropeTheta, scaling: c.ropeScaling } : { theta: c.ropeTheta };
-    this.rope = rope;
+    this.#rope = c.ropeScaling ? { theta: c.ropeTheta, scaling: c.ropeScaling } : { theta: c.ropeTheta };
     for (let i = 0; i < c.numLayers; i++) {
       const p = `model.layers.${i}`;
       const attn = new Attention(init, {
@@ -44,7 +43,7 @@ export class DecoderLM extends CausalLM {
         qkvBias: c.qkvBias,
         oBias: c.oBias,
         ...(c.qkNorm ? { qkNormEps: c.rmsNormEps } : {}),
-        rope,
+        rope: this.#rope,
         ...(c.layerTypes[i] === "sliding_attention" ? { window: c.slidingWindow! } : {}),
         names: {
           q: `${p}.self_attn.q_proj`,
@@ -70,7 +69,7 @@ export class DecoderLM extends CausalLM {
   }
 
   override ropeTable(positions: Tensor): Tensor {
-    return ops.ropeTable(positions, this.config.headDim, this.rope, this.computeDtype === "float64" ? "float64" : "float32");
+    return ops.ropeTable(positions, this.config.headDim, this.#rope, this.computeDtype === "float64" ? "float64" : "float32");
   }
 
   embedForward(bt: BatchTensors): Tensor {

@@ -100,7 +100,7 @@ class KVCache {
         const attn = b.attn;
         const { numHeads: hq, headDim: dh } = attn.spec;
         const a = b.norm1.forward(h, ctx.child(`${i}.norm1`));
-        const { q, k, v } = attn.project(a, bt.positions, ctx.child(`${i}.attn`));
+        const { q, k, v } = attn.project(a, ctx.child(`${i}.attn`));
         this.write(i, k, positions);
         this.write(i, v, positions, true);
         const o = start === 0 ? ops.attention(q, k, v, bt.cuSeqlens, attn.opts).o : this.attend(i, q, start);

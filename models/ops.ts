@@ -3,4 +3,4 @@
 import * as native from "../native/index.ts";
 
 export const ops = native;
-export type { Tensor, DType, Device, RopeOptions, AttentionOptions } from "../native/index.ts";
+export type { Tensor, DType, Device, RopeOptions, AttentionOptions, PendingSum } from "../native/index.ts";

@@ -90,7 +90,8 @@ export function prepareAdamWStepMany(items: readonly AdamWItem[], o: { beta1: nu
   const op = "adamwStepMany";
   for (const k of ["beta1", "beta2", "eps"] as const) needFinite(op, k, o[k]);
   let state: "prepared" | "launched" | "dropped" = "prepared";
-  const checkScale = (gradScale: number) => {
+  // Checks the scale and marks the step launched: every launch path calls it before any update.
+  const beginLaunch = (gradScale: number) => {
     needFinite(op, "gradScale", gradScale);
     if (state !== "prepared") fail(op, state === "launched" ? "a prepared step is launched once" : "this prepared step was dropped");
     state = "launched";
@@ -98,12 +99,12 @@ export function prepareAdamWStepMany(items: readonly AdamWItem[], o: { beta1: nu
   const drop = () => {
     if (state === "prepared") state = "dropped";
   };
-  if (items.length === 0) return { launch: checkScale, drop };
+  if (items.length === 0) return { launch: beginLaunch, drop };
   const fused = items.every((it) => it.param.device === "cuda" && it.grad.dtype === "float32");
   if (!fused) {
     return {
       launch(gradScale) {
-        checkScale(gradScale);
+        beginLaunch(gradScale);
         for (const it of items) {
           const grad = gradScale !== 1 ? scale(it.grad, gradScale) : it.grad;
           try {
@@ -134,7 +135,7 @@ export function prepareAdamWStepMany(items: readonly AdamWItem[], o: { beta1: nu
           fail(op, `items[${i}]: a tensor it updates was disposed after the step was prepared`);
         }
       }
-      checkScale(gradScale);
+      beginLaunch(gradScale);
       cudaFn(op, "adamwStepManyLaunch")(prepared, gradScale);
     },
     drop() {

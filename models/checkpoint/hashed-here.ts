@@ -9,7 +9,7 @@
 // Another process on the same host can be told what this one knows (knownUnder, then vouch
 // there): the rank processes of a resumed job then take the coordinator's verification instead
 // of each hashing every shard again. A record counts only while the file's identity is as
-// recorded, so on another host (another device number) the file is hashed as before.
+// recorded (device, inode, size, times), so a file replaced or written since is hashed as before.
 //
 // Limit: an in-place overwrite of the same size within the file system's timestamp tick
 // (a few ms on Linux) keeps mtime and ctime, as would a replacement in that tick that reuses

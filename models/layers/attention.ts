@@ -4,7 +4,7 @@
 // mapping fuses them on save and splits them on load.
 import { ops, type AttentionOptions, type RopeOptions, type Tensor } from "../ops.ts";
 import { Linear, RMSNorm, type Layer } from "./basic.ts";
-import type { Ctx } from "./ctx.ts";
+import type { BatchTensors, Ctx } from "./ctx.ts";
 import type { Init } from "./init.ts";
 import type { Param } from "./param.ts";
 import { runSync, type AttentionGrads, type Steps } from "./steps.ts";
@@ -51,13 +51,13 @@ export class Attention implements Layer {
     if (spec.window !== undefined) this.opts.window = spec.window;
   }
 
-  /** q, k, v as [T, H, Dh] after norm and RoPE: what attention (and a KV cache) consumes. */
-  project(x: Tensor, positions: Tensor, ctx: Ctx): { q: Tensor; k: Tensor; v: Tensor } {
+  /** q, k, v as [T, H, Dh] after norm and RoPE (at ctx.batch's positions): what attention (and a KV cache) consumes. */
+  project(x: Tensor, ctx: Ctx): { q: Tensor; k: Tensor; v: Tensor } {
     const T = x.shape[0]!;
     const { numHeads: hq, numKvHeads: hkv, headDim: dh } = this.spec;
     const qh = this.headsOf(this.q.forward(x, ctx.child("q")), hq, this.qNorm, ctx.child("q_norm"), T);
     const kh = this.headsOf(this.k.forward(x, ctx.child("k")), hkv, this.kNorm, ctx.child("k_norm"), T);
-    const { q, k } = this.rotate(qh, kh, positions, ctx, false);
+    const { q, k } = this.rotate(qh, kh, ctx.batch, false);
     const v2 = this.v.forward(x, ctx.child("v"));
     const v = v2.reshape([T, hkv, dh]);
     v2.dispose();
@@ -65,13 +65,13 @@ export class Attention implements Layer {
   }
 
   /**
-   * RoPE of q and k (its transpose with `inverse`), disposing them: through the batch's table in
-   * one op (one launch on cuda), else per tensor.
+   * RoPE of q and k at the batch's positions (its transpose with `inverse`), disposing them:
+   * through the batch's table in one op (one launch on cuda), else per tensor.
    */
-  private rotate(q: Tensor, k: Tensor, positions: Tensor, ctx: Ctx, inverse: boolean): { q: Tensor; k: Tensor } {
+  private rotate(q: Tensor, k: Tensor, batch: BatchTensors, inverse: boolean): { q: Tensor; k: Tensor } {
     const rope = this.spec.rope;
     if (!rope) return { q, k };
-    const table = ctx.batch.rope;
+    const { rope: table, positions } = batch;
     let out: { q: Tensor; k: Tensor };
     if (table) out = inverse ? ops.ropeQKBackwardWithTable(q, k, table) : ops.ropeQKWithTable(q, k, table);
     else if (inverse) out = { q: ops.ropeBackward(q, positions, rope), k: ops.ropeBackward(k, positions, rope) };
@@ -103,7 +103,7 @@ export class Attention implements Layer {
   /** Forward with the attention op as an effect (a plan may run it across ranks). */
   *forwardSteps(x: Tensor, ctx: Ctx): Steps<Tensor> {
     const T = x.shape[0]!;
-    const { q, k, v } = this.project(x, ctx.batch.positions, ctx);
+    const { q, k, v } = this.project(x, ctx);
     const o = (yield { op: "attention", q, k, v, ctx, opts: this.opts }) as Tensor;
     const o2 = o.reshape([T, this.spec.numHeads * this.spec.headDim]);
     // Local attention saved o; an exchange returns a fresh o, which the view now holds.
@@ -123,7 +123,7 @@ export class Attention implements Layer {
     do2.dispose();
     const g = (yield { op: "attentionBackward", dout, ctx, opts: this.opts }) as AttentionGrads;
     dout.dispose();
-    const r = this.rotate(g.dq, g.dk, ctx.batch.positions, ctx, true);
+    const r = this.rotate(g.dq, g.dk, ctx.batch, true);
     const dq = this.linGradOf(r.q, hq, this.qNorm, ctx.child("q_norm"), T);
     const dx = this.q.backward(dq, ctx.child("q"));
     dq.dispose();

@@ -1,5 +1,5 @@
 // The global gradient norm (float64 accumulation) and clipping by it.
-import { ops } from "../ops.ts";
+import { ops, type PendingSum } from "../ops.ts";
 import type { OptimParam } from "./types.ts";
 
 /**
@@ -7,7 +7,12 @@ import type { OptimParam } from "./types.ts";
  * parallelism, all-reduce this across the group and pass sqrt of the sum to clipGradNorm.
  */
 export function gradSumSquares(params: readonly OptimParam[]): number {
-  return ops.sumSquaresOf(params.flatMap((p) => (p.grad ? [p.grad] : [])));
+  return gradSumSquaresQueued(params).read();
+}
+
+/** gradSumSquares left on the device until read (ops.sumSquaresOfQueued): the host may prepare the optimizer's step meanwhile. */
+export function gradSumSquaresQueued(params: readonly OptimParam[]): PendingSum {
+  return ops.sumSquaresOfQueued(params.flatMap((p) => (p.grad ? [p.grad] : [])));
 }
 
 export function gradNorm(params: readonly OptimParam[]): number {

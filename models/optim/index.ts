@@ -13,5 +13,5 @@ export { AdamW, type AdamWOptimizerOptions } from "./adamw.ts";
 export { MuonWithAdamW, type MuonOptimizerOptions } from "./muon.ts";
 export { createOptimizer, type CreateOptimizerOptions } from "./create.ts";
 export { noDecay, usesMuon, isEmbeddingOrHead } from "./rules.ts";
-export { clipGradNorm, gradNorm, gradSumSquares, zeroGrad, type ClipResult } from "./clip.ts";
+export { clipGradNorm, gradNorm, gradSumSquares, gradSumSquaresQueued, zeroGrad, type ClipResult } from "./clip.ts";
 export { createSchedule, type LrSchedule, type ScheduleTarget } from "./schedule.ts";

@@ -69,7 +69,13 @@ export class ParamOptimizer implements Optimizer {
   }
 
   step(lr: number, gradScale = 1): void {
-    this.prepareStep(lr).apply(gradScale);
+    const prepared = this.prepareStep(lr);
+    try {
+      prepared.apply(gradScale);
+    } finally {
+      // A refused apply (a non-finite gradScale) lets go of what the preparation holds at once.
+      prepared.drop();
+    }
   }
 
   prepareStep(lr: number): PreparedStep {
@@ -103,7 +109,7 @@ export class ParamOptimizer implements Optimizer {
         continue;
       }
       prepared.push({
-        run(gradScale) {
+        launch(gradScale) {
           for (const u of updates) {
             if (gradScale !== 1) ops.scaleInPlace(u.grad, gradScale);
             rule.apply(u.value, u.grad, u.state, u.o);
@@ -131,7 +137,7 @@ export class ParamOptimizer implements Optimizer {
         }
         state = "applied";
         this.#generation++;
-        for (const p of prepared) p.run(gradScale);
+        for (const p of prepared) p.launch(gradScale);
         for (const [e] of ready) e.step++;
         this.#step++;
       },

@@ -10,17 +10,17 @@ export interface UpdateRule {
   /** `step` counts this parameter's updates from 1; `weightDecay` is 0 where the decay rule says so. */
   apply(value: Tensor, grad: Tensor, state: readonly Tensor[], o: UpdateOptions): void;
   /**
-   * The same update over many tensors at once, checked and laid out now and run by the
-   * returned function, each gradient multiplied by its gradScale (one launch on cuda, and the
+   * The same update over many tensors at once, checked and laid out now and launched by the
+   * returned step, each gradient multiplied by its gradScale (one launch on cuda, and the
    * clipping scale needs no pass of its own). Rules without it are applied per tensor after the
    * gradient is scaled in place.
    */
   prepareMany?(updates: readonly Update[]): PreparedUpdates;
 }
 
-/** Updates made ready by prepareMany: `run` once, or `drop` to let go of what they hold. */
+/** Updates made ready by prepareMany (native's PreparedAdamWStep): `launch` once, or `drop` to let go of what they hold. */
 export interface PreparedUpdates {
-  run(gradScale: number): void;
+  launch(gradScale: number): void;
   drop(): void;
 }
 
@@ -54,11 +54,10 @@ export function adamwRule(h: AdamWHyper): UpdateRule {
       ops.adamwStep(value, grad, m!, v!, { lr: o.lr, beta1: h.betas[0], beta2: h.betas[1], eps: h.eps, weightDecay: o.weightDecay, step: o.step, ...copy });
     },
     prepareMany(updates) {
-      const prepared = ops.prepareAdamWStepMany(
+      return ops.prepareAdamWStepMany(
         updates.map((u) => ({ param: u.value, grad: u.grad, m: u.state[0]!, v: u.state[1]!, bf16Copy: u.o.computeCopy, lr: u.o.lr, weightDecay: u.o.weightDecay, step: u.o.step })),
         { beta1: h.betas[0], beta2: h.betas[1], eps: h.eps },
       );
-      return { run: (gradScale) => prepared.launch(gradScale), drop: () => prepared.drop() };
     },
   };
 }

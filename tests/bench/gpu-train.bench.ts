@@ -22,8 +22,8 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { configFromHF, createModel, createOptimizer, clipGradNorm, mulberry32, noDecay, packSequences, type CausalLM, type DecoderConfig } from "../../models/index.ts";
-import { CudaEvent, cudaAvailable, cudaEmptyCache, cudaMemoryStats, cudaResetPeak, cudaSynchronize, liveTensors, startCudaProfile, stopCudaProfile, sumSquaresOfQueued, summarizeCudaProfile } from "../../native/index.ts";
+import { configFromHF, createModel, createOptimizer, clipGradNorm, gradSumSquaresQueued, mulberry32, noDecay, packSequences, type CausalLM, type DecoderConfig } from "../../models/index.ts";
+import { CudaEvent, cudaAvailable, cudaEmptyCache, cudaMemoryStats, cudaResetPeak, cudaSynchronize, liveTensors, startCudaProfile, stopCudaProfile, summarizeCudaProfile } from "../../native/index.ts";
 import { loadConfig } from "../../runtime/config/index.ts";
 
 /** The models by the names torch_reference.py gives them, and the job configs that hold their shapes. */
@@ -99,7 +99,7 @@ function benchModel(name: string, steps: number, warmup: number, seqLen: number)
     const h1 = performance.now();
     // As the trainer's RankPlan.optimStep: the update is prepared while the device sums the
     // gradients' squares, and launched once the host has read the norm.
-    const sum = sumSquaresOfQueued(params.flatMap((p) => (p.grad ? [p.grad] : [])));
+    const sum = gradSumSquaresQueued(params);
     const prepared = opt.prepareStep(1e-4);
     const clip = clipGradNorm(params, 1.0, { norm: Math.sqrt(sum.read()), scaleGrads: false });
     if (clip.finite) prepared.apply(clip.scale);
