@@ -18,6 +18,7 @@ import { mkdirSync } from "node:fs";
 import { DeviceMesh, type RankLayout } from "../mesh/index.ts";
 import { ActorSystem, defineActor, NatsTransport, NoResponderError, AskTimeoutError, type JobConfig } from "../runtime/index.ts";
 import { findResume, modelConfigJson } from "./checkpointing.ts";
+
 import { coordinatorActor } from "./coordinator-actor.ts";
 import { dataActor } from "./data-actor.ts";
 import { ADDRESS, coordinatorOptions, dataOptions } from "./job.ts";
@@ -26,6 +27,10 @@ import { checkTrainable, resolveModelSpec, type ModelSpec } from "./model-spec.t
 import { nodeAgent } from "./node-agent.ts";
 import type { ProgressStream } from "./progress.ts";
 import { CoordinatorProtocol, JobProtocol, NodeProtocol, RankProtocol, type RunSummary } from "./protocols.ts";
+
+// How long a failed attempt waits for a node agent's report of a dead rank before it reports its
+// own reason (the report comes over NATS within milliseconds of the exit).
+const DEATH_REPORT_GRACE_MS = 2000;
 
 export interface LaunchOptions {
   nnodes: number;
@@ -244,7 +249,13 @@ async function leadNode(cfg: JobConfig, o: LaunchOptions, { system, url, note, s
       );
       await coordinator.ask({ type: "start" });
       if (stopReason !== undefined) await coordinator.ask({ type: "stop", reason: stopReason });
-      return await finished;
+      const s = await finished;
+      if (s.state !== "failed") return s;
+      // A rank that exits fails the coordinator's next ask ("no one serves rank.N") as soon as its
+      // subscription is gone, which can be before its node agent's report arrives: give the report
+      // a moment, so the failure names the rank and how it ended.
+      if (!ac.signal.aborted) await Promise.race([aborted.catch(() => {}), new Promise((r) => setTimeout(r, DEATH_REPORT_GRACE_MS))]);
+      return ac.signal.aborted ? { ...s, reason: String(ac.signal.reason) } : s;
     } catch (err) {
       return { state: "failed", step: 0, tokens: 0, reason: err instanceof Error ? err.message : String(err), last_loss: null };
     } finally {
