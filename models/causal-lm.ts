@@ -126,8 +126,9 @@ export abstract class CausalLM {
     return undefined;
   }
 
-  /** The batch on the model's device, with the RoPE table its layers share. */
+  /** The batch, checked, on the model's device, with the RoPE table its layers share. */
   #upload(batch: PackedBatch): BatchTensors {
+    checkBatch(batch, this.config.vocabSize, this.maxPositions);
     const bt = uploadBatch(batch, this.#device);
     bt.rope = this.ropeTable(bt.positions);
     return bt;
@@ -165,7 +166,6 @@ export abstract class CausalLM {
   private lossInputs(batch: PackedBatch, scale: number | undefined): { labels: Int32Array; gradScale: number } {
     const labels = batch.labels;
     if (!labels) throw new Error("loss: the batch has no labels");
-    checkBatch(batch, this.config.vocabSize, this.maxPositions);
     let count = 0;
     for (const l of labels) if (l !== IGNORE_INDEX) count++;
     return { labels, gradScale: scale ?? (count > 0 ? 1 / count : 0) };
@@ -203,7 +203,6 @@ export abstract class CausalLM {
   evalLoss(batch: PackedBatch): LossResult {
     const labels = batch.labels;
     if (!labels) throw new Error("evalLoss: the batch has no labels");
-    checkBatch(batch, this.config.vocabSize, this.maxPositions);
     return ops.scope(() => {
       const bt = this.#upload(batch);
       const hn = this.hiddenForward(bt, new Ctx(bt), true);
@@ -221,7 +220,6 @@ export abstract class CausalLM {
   async evalLossAsync(batch: PackedBatch, opts: Omit<AsyncLossOptions, "gradScale"> = {}): Promise<LossResult> {
     const labels = batch.labels;
     if (!labels) throw new Error("evalLoss: the batch has no labels");
-    checkBatch(batch, this.config.vocabSize, this.maxPositions);
     const bt = this.#upload(batch);
     try {
       const hn = await runAsync(this.hiddenSteps(bt, new Ctx(bt), true), opts.hooks, opts.attention);
@@ -237,7 +235,6 @@ export abstract class CausalLM {
 
   /** Logits [T, V] of a packed batch (no gradients, nothing kept but the result). */
   logits(batch: PackedBatch): Tensor {
-    checkBatch(batch, this.config.vocabSize, this.maxPositions);
     return ops.scope(() => {
       const bt = this.#upload(batch);
       const hn = this.hiddenForward(bt, new Ctx(bt), true);
@@ -291,6 +288,7 @@ function uploadBatch(b: PackedBatch, device: Device): BatchTensors {
     cuSeqlens: ops.tensor(b.cuSeqlens, [b.cuSeqlens.length], { dtype: "int32", device }),
     cuSeqlensHost: b.cuSeqlens,
     numTokens: T,
+    checked: true,
   };
 }
 

@@ -73,11 +73,11 @@ export class DecoderLM extends CausalLM {
   }
 
   embedForward(bt: BatchTensors): Tensor {
-    return this.embed.forward(bt.tokens);
+    return this.embed.forward(bt.tokens, { idsChecked: bt.checked });
   }
 
   protected embedBackward(dx: Tensor, bt: BatchTensors): void {
-    this.embed.backward(dx, bt.tokens);
+    this.embed.backward(dx, bt.tokens, { idsChecked: bt.checked });
   }
 
   params(): Param[] {

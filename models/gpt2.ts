@@ -66,8 +66,8 @@ export class Gpt2LM extends CausalLM {
   }
 
   embedForward(bt: BatchTensors): Tensor {
-    const t = this.wte.forward(bt.tokens);
-    const p = this.wpe.forward(bt.positions);
+    const t = this.wte.forward(bt.tokens, { idsChecked: bt.checked });
+    const p = this.wpe.forward(bt.positions, { idsChecked: bt.checked });
     const h = ops.add(t, p);
     t.dispose();
     p.dispose();
@@ -75,8 +75,8 @@ export class Gpt2LM extends CausalLM {
   }
 
   protected embedBackward(dx: Tensor, bt: BatchTensors): void {
-    this.wte.backward(dx, bt.tokens);
-    this.wpe.backward(dx, bt.positions);
+    this.wte.backward(dx, bt.tokens, { idsChecked: bt.checked });
+    this.wpe.backward(dx, bt.positions, { idsChecked: bt.checked });
   }
 
   params(): Param[] {

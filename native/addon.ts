@@ -71,7 +71,7 @@ export interface CudaAddon
   matmulCounts(): CudaMatmulCounts;
   /** ropeWithTable of q and k (same T, Dh and dtype) in one launch: [q', k']. */
   ropeQKWithTable(q: H, k: H, table: H, inverse: boolean): [H, H];
-  embeddingBackwardInto(dw: H, dy: H, ids: H): void;
+  embeddingBackwardInto(dw: H, dy: H, ids: H, idsChecked?: boolean): void;
   /** out (float32 or a's dtype) = op(a) op(b), or += with accumulate. */
   matmulInto(out: H, a: H, b: H, transA: boolean, transB: boolean, accumulate: boolean, reference?: boolean): void;
   /** [y, sum, rstd float32]: sum = x + residual, y = rmsnorm(sum). */
@@ -123,8 +123,9 @@ export interface Addon {
   addBias(x: H, b: H): H;
   sumRows(dy: H): H;
   sumSquares(t: H): number;
-  embedding(w: H, ids: H): H;
-  embeddingBackward(dy: H, ids: H, vocab: number): H;
+  /** idsChecked: the caller checked the ids on the host, so cuda reads back no out-of-range flag (no wait); the CPU checks regardless. */
+  embedding(w: H, ids: H, idsChecked?: boolean): H;
+  embeddingBackward(dy: H, ids: H, vocab: number, idsChecked?: boolean): H;
   rmsnorm(x: H, w: H, eps: number): [H, H];
   rmsnormBackward(dy: H, x: H, w: H, rstd: H): [H, H];
   layernorm(x: H, w: H, b: H, eps: number): [H, H, H];

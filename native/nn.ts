@@ -5,22 +5,32 @@ import { backendFor, cudaFn, deviceOfInputs } from "./cuda.ts";
 import { add, addInto } from "./ops.ts";
 import { fail, fmt, needCpu, needDtype, needFinite, needFloat, needRank, needSameDtype, needSameShape, needShape } from "./check.ts";
 
-/** weight[V,D] rows picked by ids[T] (int32) -> [T,D]. An id outside [0,V) throws. */
-export function embedding(weight: Tensor, ids: Tensor): Tensor {
+/** How the embedding ops may treat their ids. */
+export interface EmbeddingIds {
+  /**
+   * The caller has checked every id against V on the host (a model's batch, by checkBatch), so
+   * cuda does not read back its out-of-range flag: that read waits for the device, and the host
+   * could not queue ahead of it. A wrong claim leaves such rows unwritten (never read out of bounds).
+   */
+  idsChecked?: boolean;
+}
+
+/** weight[V,D] rows picked by ids[T] (int32) -> [T,D]. An id outside [0,V) throws (see EmbeddingIds). */
+export function embedding(weight: Tensor, ids: Tensor, o: EmbeddingIds = {}): Tensor {
   const op = "embedding";
   needFloat(op, "weight", weight);
   needRank(op, "weight", weight, [2]);
   needDtype(op, "ids", ids, "int32");
   needRank(op, "ids", ids, [1]);
   const raw = backendFor(op, "embedding", ["weight", weight], ["ids", ids]);
-  return new Tensor(raw(weight.handle(op, "weight"), ids.handle(op, "ids")), weight.dtype, [
+  return new Tensor(raw(weight.handle(op, "weight"), ids.handle(op, "ids"), o.idsChecked ?? false), weight.dtype, [
     ids.shape[0]!,
     weight.shape[1]!,
   ]);
 }
 
 /** dW[V,D] = scatter-add of dy[T,D] rows at ids (on cuda: float32 whatever dy is, as parameter gradients are). */
-export function embeddingBackward(dy: Tensor, ids: Tensor, vocabSize: number): Tensor {
+export function embeddingBackward(dy: Tensor, ids: Tensor, vocabSize: number, o: EmbeddingIds = {}): Tensor {
   const op = "embeddingBackward";
   needFloat(op, "dy", dy);
   needRank(op, "dy", dy, [2]);
@@ -28,7 +38,7 @@ export function embeddingBackward(dy: Tensor, ids: Tensor, vocabSize: number): T
   needShape(op, "ids", ids, [dy.shape[0]!]);
   if (!Number.isInteger(vocabSize) || vocabSize <= 0) fail(op, `vocabSize must be a positive integer, got ${vocabSize}`);
   const raw = backendFor(op, "embeddingBackward", ["dy", dy], ["ids", ids]);
-  return new Tensor(raw(dy.handle(op, "dy"), ids.handle(op, "ids"), vocabSize), dy.device === "cuda" ? "float32" : dy.dtype, [
+  return new Tensor(raw(dy.handle(op, "dy"), ids.handle(op, "ids"), vocabSize, o.idsChecked ?? false), dy.device === "cuda" ? "float32" : dy.dtype, [
     vocabSize,
     dy.shape[1]!,
   ]);
@@ -38,7 +48,7 @@ export function embeddingBackward(dy: Tensor, ids: Tensor, vocabSize: number): T
  * dW[V,D] += embeddingBackward(dy, ids): into an existing gradient (a tied head's), with no
  * [V,D] zero fill on cuda (dW float32 there; the CPU adds a fresh embeddingBackward).
  */
-export function embeddingBackwardInto(dW: Tensor, dy: Tensor, ids: Tensor): void {
+export function embeddingBackwardInto(dW: Tensor, dy: Tensor, ids: Tensor, o: EmbeddingIds = {}): void {
   const op = "embeddingBackwardInto";
   needFloat(op, "dy", dy);
   needRank(op, "dy", dy, [2]);
@@ -48,7 +58,7 @@ export function embeddingBackwardInto(dW: Tensor, dy: Tensor, ids: Tensor): void
   needShape(op, "dW", dW, [-1, dy.shape[1]!]);
   if (deviceOfInputs(op, ["dW", dW], ["dy", dy], ["ids", ids]) === "cuda") {
     needDtype(op, "dW", dW, "float32");
-    cudaFn(op, "embeddingBackwardInto")(dW.handle(op, "dW"), dy.handle(op, "dy"), ids.handle(op, "ids"));
+    cudaFn(op, "embeddingBackwardInto")(dW.handle(op, "dW"), dy.handle(op, "dy"), ids.handle(op, "ids"), o.idsChecked ?? false);
     return;
   }
   const g = embeddingBackward(dy, ids, dW.shape[0]!);

@@ -164,15 +164,16 @@ export class Embedding {
     this.weight = init.normal(`${name}.weight`, [numRows, dim]);
   }
 
-  forward(ids: Tensor): Tensor {
-    return ops.embedding(this.weight.value, ids);
+  /** idsChecked: the ids were checked against numRows on the host (a checked batch's), see ops.embedding. */
+  forward(ids: Tensor, o: { idsChecked?: boolean } = {}): Tensor {
+    return ops.embedding(this.weight.value, ids, o);
   }
 
-  backward(dy: Tensor, ids: Tensor): void {
+  backward(dy: Tensor, ids: Tensor, o: { idsChecked?: boolean } = {}): void {
     // A tied head's gradient is already there: scatter into it (no [V, D] temporary).
     const g = this.weight.grad;
-    if (g) ops.embeddingBackwardInto(g, dy, ids);
-    else this.weight.accumulate(ops.embeddingBackward(dy, ids, this.numRows));
+    if (g) ops.embeddingBackwardInto(g, dy, ids, o);
+    else this.weight.accumulate(ops.embeddingBackward(dy, ids, this.numRows, o));
   }
 
   params(): Param[] {

@@ -14,6 +14,12 @@ export interface BatchTensors {
   /** Number of tokens T. */
   numTokens: number;
   /**
+   * Tokens and positions were checked on the host against the vocabulary and the model's
+   * positions (CausalLM's upload runs checkBatch), so the embeddings do not wait to read back
+   * their device check.
+   */
+  checked?: boolean;
+  /**
    * cos / sin of the positions' RoPE angles ([T, 2, Dh/2], native `ropeTable`), made once per
    * batch by models whose layers share one head dim and schedule, read by every layer's RoPE
    * forward and backward. Absent (a hand-built batch, a model without RoPE): each call forms them.

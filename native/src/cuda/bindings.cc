@@ -3,6 +3,7 @@
 // events. Inputs arrive checked by the TypeScript face; this rechecks what memory safety needs.
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "core/rope_table.h"
@@ -17,23 +18,34 @@ namespace {
 using cuda::Scratch;
 using namespace cuda_bindings;
 
-// A device flag set by kernels that meet bad data (ids out of range); reading it waits for the stream.
+// A device flag set by kernels that meet bad data (ids out of range); reading it waits for the
+// stream. Ids the caller has checked on the host (a model's batch) need no flag: a wait per call
+// would stop the host from queueing ahead of the device (the embedding backward ends the step's
+// backward, where the host prepares the optimizer while the device works).
 class BadFlag {
  public:
-  explicit BadFlag(const char* op) : op_(op), mem_(sizeof(int)) {
-    TESSERA_CUDA_CHECK(op, cudaMemsetAsync(mem_.as<int>(), 0, sizeof(int), cuda::ComputeStream()));
+  BadFlag(const char* op, bool hostChecked) : op_(op) {
+    if (hostChecked) return;
+    mem_.emplace(sizeof(int));
+    TESSERA_CUDA_CHECK(op, cudaMemsetAsync(ptr(), 0, sizeof(int), cuda::ComputeStream()));
   }
-  int* ptr() const { return mem_.as<int>(); }
+  int* ptr() const { return mem_ ? mem_->as<int>() : nullptr; }
   bool Raised() const {
+    if (!mem_) return false;
     int v = 0;
-    DeviceCopy(op_, &v, Device::CPU, mem_.as<int>(), Device::CUDA, sizeof(int));
+    DeviceCopy(op_, &v, Device::CPU, ptr(), Device::CUDA, sizeof(int));
     return v != 0;
   }
 
  private:
   const char* op_;
-  Scratch mem_;
+  std::optional<Scratch> mem_;
 };
+
+// The optional last argument of the embedding ops: ids already checked against V on the host.
+bool IdsCheckedArg(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() > i && info[i].IsBoolean() && info[i].As<Napi::Boolean>().Value();
+}
 
 // ---------------------------------------------------------------- memory, streams, events
 
@@ -339,7 +351,7 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
   if (ids.dtype != DType::I32 || w.ndim() != 2) throw OpError("embedding: weight must be [V,D] and ids int32");
   int64_t V = w.dim(0), D = w.dim(1), T = ids.numel;
   Out out = NewTensor(info.Env(), w.dtype, {T, D}, Device::CUDA);
-  BadFlag bad("embedding");
+  BadFlag bad("embedding", IdsCheckedArg(info, 2));
   cuda::Embedding(w.dtype, w.data<void>(), ids.data<int32_t>(), out.t->data<void>(), T, D, V, bad.ptr());
   if (bad.Raised()) throw OpError("embedding: an id is out of range [0, " + std::to_string(V) + ")");
   return out.value;
@@ -358,7 +370,7 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   NeedEmbeddingGrad("embeddingBackward", dy, ids);
   int64_t T = dy.dim(0), D = dy.dim(1);
   Out out = NewTensor(info.Env(), DType::F32, {V, D}, Device::CUDA);
-  BadFlag bad("embeddingBackward");
+  BadFlag bad("embeddingBackward", IdsCheckedArg(info, 3));
   cuda::EmbeddingBackward(dy.dtype, dy.data<void>(), ids.data<int32_t>(), out.t->data<float>(), T, D, V, bad.ptr());
   if (bad.Raised()) throw OpError("embeddingBackward: an id is out of range [0, " + std::to_string(V) + ")");
   return out.value;
@@ -372,7 +384,7 @@ Napi::Value EmbeddingBackwardInto(const Napi::CallbackInfo& info) {
   NeedEmbeddingGrad("embeddingBackwardInto", dy, ids);
   if (dw.dtype != DType::F32 || dw.ndim() != 2 || dw.dim(1) != dy.dim(1)) throw OpError("embeddingBackwardInto: dw must be float32 [V,D]");
   int64_t V = dw.dim(0);
-  BadFlag bad("embeddingBackwardInto");
+  BadFlag bad("embeddingBackwardInto", IdsCheckedArg(info, 3));
   cuda::EmbeddingBackwardAdd(dy.dtype, dy.data<void>(), ids.data<int32_t>(), dw.data<float>(), dy.dim(0), dy.dim(1), V, bad.ptr());
   if (bad.Raised()) throw OpError("embeddingBackwardInto: an id is out of range [0, " + std::to_string(V) + ") (dw holds the rows before it)");
   return info.Env().Undefined();

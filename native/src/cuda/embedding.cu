@@ -16,7 +16,7 @@ __global__ void EmbeddingKernel(const T* w, const int32_t* ids, T* out, int64_t 
     int64_t t = k / rowVecs, d = k - t * rowVecs;
     int32_t id = ids[t];
     if (id < 0 || id >= V) {
-      *bad = 1;
+      if (bad) *bad = 1;
       continue;
     }
     reinterpret_cast<VT*>(out)[k] = reinterpret_cast<const VT*>(w + id * D)[d];
@@ -39,7 +39,7 @@ __global__ void EmbeddingBackwardKernel(const T* dy, const int32_t* ids, float* 
     int64_t t = i / D, d = i - t * D;
     int32_t id = ids[t];
     if (id < 0 || id >= V) {
-      *bad = 1;
+      if (bad) *bad = 1;
       continue;
     }
     atomicAdd(dw + id * D + d, Load(dy, i));

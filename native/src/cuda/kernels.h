@@ -19,7 +19,10 @@ void AddInto(DType dstDt, void* dst, DType srcDt, const void* src, float alpha, 
 void Cast(DType from, const void* src, DType to, void* dst, int64_t n);
 
 // embedding.cu
-/** out[t,:] = w[ids[t],:]; an id outside [0,V) sets *bad to 1 (checked by the caller). */
+/**
+ * out[t,:] = w[ids[t],:]; an id outside [0,V) is skipped and sets *bad to 1 (checked by the caller),
+ * unless bad is null (ids checked on the host). The same for the backwards.
+ */
 void Embedding(DType dt, const void* w, const int32_t* ids, void* out, int64_t T, int64_t D, int64_t V, int* bad);
 /** dw[V,D] (fp32, zeroed here) += dy[t,:] at ids[t]. */
 void EmbeddingBackward(DType dt, const void* dy, const int32_t* ids, float* dw, int64_t T, int64_t D, int64_t V, int* bad);
