@@ -49,7 +49,7 @@ export interface CudaAddon
     Addon,
     | "cast" | "matmul" | "add" | "mul" | "scale" | "scaleInPlace" | "addInto" | "sumSquares" | "embedding" | "embeddingBackward"
     | "rmsnorm" | "rope" | "ropeTable" | "ropeWithTable" | "swiglu" | "swigluBackward"
-    | "addBias" | "sumRows" | "linearCrossEntropy"
+    | "addBias" | "sumRows" | "copyColumns" | "linearCrossEntropy"
     | "layernorm" | "layernormBackward" | "gelu" | "geluBackward"
     | "attention" | "attentionBackward"
   > {
@@ -71,6 +71,8 @@ export interface CudaAddon
   matmulCounts(): CudaMatmulCounts;
   /** ropeWithTable of q and k (same T, Dh and dtype) in one launch: [q', k']. */
   ropeQKWithTable(q: H, k: H, table: H, inverse: boolean): [H, H];
+  ropeQKVSplit(qkv: H, table: H, numHeads: number, numKvHeads: number): [H, H, H];
+  ropeQKVBackwardCat(dq: H, dk: H, dv: H, table: H): H;
   embeddingBackwardInto(dw: H, dy: H, ids: H, idsChecked?: boolean): void;
   /** out (float32 or a's dtype) = op(a) op(b), or += with accumulate. */
   matmulInto(out: H, a: H, b: H, transA: boolean, transB: boolean, accumulate: boolean, reference?: boolean): void;
@@ -122,6 +124,8 @@ export interface Addon {
   addInto(dst: H, src: H, alpha: number): void;
   addBias(x: H, b: H): H;
   sumRows(dy: H): H;
+  /** Between one [R, W] and parts [R, w_i] side by side in it (at most 8): split copies one out to the parts, else in. */
+  copyColumns(one: H, parts: H[], split: boolean): void;
   sumSquares(t: H): number;
   /** idsChecked: the caller checked the ids on the host, so cuda reads back no out-of-range flag (no wait); the CPU checks regardless. */
   embedding(w: H, ids: H, idsChecked?: boolean): H;

@@ -1,8 +1,8 @@
 // Matmul and elementwise / reduction helpers.
 import { loadAddon } from "./addon.ts";
-import { Tensor, cast, copyInto } from "./tensor.ts";
+import { Tensor, cast, copyInto, empty } from "./tensor.ts";
 import { backendFor, cudaFn, deviceOfInputs } from "./cuda.ts";
-import { fail, fmt, needFinite, needFloat, needRank, needSameDtype, needSameShape, needShape } from "./check.ts";
+import { fail, fmt, needFinite, needFloat, needRank, needSameDtype, needSameShape, needShape, sameShape } from "./check.ts";
 
 export interface MatmulOptions {
   transA?: boolean;
@@ -167,6 +167,92 @@ export function sumRows(dy: Tensor): Tensor {
   if (dy.shape.length < 1) fail("sumRows", "dy must have at least one dimension");
   const raw = backendFor("sumRows", "sumRows", ["dy", dy]);
   return new Tensor(raw(dy.handle("sumRows", "dy")), dy.device === "cuda" ? "float32" : dy.dtype, [dy.shape.at(-1)!]);
+}
+
+/** The most parts splitColumns / catColumns take (the addon's kernels' limit). */
+const MAX_COLUMN_PARTS = 8;
+
+function copyColumns(op: string, one: Tensor, parts: readonly Tensor[], split: boolean): void {
+  const named = parts.map((p, i): [string, Tensor] => [`parts[${i}]`, p]);
+  const raw = backendFor(op, "copyColumns", [split ? "x" : "out", one], ...named);
+  raw(one.handle(op, split ? "x" : "out"), named.map(([n, p]) => p.handle(op, n)), split);
+}
+
+function needColumnParts(op: string, widths: readonly number[]): void {
+  if (widths.length < 1 || widths.length > MAX_COLUMN_PARTS) fail(op, `1 to ${MAX_COLUMN_PARTS} parts, got ${widths.length}`);
+  for (const w of widths) if (!Number.isInteger(w) || w < 0) fail(op, `widths must be integers >= 0, got [${widths.join(", ")}]`);
+}
+
+/**
+ * x [R, w_0 + w_1 + ...] split by columns into fresh tensors [R, w_i] (copies): a fused
+ * projection's output into q, k and v. One launch on cuda.
+ */
+export function splitColumns(x: Tensor, widths: readonly number[]): Tensor[] {
+  const op = "splitColumns";
+  needRank(op, "x", x, [2]);
+  needColumnParts(op, widths);
+  const total = widths.reduce((a, w) => a + w, 0);
+  if (total !== x.shape[1]) fail(op, `widths [${widths.join(", ")}] add up to ${total}, not x's ${x.shape[1]} columns`);
+  const parts = widths.map((w) => empty([x.shape[0]!, w], x.dtype, x.device));
+  copyColumns(op, x, parts, true);
+  return parts;
+}
+
+/** Tensors [R, w_i] side by side -> [R, w_0 + w_1 + ...] (splitColumns' inverse). */
+export function catColumns(parts: readonly Tensor[]): Tensor {
+  const op = "catColumns";
+  needColumnParts(op, parts.map((p) => p.shape[1] ?? 0));
+  const first = parts[0]!;
+  for (const [i, p] of parts.entries()) {
+    needRank(op, `parts[${i}]`, p, [2]);
+    needSameDtype(op, ["parts[0]", first], [`parts[${i}]`, p]);
+    if (p.shape[0] !== first.shape[0]) fail(op, `parts[${i}] has ${p.shape[0]} rows, parts[0] ${first.shape[0]}`);
+  }
+  const out = empty([first.shape[0]!, parts.reduce((a, p) => a + p.shape[1]!, 0)], first.dtype, first.device);
+  copyColumns(op, out, parts, false);
+  return out;
+}
+
+/** Tensors of one trailing shape stacked along dim 0 (rows one after another): [Wq; Wk; Wv]. */
+export function catRows(parts: readonly Tensor[]): Tensor {
+  const op = "catRows";
+  const first = parts[0];
+  if (!first) fail(op, "no parts");
+  for (const [i, p] of parts.entries()) {
+    if (p.shape.length < 1 || !sameShape(p.shape.slice(1), first.shape.slice(1))) {
+      fail(op, `parts[${i}] ${fmt(p.shape)} does not match parts[0] ${fmt(first.shape)} past dim 0`);
+    }
+  }
+  // Rows one after another are the parts' memory one after another: a column split of one row.
+  const flat = parts.map((p) => p.reshape([1, p.numel]));
+  try {
+    const one = catColumns(flat);
+    const out = one.reshape([parts.reduce((a, p) => a + p.shape[0]!, 0), ...first.shape.slice(1)]);
+    one.dispose();
+    return out;
+  } finally {
+    for (const f of flat) f.dispose();
+  }
+}
+
+/** x split along dim 0 into fresh tensors of rows[i] rows each (catRows' inverse). */
+export function splitRows(x: Tensor, rows: readonly number[]): Tensor[] {
+  const op = "splitRows";
+  if (x.shape.length < 1) fail(op, "x must have at least one dimension");
+  needColumnParts(op, rows);
+  const total = rows.reduce((a, r) => a + r, 0);
+  if (total !== x.shape[0]) fail(op, `rows [${rows.join(", ")}] add up to ${total}, not x's ${x.shape[0]}`);
+  const inner = x.numel / Math.max(x.shape[0]!, 1);
+  const flat = x.reshape([1, x.numel]);
+  try {
+    return splitColumns(flat, rows.map((r) => r * inner)).map((p, i) => {
+      const out = p.reshape([rows[i]!, ...x.shape.slice(1)]);
+      p.dispose();
+      return out;
+    });
+  } finally {
+    flat.dispose();
+  }
 }
 
 /** Sum of squares, accumulated in float64 (on cuda: waits for the device to read it). */

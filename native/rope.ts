@@ -3,7 +3,8 @@
 import { Tensor } from "./tensor.ts";
 import { dtypeCode } from "./dtype.ts";
 import { backendFor, cudaFn, deviceOfInputs } from "./cuda.ts";
-import { fail, needDtype, needFinite, needFloat, needRank, needSameDtype, needShape } from "./check.ts";
+import { fail, fmt, needDtype, needFinite, needFloat, needRank, needSameDtype, needShape } from "./check.ts";
+import { catColumns, splitColumns } from "./ops.ts";
 
 export type RopeScaling =
   | { type: "linear"; factor: number }
@@ -195,4 +196,64 @@ export function ropeQKWithTable(q: Tensor, k: Tensor, table: Tensor): { q: Tenso
 /** ropeBackwardWithTable of dq and dk: one launch on cuda. */
 export function ropeQKBackwardWithTable(dq: Tensor, dk: Tensor, table: Tensor): { q: Tensor; k: Tensor } {
   return ropeQKCall("ropeQKBackwardWithTable", dq, dk, table, true);
+}
+
+/**
+ * A fused q/k/v projection's output [T, (Hq + 2 Hk) Dh] as q and k rotated through the table
+ * ([T,Hq,Dh], [T,Hk,Dh]) and v as it is ([T,Hk,Dh]): one launch on cuda, reading the fused
+ * tensor once; on the CPU splitColumns then ropeQKWithTable.
+ */
+export function ropeQKVSplit(qkv: Tensor, table: Tensor, numHeads: number, numKvHeads: number): { q: Tensor; k: Tensor; v: Tensor } {
+  const op = "ropeQKVSplit";
+  needFloat(op, "qkv", qkv);
+  needRank(op, "qkv", qkv, [2]);
+  needRank(op, "table", table, [3]);
+  const [T, width] = qkv.shape as [number, number];
+  const Dh = 2 * table.shape[2]!;
+  if (!Number.isInteger(numHeads) || !Number.isInteger(numKvHeads) || numHeads < 1 || numKvHeads < 1 || width !== (numHeads + 2 * numKvHeads) * Dh) {
+    fail(op, `qkv ${fmt(qkv.shape)} is not [T, (${numHeads} + 2 * ${numKvHeads}) * ${Dh}] for the table's head dim ${Dh}`);
+  }
+  needDtype(op, "table", table, qkv.dtype === "float64" ? "float64" : "float32");
+  needShape(op, "table", table, [T, 2, Dh / 2]);
+  const shapes = [[T, numHeads, Dh], [T, numKvHeads, Dh], [T, numKvHeads, Dh]];
+  if (deviceOfInputs(op, ["qkv", qkv], ["table", table]) === "cpu") {
+    const flat = splitColumns(qkv, [numHeads * Dh, numKvHeads * Dh, numKvHeads * Dh]);
+    const [q, k, v] = flat.map((t, i) => {
+      const h = t.reshape(shapes[i]!);
+      t.dispose();
+      return h;
+    }) as [Tensor, Tensor, Tensor];
+    const r = ropeQKWithTable(q, k, table);
+    q.dispose();
+    k.dispose();
+    return { ...r, v };
+  }
+  const hs = cudaFn(op, "ropeQKVSplit")(qkv.handle(op, "qkv"), table.handle(op, "table"), numHeads, numKvHeads);
+  const [q, k, v] = hs.map((h, i) => new Tensor(h, qkv.dtype, shapes[i]!)) as [Tensor, Tensor, Tensor];
+  return { q, k, v };
+}
+
+/** ropeQKVSplit's transpose: dq and dk rotated back and dv, side by side as [T, (Hq + 2 Hk) Dh]; one launch on cuda. */
+export function ropeQKVBackwardCat(dq: Tensor, dk: Tensor, dv: Tensor, table: Tensor): Tensor {
+  const op = "ropeQKVBackwardCat";
+  needRopeTable(op, "dq", dq, table);
+  needRopeTable(op, "dk", dk, table);
+  needSameDtype(op, ["dq", dq], ["dk", dk], ["dv", dv]);
+  needShape(op, "dv", dv, dk.shape);
+  const [T, Hq, Dh] = dq.shape as [number, number, number];
+  const Hk = dk.shape[1]!;
+  if (dk.shape[2] !== Dh) fail(op, `dk ${fmt(dk.shape)} has another head dim than dq ${fmt(dq.shape)}`);
+  if (deviceOfInputs(op, ["dq", dq], ["dk", dk], ["dv", dv], ["table", table]) === "cpu") {
+    const r = ropeQKBackwardWithTable(dq, dk, table);
+    const flat = [r.q.reshape([T, Hq * Dh]), r.k.reshape([T, Hk * Dh]), dv.reshape([T, Hk * Dh])];
+    r.q.dispose();
+    r.k.dispose();
+    try {
+      return catColumns(flat);
+    } finally {
+      for (const f of flat) f.dispose();
+    }
+  }
+  const h = cudaFn(op, "ropeQKVBackwardCat")(dq.handle(op, "dq"), dk.handle(op, "dk"), dv.handle(op, "dv"), table.handle(op, "table"));
+  return new Tensor(h, dq.dtype, [T, (Hq + 2 * Hk) * Dh]);
 }

@@ -1,9 +1,10 @@
 // Self-attention over a packed batch: q/k/v projections (optional bias), optional per-head
 // RMSNorm of q and k (Qwen3), optional RoPE, varlen causal GQA attention (optional sliding
-// window), output projection. GPT-2's fused c_attn is three projections here; the HF
-// mapping fuses them on save and splits them on load.
+// window), output projection. q, k and v are three parameters each but one GEMM a pass
+// (LinearGroup). GPT-2's fused c_attn is three projections here; the HF mapping fuses them on
+// save and splits them on load.
 import { ops, type AttentionOptions, type RopeOptions, type Tensor } from "../ops.ts";
-import { Linear, RMSNorm, type Layer } from "./basic.ts";
+import { Linear, LinearGroup, RMSNorm, type Layer } from "./basic.ts";
 import type { BatchTensors, Ctx } from "./ctx.ts";
 import type { Init } from "./init.ts";
 import type { Param } from "./param.ts";
@@ -30,6 +31,8 @@ export class Attention implements Layer {
   readonly k: Linear;
   readonly v: Linear;
   readonly o: Linear;
+  /** q, k and v as one GEMM a pass. */
+  private readonly qkv: LinearGroup;
   readonly qNorm: RMSNorm | undefined;
   readonly kNorm: RMSNorm | undefined;
   readonly opts: AttentionOptions;
@@ -43,6 +46,7 @@ export class Attention implements Layer {
     this.k = new Linear(init, names.k, hidden, hkv * dh, spec.qkvBias);
     this.v = new Linear(init, names.v, hidden, hkv * dh, spec.qkvBias);
     this.o = new Linear(init, names.o, hq * dh, hidden, spec.oBias);
+    this.qkv = new LinearGroup([this.q, this.k, this.v]);
     if (spec.qkNormEps !== undefined) {
       this.qNorm = new RMSNorm(init, names.qNorm ?? `${names.q}_norm`, dh, spec.qkNormEps);
       this.kNorm = new RMSNorm(init, names.kNorm ?? `${names.k}_norm`, dh, spec.qkNormEps);
@@ -55,13 +59,29 @@ export class Attention implements Layer {
   project(x: Tensor, ctx: Ctx): { q: Tensor; k: Tensor; v: Tensor } {
     const T = x.shape[0]!;
     const { numHeads: hq, numKvHeads: hkv, headDim: dh } = this.spec;
-    const qh = this.headsOf(this.q.forward(x, ctx.child("q")), hq, this.qNorm, ctx.child("q_norm"), T);
-    const kh = this.headsOf(this.k.forward(x, ctx.child("k")), hkv, this.kNorm, ctx.child("k_norm"), T);
+    const qkv = this.qkv.forward(x, ctx.child("qkv"));
+    const table = this.fusedRopeTable(ctx.batch);
+    if (table) {
+      const out = ops.ropeQKVSplit(qkv, table, hq, hkv);
+      qkv.dispose();
+      return out;
+    }
+    const [q2, k2, v2] = ops.splitColumns(qkv, this.qkv.widths);
+    qkv.dispose();
+    const qh = this.headsOf(q2!, hq, this.qNorm, ctx.child("q_norm"), T);
+    const kh = this.headsOf(k2!, hkv, this.kNorm, ctx.child("k_norm"), T);
     const { q, k } = this.rotate(qh, kh, ctx.batch, false);
-    const v2 = this.v.forward(x, ctx.child("v"));
-    const v = v2.reshape([T, hkv, dh]);
-    v2.dispose();
+    const v = v2!.reshape([T, hkv, dh]);
+    v2!.dispose();
     return { q, k, v };
+  }
+
+  /**
+   * The batch's RoPE table when the split of the fused projection can rotate q and k as it moves
+   * them (one pass over q, k and v on cuda): RoPE through a table and no q/k norm between.
+   */
+  private fusedRopeTable(batch: BatchTensors): Tensor | undefined {
+    return this.spec.rope && !this.qNorm ? batch.rope : undefined;
   }
 
   /**
@@ -123,14 +143,26 @@ export class Attention implements Layer {
     do2.dispose();
     const g = (yield { op: "attentionBackward", dout, ctx, opts: this.opts }) as AttentionGrads;
     dout.dispose();
+    const table = this.fusedRopeTable(ctx.batch);
+    if (table) {
+      const dqkv = ops.ropeQKVBackwardCat(g.dq, g.dk, g.dv, table);
+      for (const d of [g.dq, g.dk, g.dv]) d.dispose();
+      return this.backQKV(dqkv, ctx);
+    }
     const r = this.rotate(g.dq, g.dk, ctx.batch, true);
     const dq = this.linGradOf(r.q, hq, this.qNorm, ctx.child("q_norm"), T);
-    const dx = this.q.backward(dq, ctx.child("q"));
-    dq.dispose();
-    this.addBack(dx, this.k, this.linGradOf(r.k, hkv, this.kNorm, ctx.child("k_norm"), T), ctx.child("k"));
+    const dk = this.linGradOf(r.k, hkv, this.kNorm, ctx.child("k_norm"), T);
     const dv = g.dv.reshape([T, hkv * dh]);
     g.dv.dispose();
-    this.addBack(dx, this.v, dv, ctx.child("v"));
+    const dqkv = ops.catColumns([dq, dk, dv]);
+    for (const d of [dq, dk, dv]) d.dispose();
+    return this.backQKV(dqkv, ctx);
+  }
+
+  /** dx of the layer's input from the fused projection's output gradient (disposed). */
+  private backQKV(dqkv: Tensor, ctx: Ctx): Tensor {
+    const dx = this.qkv.backward(dqkv, ctx.child("qkv"));
+    dqkv.dispose();
     return dx;
   }
 
@@ -147,11 +179,6 @@ export class Attention implements Layer {
     const out = d.reshape([T, heads * dh]);
     d.dispose();
     return out;
-  }
-
-  private addBack(dx: Tensor, lin: Linear, dOut: Tensor, ctx: Ctx): void {
-    lin.backwardInto(dOut, ctx, dx);
-    dOut.dispose();
   }
 
   params(): Param[] {

@@ -57,6 +57,59 @@ export class Linear implements Layer {
   }
 }
 
+/**
+ * Linears that read one input, run as one: each pass is one GEMM over their weights' rows (and
+ * biases) stacked, with output [T, out_0 + out_1 + ...]. For q, k and v: at the 0.5B shape the k
+ * and v projections alone are N = 128 GEMMs, which no cuBLASLt algorithm runs above ~150 TFLOP/s
+ * (native/NOTES.md). The stacked weights are made per pass (a copy of the compute weights, small
+ * beside the activations, so nothing stacked outlives the pass), and each part keeps its own
+ * parameters: HF names, checkpoints, the optimizer's rules and a plan's sharding are unchanged.
+ */
+export class LinearGroup {
+  readonly widths: readonly number[];
+
+  constructor(readonly parts: readonly Linear[]) {
+    if (parts.length === 0) throw new Error("LinearGroup: no parts");
+    const inF = parts[0]!.weight.shape[1];
+    if (parts.some((p) => p.weight.shape[1] !== inF)) throw new Error("LinearGroup: the parts read inputs of different widths");
+    if (parts.some((p) => (p.bias === undefined) !== (parts[0]!.bias === undefined))) throw new Error("LinearGroup: some parts have a bias and some not");
+    this.widths = parts.map((p) => p.weight.shape[0]!);
+  }
+
+  forward(x: Tensor, ctx: Ctx): Tensor {
+    ctx.save("x", x);
+    const w = ops.catRows(this.parts.map((p) => p.weight.value));
+    const b = this.parts[0]!.bias ? ops.catRows(this.parts.map((p) => p.bias!.value)) : undefined;
+    try {
+      return applyLinear(x, w, b);
+    } finally {
+      w.dispose();
+      b?.dispose();
+    }
+  }
+
+  /** dx of the group's input; each part's weight and bias gradients accumulated from its columns of dy. */
+  backward(dy: Tensor, ctx: Ctx): Tensor {
+    const w = ops.catRows(this.parts.map((p) => p.weight.value));
+    const dx = ops.matmul(dy, w);
+    w.dispose();
+    const first = this.parts[0]!.weight;
+    // One GEMM into the master dtype (float32 under bf16 compute), then each part's rows.
+    const dw = ops.empty([w.shape[0]!, first.shape[1]!], first.dtype, dy.device);
+    ops.matmulInto(dw, dy, ctx.get("x"), { transA: true });
+    this.accumulateSplit(dw, (p) => p.weight);
+    if (this.parts[0]!.bias) this.accumulateSplit(ops.sumRows(dy), (p) => p.bias!);
+    return dx;
+  }
+
+  /** Each part's rows of g added to that part's parameter; g is disposed. */
+  private accumulateSplit(g: Tensor, param: (p: Linear) => Param): void {
+    const pieces = ops.splitRows(g, this.widths);
+    g.dispose();
+    this.parts.forEach((p, i) => param(p).accumulate(pieces[i]!));
+  }
+}
+
 /** y = x W^T (+ b), x [T, in], W [out, in]; the bias is the GEMM's epilogue. */
 export function applyLinear(x: Tensor, w: Tensor, b: Tensor | undefined): Tensor {
   return b ? ops.matmul(x, w, { transB: true, bias: b }) : ops.matmul(x, w, { transB: true });

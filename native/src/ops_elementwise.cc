@@ -1,6 +1,7 @@
 // Matmul and the elementwise / reduction helpers. Shapes are validated by the TypeScript
 // face (native/ops-*.ts); here only what a kernel needs to stay in bounds is rechecked.
 #include <cmath>
+#include <cstring>
 
 #include "core/tensor.h"
 #include "cpu/gemm.h"
@@ -128,6 +129,28 @@ Napi::Value AddBias(const Napi::CallbackInfo& info) {
   return out.value;
 }
 
+// copyColumns(one [R, W], parts [R, w_i][], split): one's columns out to the parts side by side
+// (split), or the parts into one.
+Napi::Value CopyColumns(const Napi::CallbackInfo& info) {
+  TensorImpl& one = TensorArg(info, 0);
+  std::vector<TensorImpl*> parts = ColumnPartsArg(info, 1, one, 8);
+  bool split = BoolArg(info, 2);
+  const size_t e = DTypeSize(one.dtype), W = static_cast<size_t>(one.dim(1)) * e;
+  cpu::ParallelFor(one.dim(0), std::max<int64_t>(1, kGrain / std::max<int64_t>(one.dim(1), 1)), [&](int64_t b, int64_t end) {
+    for (int64_t r = b; r < end; ++r) {
+      char* row = one.data<char>() + r * W;
+      for (TensorImpl* p : parts) {
+        const size_t w = static_cast<size_t>(p->dim(1)) * e;
+        char* prow = p->data<char>() + r * w;
+        if (split) std::memcpy(prow, row, w);
+        else std::memcpy(row, prow, w);
+        row += w;
+      }
+    }
+  });
+  return info.Env().Undefined();
+}
+
 // Column sums of dy[rows, N], in double; each task owns a column range so the result does not
 // depend on the thread count.
 Napi::Value SumRows(const Napi::CallbackInfo& info) {
@@ -181,6 +204,7 @@ void RegisterElementwiseBindings(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "addInto", AddInto);
   Export(env, exports, "addBias", AddBias);
   Export(env, exports, "sumRows", SumRows);
+  Export(env, exports, "copyColumns", CopyColumns);
   Export(env, exports, "sumSquares", SumSquares);
 }
 

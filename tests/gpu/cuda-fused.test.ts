@@ -30,10 +30,14 @@ import {
   ropeBackward,
   ropeBackwardWithTable,
   ropeQKBackwardWithTable,
+  ropeQKVBackwardCat,
+  ropeQKVSplit,
   ropeQKWithTable,
   ropeTable,
   ropeWithTable,
   scope,
+  splitColumns,
+  catColumns,
   sumRows,
   tensor,
 } from "../../native/index.ts";
@@ -407,6 +411,41 @@ test("ropeQKWithTable rotates q and k in one launch as ropeWithTable does each, 
     const kb = randn([2, 1, 4], { seed: nextSeed(), dtype: "bfloat16", device: "cuda" });
     assert.throws(() => ropeQKWithTable(q, kb, table), /ropeQKWithTable: k is bfloat16 but q is float32/);
     assert.throws(() => ropeQKWithTable(q, q.to("cpu"), table), /ropeQKWithTable: .* is on cpu but .* is on cuda/);
+  });
+});
+
+test("ropeQKVSplit / ropeQKVBackwardCat: a fused projection's columns rotated and moved in one launch, as split + ropeQKWithTable (+ cat)", () => {
+  const opts: RopeOptions = { theta: 1e6 };
+  for (const [Hq, Hk, Dh] of [[12, 2, 128], [14, 2, 64], [7, 3, 10]] as const) {
+    for (const { dtype, tol } of [{ dtype: "float32" as const, tol: F32 }, { dtype: "bfloat16" as const, tol: BF16 }]) {
+      scope(() => {
+        const T = 257;
+        const posHost = tensor(Int32Array.from({ length: T }, () => randomInt(0, 32768)), [T], { dtype: "int32" });
+        const table = ropeTable(posHost.to("cuda"), Dh, opts);
+        const label = `${dtype} Hq=${Hq} Hk=${Hk} Dh=${Dh}`;
+        const qkv = pairOf([T, (Hq + 2 * Hk) * Dh], dtype);
+        const [q, k, v] = splitColumns(qkv.gpu, [Hq * Dh, Hk * Dh, Hk * Dh]).map((t, i) => t.reshape([T, i === 0 ? Hq : Hk, Dh]));
+        const got = ropeQKVSplit(qkv.gpu, table, Hq, Hk);
+        const want = ropeQKWithTable(q!, k!, table);
+        assert.deepEqual(got.q.toFloat64Array(), want.q.toFloat64Array(), `q as split + ropeQKWithTable ${label}`);
+        assert.deepEqual(got.k.toFloat64Array(), want.k.toFloat64Array(), `k as split + ropeQKWithTable ${label}`);
+        assert.deepEqual(got.v.toFloat64Array(), v!.toFloat64Array(), `v moved as it is ${label}`);
+        assert.deepEqual([got.q.shape, got.k.shape, got.v.shape], [[T, Hq, Dh], [T, Hk, Dh], [T, Hk, Dh]]);
+        const qCpu = splitColumns(qkv.cpu, [Hq * Dh, (2 * Hk) * Dh])[0]!.reshape([T, Hq, Dh]);
+        assertTensorClose(got.q, rope(qCpu, posHost, opts), tol, seeded(`ropeQKVSplit q against the CPU's rope ${label}`));
+        const back = ropeQKVBackwardCat(got.q, got.k, got.v, table);
+        const b = ropeQKBackwardWithTable(got.q, got.k, table);
+        const cat = catColumns([b.q.reshape([T, Hq * Dh]), b.k.reshape([T, Hk * Dh]), got.v.reshape([T, Hk * Dh])]);
+        assert.deepEqual(back.toFloat64Array(), cat.toFloat64Array(), `backward as ropeQKBackwardWithTable + cat ${label}`);
+        // Rotating forward then back is the identity up to rounding: the columns of qkv again.
+        assertTensorClose(back, qkv.cpu, dtype === "float32" ? 1e-5 : 2e-2, seeded(`ropeQKVBackwardCat(ropeQKVSplit(x)) = x ${label}`));
+      });
+    }
+  }
+  scope(() => {
+    const table = ropeTable(tensor(Int32Array.from([0, 1]), [2], { dtype: "int32", device: "cuda" }), 4, opts);
+    const qkv = randn([2, 15], { seed: nextSeed(), device: "cuda" });
+    assert.throws(() => ropeQKVSplit(qkv, table, 2, 1), /ropeQKVSplit: qkv \[2, 15\] is not \[T, \(2 \+ 2 \* 1\) \* 4\]/);
   });
 });
 

@@ -17,6 +17,8 @@ import {
   adamwStepMany,
   buildInfo,
   cast,
+  catColumns,
+  catRows,
   copyInto,
   cudaEmptyCache,
   cudaMatmulCounts,
@@ -41,6 +43,8 @@ import {
   scaleInPlace,
   scope,
   softmax,
+  splitColumns,
+  splitRows,
   sumSquares,
   sumSquaresOf,
   sumSquaresOfQueued,
@@ -148,9 +152,32 @@ test("embedding forward and backward; a bad id is an Error naming the op", () =>
       embeddingBackwardInto(base.gpu, dy.gpu, ids);
       embeddingBackwardInto(base.cpu, dy.cpu, idsHost);
       assertTensorClose(base.gpu, base.cpu, F32, seeded(`embeddingBackwardInto ${dtype}`));
+      // Ids checked on the host: no flag read back, the same results.
+      assertTensorClose(embedding(w.gpu, ids, { idsChecked: true }), embedding(w.gpu, ids), 0, seeded(`embedding idsChecked ${dtype}`));
+      // (fp32 atomics in a varying order: not bitwise)
+      assertTensorClose(embeddingBackward(dy.gpu, ids, V, { idsChecked: true }), dW, F32, seeded(`embeddingBackward idsChecked ${dtype}`));
       const badIds = tensor(Int32Array.from([1, V]), [2], { device: "cuda", dtype: "int32" });
       assert.throws(() => embedding(w.gpu, badIds), /^Error: embedding: an id is out of range/);
       assert.throws(() => embeddingBackward(dy.gpu.reshape([-1, D]).clone(), ids.clone(), 3), /^Error: embeddingBackward: an id is out of range/);
+    });
+  }
+});
+
+test("splitColumns / catColumns / catRows / splitRows are the CPU's copies: q, k, v widths (16-byte units) and odd ones", () => {
+  for (const { dtype } of DTYPES) {
+    scope(() => {
+      for (const widths of [[896, 128, 128], [1536, 256, 256], [5, 3, 1], [7]]) {
+        const R = 301;
+        const x = pairOf([R, widths.reduce((a, w) => a + w, 0)], dtype);
+        const g = splitColumns(x.gpu, widths);
+        const c = splitColumns(x.cpu, widths);
+        g.forEach((p, i) => assertTensorClose(p, c[i]!, 0, seeded(`splitColumns ${dtype} [${widths}] part ${i}`)));
+        assertTensorClose(catColumns(g), x.cpu, 0, seeded(`catColumns ${dtype} [${widths}]`));
+        const rows = catRows(g.map((p) => p.reshape([-1]))).reshape([-1]);
+        assertTensorClose(rows, catRows(c.map((p) => p.reshape([-1]))), 0, seeded(`catRows ${dtype} [${widths}]`));
+        const back = splitRows(rows, g.map((p) => p.numel));
+        back.forEach((p, i) => assertTensorClose(p, c[i]!.reshape([-1]), 0, seeded(`splitRows ${dtype} [${widths}] part ${i}`)));
+      }
     });
   }
 });

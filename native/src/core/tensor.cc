@@ -106,6 +106,25 @@ TensorImpl& AnyTensorArg(const Napi::CallbackInfo& info, size_t i) {
   return *t;
 }
 
+std::vector<TensorImpl*> ColumnPartsArg(const Napi::CallbackInfo& info, size_t i, const TensorImpl& one, size_t maxParts) {
+  if (!info[i].IsArray()) throw OpError("copyColumns: parts must be an array of tensors");
+  auto arr = info[i].As<Napi::Array>();
+  if (arr.Length() < 1 || arr.Length() > maxParts) throw OpError("copyColumns: 1 to " + std::to_string(maxParts) + " parts, got " + std::to_string(arr.Length()));
+  if (one.ndim() != 2) throw OpError("copyColumns: the whole must be 2-D");
+  std::vector<TensorImpl*> parts;
+  int64_t width = 0;
+  for (uint32_t p = 0; p < arr.Length(); ++p) {
+    TensorImpl* t = AsTensor(arr.Get(p));
+    if (!t || !t->storage || t->device() != one.device() || t->dtype != one.dtype || t->ndim() != 2 || t->dim(0) != one.dim(0)) {
+      throw OpError("copyColumns: part " + std::to_string(p) + " is not a live 2-D tensor with the whole's rows, dtype and device");
+    }
+    width += t->dim(1);
+    parts.push_back(t);
+  }
+  if (width != one.dim(1)) throw OpError("copyColumns: the parts' widths add up to " + std::to_string(width) + ", not the whole's " + std::to_string(one.dim(1)));
+  return parts;
+}
+
 TensorImpl& TensorArg(const Napi::CallbackInfo& info, size_t i) {
   TensorImpl& t = AnyTensorArg(info, i);
   if (t.device() != Device::CPU) throw OpError("argument " + std::to_string(i) + " is a cuda tensor; this kernel runs on the CPU");

@@ -68,6 +68,11 @@ TensorImpl& TensorArg(const Napi::CallbackInfo& info, size_t i);
 TensorImpl& AnyTensorArg(const Napi::CallbackInfo& info, size_t i);
 /** The live CUDA tensor at argument i. */
 TensorImpl& CudaTensorArg(const Napi::CallbackInfo& info, size_t i);
+/**
+ * copyColumns' parts (the array at argument i): 2-D tensors on one's device and of its dtype,
+ * with one's rows, whose widths add up to one's (2-D) width; at most maxParts of them.
+ */
+std::vector<TensorImpl*> ColumnPartsArg(const Napi::CallbackInfo& info, size_t i, const TensorImpl& one, size_t maxParts);
 double NumberArg(const Napi::CallbackInfo& info, size_t i);
 bool BoolArg(const Napi::CallbackInfo& info, size_t i);
 std::vector<int64_t> ShapeArg(const Napi::CallbackInfo& info, size_t i);

@@ -335,6 +335,21 @@ Napi::Value SumRows(const Napi::CallbackInfo& info) {
   return out.value;
 }
 
+// copyColumns(one [R, W], parts [R, w_i][], split): as the CPU's, in one launch.
+Napi::Value CopyColumns(const Napi::CallbackInfo& info) {
+  TensorImpl& one = CudaTensorArg(info, 0);
+  std::vector<TensorImpl*> parts = ColumnPartsArg(info, 1, one, cuda::kMaxColumnParts);
+  const int64_t e = static_cast<int64_t>(DTypeSize(one.dtype));
+  std::vector<void*> ptrs;
+  std::vector<int64_t> widths;
+  for (TensorImpl* p : parts) {
+    ptrs.push_back(p->data<void>());
+    widths.push_back(p->dim(1) * e);
+  }
+  cuda::CopyColumns(one.data<void>(), ptrs, widths, e, one.dim(0), BoolArg(info, 2));
+  return info.Env().Undefined();
+}
+
 Napi::Value MatmulCountsOf(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("cublasLt", gMatmulCounts.cublasLt);
@@ -635,6 +650,7 @@ void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   Export(env, c, "matmulInto", MatmulInto);
   Export(env, c, "addBias", AddBias);
   Export(env, c, "sumRows", SumRows);
+  Export(env, c, "copyColumns", CopyColumns);
   Export(env, c, "rmsnormResidual", RmsnormResidual);
   RegisterCudaLossBindings(env, c);
   RegisterCudaAttentionBindings(env, c);

@@ -1,4 +1,4 @@
-// exports.cuda.ropeTable / ropeWithTable / ropeQKWithTable: RoPE through a per-batch cos/sin table (rope.cu), with
+// exports.cuda.ropeTable / ropeWithTable / ropeQKWithTable / ropeQKVSplit / ropeQKVBackwardCat: RoPE through a per-batch cos/sin table (rope.cu), with
 // the CPU bindings' argument lists (ops_nn.cc). The table is float32 on cuda; x is float32 or
 // bfloat16, and the output takes its dtype.
 #include <string>
@@ -26,6 +26,20 @@ Napi::Value RopeTable(const Napi::CallbackInfo& info) {
   return table.value;
 }
 
+// The groups of separate [T, H, Dh] tensors (heads 0 for an absent one).
+cuda::RopeGroups Separate(std::initializer_list<std::pair<const TensorImpl*, TensorImpl*>> xy) {
+  cuda::RopeGroups g{};
+  int i = 0;
+  for (auto [x, y] : xy) {
+    g.x[i] = x->data<void>();
+    g.y[i] = y->data<void>();
+    g.heads[i] = x->dim(1);
+    g.xRow[i] = g.yRow[i] = x->dim(1) * x->dim(2);
+    ++i;
+  }
+  return g;
+}
+
 // ropeWithTable(x [T,H,Dh], table float32 [T, 2, Dh/2], inverse) -> y of x's dtype
 Napi::Value RopeWithTable(const Napi::CallbackInfo& info) {
   TensorImpl& x = CudaTensorArg(info, 0);
@@ -35,8 +49,17 @@ Napi::Value RopeWithTable(const Napi::CallbackInfo& info) {
   NeedFloat(op, x);
   CheckRopeTable(op, x, table, DType::F32, "float32 [T,2,Dh/2]");
   Out y = NewTensor(info.Env(), x.dtype, x.shape, Device::CUDA);
-  cuda::RopeWithTable(x.dtype, x.data<void>(), table.data<float>(), inverse, y.t->data<void>(), x.dim(0), x.dim(1), x.dim(2));
+  cuda::RopeGroupsWithTable(x.dtype, Separate({{&x, y.t}}), table.data<float>(), inverse, x.dim(0), x.dim(2), op);
   return y.value;
+}
+
+// Checks q [T,Hq,Dh], k [T,Hk,Dh] (and v, k's shape) against the table; all of q's dtype.
+void CheckQKV(const char* op, const TensorImpl& q, const TensorImpl& k, const TensorImpl* v, const TensorImpl& table) {
+  NeedFloat(op, q);
+  CheckRopeTable(op, q, table, DType::F32, "float32 [T,2,Dh/2]");
+  CheckRopeTable(op, k, table, DType::F32, "float32 [T,2,Dh/2]");
+  if (k.dtype != q.dtype || k.dim(2) != q.dim(2)) throw OpError(std::string(op) + ": k must have q's dtype and head dim");
+  if (v && (v->dtype != q.dtype || v->shape != k.shape)) throw OpError(std::string(op) + ": v must have k's shape and q's dtype");
 }
 
 // ropeQKWithTable(q [T,Hq,Dh], k [T,Hk,Dh], table, inverse) -> [q', k']: ropeWithTable of both in
@@ -47,15 +70,67 @@ Napi::Value RopeQKWithTable(const Napi::CallbackInfo& info) {
   TensorImpl& table = CudaTensorArg(info, 2);
   const bool inverse = BoolArg(info, 3);
   const char* op = inverse ? "ropeQKBackwardWithTable" : "ropeQKWithTable";
-  NeedFloat(op, q);
-  CheckRopeTable(op, q, table, DType::F32, "float32 [T,2,Dh/2]");
-  CheckRopeTable(op, k, table, DType::F32, "float32 [T,2,Dh/2]");
-  if (k.dtype != q.dtype) throw OpError(std::string(op) + ": k must have q's dtype");
+  CheckQKV(op, q, k, nullptr, table);
   Out yq = NewTensor(info.Env(), q.dtype, q.shape, Device::CUDA);
   Out yk = NewTensor(info.Env(), k.dtype, k.shape, Device::CUDA);
-  cuda::RopeQKWithTable(q.dtype, q.data<void>(), yq.t->data<void>(), q.dim(1), k.data<void>(), yk.t->data<void>(), k.dim(1),
-                        table.data<float>(), inverse, q.dim(0), q.dim(2));
+  cuda::RopeGroupsWithTable(q.dtype, Separate({{&q, yq.t}, {&k, yk.t}}), table.data<float>(), inverse, q.dim(0), q.dim(2), op);
   return Results(info.Env(), {yq.value, yk.value});
+}
+
+// The column ranges of q, k and v in a fused projection [T, (Hq + 2 Hk) Dh] as one side of a
+// RopeGroups (x when reading it, y when writing it).
+void FusedSide(TensorImpl& qkv, int64_t Hq, int64_t Hk, int64_t Dh, bool read, cuda::RopeGroups& g) {
+  const int64_t row = (Hq + 2 * Hk) * Dh, cols[3] = {0, Hq * Dh, (Hq + Hk) * Dh};
+  const size_t e = DTypeSize(qkv.dtype);
+  for (int i = 0; i < 3; ++i) {
+    char* at = qkv.data<char>() + cols[i] * e;
+    if (read) {
+      g.x[i] = at;
+      g.xRow[i] = row;
+    } else {
+      g.y[i] = at;
+      g.yRow[i] = row;
+    }
+  }
+}
+
+// ropeQKVSplit(qkv [T, (Hq + 2 Hk) Dh], table, Hq, Hk) -> [q', k', v]: a fused q/k/v projection's
+// columns as q and k rotated ([T,Hq,Dh], [T,Hk,Dh]) and v moved ([T,Hk,Dh]), in one launch.
+Napi::Value RopeQKVSplit(const Napi::CallbackInfo& info) {
+  const char* op = "ropeQKVSplit";
+  TensorImpl& qkv = CudaTensorArg(info, 0);
+  TensorImpl& table = CudaTensorArg(info, 1);
+  const int64_t Hq = static_cast<int64_t>(NumberArg(info, 2)), Hk = static_cast<int64_t>(NumberArg(info, 3));
+  NeedFloat(op, qkv);
+  if (table.dtype != DType::F32 || table.ndim() != 3 || table.dim(1) != 2 || Hq < 1 || Hk < 1 || qkv.ndim() != 2 ||
+      qkv.dim(0) != table.dim(0) || qkv.dim(1) != (Hq + 2 * Hk) * 2 * table.dim(2)) {
+    throw OpError(std::string(op) + ": qkv must be [T, (Hq + 2 Hk) Dh] for a float32 table [T, 2, Dh/2]");
+  }
+  const int64_t T = qkv.dim(0), Dh = 2 * table.dim(2);
+  Out q = NewTensor(info.Env(), qkv.dtype, {T, Hq, Dh}, Device::CUDA);
+  Out k = NewTensor(info.Env(), qkv.dtype, {T, Hk, Dh}, Device::CUDA);
+  Out v = NewTensor(info.Env(), qkv.dtype, {T, Hk, Dh}, Device::CUDA);
+  cuda::RopeGroups g = Separate({{q.t, q.t}, {k.t, k.t}, {v.t, v.t}});
+  FusedSide(qkv, Hq, Hk, Dh, true, g);
+  cuda::RopeGroupsWithTable(qkv.dtype, g, table.data<float>(), false, T, Dh, op);
+  return Results(info.Env(), {q.value, k.value, v.value});
+}
+
+// ropeQKVBackwardCat(dq [T,Hq,Dh], dk [T,Hk,Dh], dv [T,Hk,Dh], table) -> dqkv [T, (Hq + 2 Hk) Dh]:
+// ropeQKVSplit's transpose (dq and dk rotated back, dv moved), in one launch.
+Napi::Value RopeQKVBackwardCat(const Napi::CallbackInfo& info) {
+  const char* op = "ropeQKVBackwardCat";
+  TensorImpl& dq = CudaTensorArg(info, 0);
+  TensorImpl& dk = CudaTensorArg(info, 1);
+  TensorImpl& dv = CudaTensorArg(info, 2);
+  TensorImpl& table = CudaTensorArg(info, 3);
+  CheckQKV(op, dq, dk, &dv, table);
+  const int64_t T = dq.dim(0), Hq = dq.dim(1), Hk = dk.dim(1), Dh = dq.dim(2);
+  Out dqkv = NewTensor(info.Env(), dq.dtype, {T, (Hq + 2 * Hk) * Dh}, Device::CUDA);
+  cuda::RopeGroups g = Separate({{&dq, &dq}, {&dk, &dk}, {&dv, &dv}});
+  FusedSide(*dqkv.t, Hq, Hk, Dh, false, g);
+  cuda::RopeGroupsWithTable(dq.dtype, g, table.data<float>(), true, T, Dh, op);
+  return dqkv.value;
 }
 
 }  // namespace
@@ -64,6 +139,8 @@ void RegisterCudaRopeBindings(Napi::Env env, Napi::Object cuda) {
   Export(env, cuda, "ropeTable", RopeTable);
   Export(env, cuda, "ropeWithTable", RopeWithTable);
   Export(env, cuda, "ropeQKWithTable", RopeQKWithTable);
+  Export(env, cuda, "ropeQKVSplit", RopeQKVSplit);
+  Export(env, cuda, "ropeQKVBackwardCat", RopeQKVBackwardCat);
 }
 
 }  // namespace tessera

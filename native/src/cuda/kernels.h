@@ -4,6 +4,7 @@
 // launch (CheckLaunch names the op); none waits for the device.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/dtype.h"
 
@@ -17,6 +18,14 @@ void Scale(DType dt, const void* a, float s, void* out, int64_t n);
 void AddInto(DType dstDt, void* dst, DType srcDt, const void* src, float alpha, int64_t n);
 /** F32 <-> BF16 (round to nearest even), or a copy when the dtypes agree. */
 void Cast(DType from, const void* src, DType to, void* dst, int64_t n);
+
+/** The most parts CopyColumns takes. */
+constexpr int kMaxColumnParts = 8;
+/**
+ * Between one [rows, W] buffer and parts [rows, w_i] side by side in it (widths in bytes, sum W):
+ * split copies one's columns out to the parts, else the parts are copied in.
+ */
+void CopyColumns(void* one, const std::vector<void*>& parts, const std::vector<int64_t>& widthBytes, int64_t elemBytes, int64_t rows, bool split);
 
 // embedding.cu
 /**
@@ -68,11 +77,18 @@ void Rope(DType dt, const void* x, const int32_t* positions, const float* invFre
           void* y, int64_t T, int64_t H, int64_t Dh);
 /** table[T, 2, half] (fp32): cos, then sin, of positions[t] * invFreq[i] (host, half <= kMaxRopeHalf), times attnScale. */
 void RopeTable(const int32_t* positions, const float* invFreq, double attnScale, float* table, int64_t T, int64_t half);
-/** Rope of x[T,H,Dh] with cos / sin read from a RopeTable of Dh/2 frequencies. */
-void RopeWithTable(DType dt, const void* x, const float* table, bool inverse, void* y, int64_t T, int64_t H, int64_t Dh);
-/** RopeWithTable of xq[T,Hq,Dh] into yq and xk[T,Hk,Dh] into yk in one launch (Hk may be 0). */
-void RopeQKWithTable(DType dt, const void* xq, void* yq, int64_t Hq, const void* xk, void* yk, int64_t Hk, const float* table,
-                     bool inverse, int64_t T, int64_t Dh);
+/**
+ * Rope with cos / sin read from a RopeTable of Dh/2 frequencies, over up to three groups of heads
+ * in one launch: group g has heads[g] heads of Dh; token t's are read at x[g] + t * xRow[g] and
+ * written at y[g] + t * yRow[g] (elements). Groups 0 and 1 (q, k) are rotated, group 2 (v) is
+ * moved as it is: rows of separate [T, H, Dh] tensors, or column ranges of one fused projection.
+ */
+struct RopeGroups {
+  const void* x[3];
+  void* y[3];
+  int64_t xRow[3], yRow[3], heads[3];
+};
+void RopeGroupsWithTable(DType dt, const RopeGroups& groups, const float* table, bool inverse, int64_t T, int64_t Dh, const char* op);
 
 // adamw.cu
 /** torch.optim.AdamW on fp32 p, m, v; g is F32 or BF16; when copy is not null it receives bf16(p). */

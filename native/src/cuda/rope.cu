@@ -9,7 +9,8 @@
 // the sin row), and RopeWithTable reads them in every layer's q, k and their backward instead of
 // forming them per call. A table entry is the angle as the fp32 product above, its cos / sin in
 // double times the attention factor, rounded once: the direct path's values within fp32
-// rounding. RopeQKWithTable rotates a layer's q and k in one launch.
+// rounding. RopeGroupsWithTable rotates a layer's q and k in one launch, and moves v beside them
+// where q, k and v come from (or go to) one fused projection's [T, (Hq + 2 Hk) Dh].
 #include "cuda/kernels.h"
 #include "cuda/vec.cuh"
 
@@ -83,61 +84,65 @@ void Launch(const void* x, const int32_t* positions, const Freqs& f, float attnS
   else RopeKernel<E, 1><<<GridFor(T * half), kThreads, 0, s>>>(xp, positions, f, attnScale, sign, yp, T, H, half);
 }
 
-// The table path's pair of tensors: q and k (Hk = 0 for one tensor), rotated in one launch.
-template <class T>
-struct RopeHeads {
-  const T* xq;
-  T* yq;
-  const T* xk;
-  T* yk;
-  int64_t Hq, Hk;
-};
-
-// One thread per (token, head, N frequencies) over a token's q heads, then its k heads,
+// One thread per (token, head, N frequencies) over a token's heads of each group in turn,
 // frequencies fastest: 8 threads move a head's 128 contiguous bytes of each half, and a token's
 // table row, read by each of its heads, stays in L1. In the 1.5B step this one launch takes 21.9
 // us for q + k (floor 19.6; a plain copy of the same bytes: 21.6 us), once StoreVec was made to
 // emit whole 16-byte stores (nvcc had split this kernel's into 2-byte ones: 73 us). Threads
 // taking 2, 4 or 7 heads each, the table row read once for them, measured slower (29.5, 27.9,
 // 33.2 us against 24.9 in a probe): fewer threads in flight, not the table, set the pace.
+// Group 2 (v) is moved, not rotated: the fused q/k/v split reads all three from one tensor.
 template <class T, int N>
-__global__ void RopeWithTableKernel(RopeHeads<T> p, const float* __restrict__ table, float sign, int64_t T_, int64_t half) {
+__global__ void RopeWithTableKernel(RopeGroups p, const float* __restrict__ table, float sign, int64_t T_, int64_t half) {
   const int64_t groups = half / N;
-  const int64_t H = p.Hq + p.Hk;
+  const int64_t H = p.heads[0] + p.heads[1] + p.heads[2];
   const int64_t n = T_ * H * groups;
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
     const int64_t th = k / groups;  // t * H + h
     const int64_t i0 = (k - th * groups) * N;
     const int64_t t = th / H;
-    const int64_t h = th - t * H;
-    const float* cs = table + t * 2 * half + i0;
-    float c[N], s[N];
-    LoadVec<N>(cs, c);
-    LoadVec<N>(cs + half, s);
-#pragma unroll
-    for (int e = 0; e < N; ++e) s[e] *= sign;
-    const bool isQ = h < p.Hq;
-    const int64_t off = (isQ ? t * p.Hq + h : t * p.Hk + h - p.Hq) * 2 * half + i0;
+    int64_t h = th - t * H;
+    int g = 0;
+    if (h >= p.heads[0]) {
+      h -= p.heads[0];
+      g = 1;
+      if (h >= p.heads[1]) {
+        h -= p.heads[1];
+        g = 2;
+      }
+    }
+    const T* x = static_cast<const T*>(g == 0 ? p.x[0] : g == 1 ? p.x[1] : p.x[2]) +
+                 t * (g == 0 ? p.xRow[0] : g == 1 ? p.xRow[1] : p.xRow[2]) + h * 2 * half + i0;
+    T* y = static_cast<T*>(g == 0 ? p.y[0] : g == 1 ? p.y[1] : p.y[2]) +
+           t * (g == 0 ? p.yRow[0] : g == 1 ? p.yRow[1] : p.yRow[2]) + h * 2 * half + i0;
     float ya[N], yb[N];
-    RotatePairs<T, N>((isQ ? p.xq : p.xk) + off, half, c, s, ya, yb);
-    T* y = isQ ? p.yq : p.yk;
-    StoreVec<N>(y + off, ya);
-    StoreVec<N>(y + off + half, yb);
+    if (g == 2) {
+      LoadVec<N>(x, ya);
+      LoadVec<N>(x + half, yb);
+    } else {
+      const float* cs = table + t * 2 * half + i0;
+      float c[N], s[N];
+      LoadVec<N>(cs, c);
+      LoadVec<N>(cs + half, s);
+#pragma unroll
+      for (int e = 0; e < N; ++e) s[e] *= sign;
+      RotatePairs<T, N>(x, half, c, s, ya, yb);
+    }
+    StoreVec<N>(y, ya);
+    StoreVec<N>(y + half, yb);
   }
 }
 
 template <class E>
-void LaunchWithTable(RopeHeads<E> p, const float* table, float sign, int64_t T, int64_t half) {
+void LaunchWithTable(const RopeGroups& p, const float* table, float sign, int64_t T, int64_t half) {
   constexpr int N = kVec<E>;
-  const int64_t H = p.Hq + p.Hk;
+  const int64_t H = p.heads[0] + p.heads[1] + p.heads[2];
+  // The vector path needs every head's halves 16-byte aligned: row strides in whole vectors.
+  bool vec = half % N == 0;
+  for (int g = 0; g < 3; ++g) vec = vec && p.xRow[g] % N == 0 && p.yRow[g] % N == 0;
   cudaStream_t s = ComputeStream();
-  if (half % N == 0) RopeWithTableKernel<E, N><<<GridFor(T * H * half / N), kThreads, 0, s>>>(p, table, sign, T, half);
+  if (vec) RopeWithTableKernel<E, N><<<GridFor(T * H * half / N), kThreads, 0, s>>>(p, table, sign, T, half);
   else RopeWithTableKernel<E, 1><<<GridFor(T * H * half), kThreads, 0, s>>>(p, table, sign, T, half);
-}
-
-template <class E>
-RopeHeads<E> HeadsOf(const void* xq, void* yq, int64_t Hq, const void* xk, void* yk, int64_t Hk) {
-  return {static_cast<const E*>(xq), static_cast<E*>(yq), static_cast<const E*>(xk), static_cast<E*>(yk), Hq, Hk};
 }
 
 __global__ void RopeTableKernel(const int32_t* pos, Freqs freqs, double attnScale, float* table, int64_t T_, int64_t half) {
@@ -159,18 +164,13 @@ void RopeTable(const int32_t* positions, const float* invFreq, double attnScale,
   CheckLaunch("ropeTable");
 }
 
-void RopeWithTable(DType dt, const void* x, const float* table, bool inverse, void* y, int64_t T, int64_t H, int64_t Dh) {
-  RopeQKWithTable(dt, x, y, H, nullptr, nullptr, 0, table, inverse, T, Dh);
-}
-
-void RopeQKWithTable(DType dt, const void* xq, void* yq, int64_t Hq, const void* xk, void* yk, int64_t Hk, const float* table,
-                     bool inverse, int64_t T, int64_t Dh) {
+void RopeGroupsWithTable(DType dt, const RopeGroups& groups, const float* table, bool inverse, int64_t T, int64_t Dh, const char* op) {
   const int64_t half = Dh / 2;
-  if (T * (Hq + Hk) * half == 0) return;
+  if (T * (groups.heads[0] + groups.heads[1] + groups.heads[2]) * half == 0) return;
   const float sign = inverse ? -1.f : 1.f;
-  if (dt == DType::F32) LaunchWithTable<float>(HeadsOf<float>(xq, yq, Hq, xk, yk, Hk), table, sign, T, half);
-  else LaunchWithTable<bf16>(HeadsOf<bf16>(xq, yq, Hq, xk, yk, Hk), table, sign, T, half);
-  CheckLaunch(inverse ? "ropeBackwardWithTable" : "ropeWithTable");
+  if (dt == DType::F32) LaunchWithTable<float>(groups, table, sign, T, half);
+  else LaunchWithTable<bf16>(groups, table, sign, T, half);
+  CheckLaunch(op);
 }
 
 void Rope(DType dt, const void* x, const int32_t* positions, const float* invFreq, float attnScale, bool inverse, void* y,
