@@ -23,7 +23,7 @@ export { Gpt2LM } from "./gpt2.ts";
 export { createModel, loadHF, saveHF, readHFConfig, type LoadResult, type SaveOptions } from "./hf/io.ts";
 export { Param } from "./layers/param.ts";
 export { Ctx, type BatchTensors } from "./layers/ctx.ts";
-export { Linear, RMSNorm, LayerNorm, Embedding, type Layer, type NormLayer } from "./layers/basic.ts";
+export { Linear, LinearGroup, RMSNorm, LayerNorm, Embedding, type Layer, type NormLayer } from "./layers/basic.ts";
 export { Attention, type AttentionSpec } from "./layers/attention.ts";
 export { SwiGLU, GeluMLP } from "./layers/mlp.ts";
 export { Block } from "./layers/block.ts";

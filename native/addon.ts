@@ -108,6 +108,7 @@ export interface Addon {
   empty(dtype: number, shape: number[], device?: number): H;
   randn(dtype: number, shape: number[], seed: number, std: number): H;
   view(t: H, shape: number[]): H;
+  viewRows(t: H, start: number, count: number): H;
   clone(t: H): H;
   copyInto(dst: H, src: H): void;
   release(t: H): void;

@@ -95,6 +95,16 @@ export class Tensor {
     return new Tensor(loadAddon().view(this.handle("reshape"), resolved), this.dtype, resolved);
   }
 
+  /**
+   * A view of rows [start, start + count) along dim 0, sharing the storage. The range is counted
+   * from this tensor's first row and may run past its own rows into the storage beyond them (a
+   * view of several adjacent row views), never past the storage.
+   */
+  rows(start: number, count: number): Tensor {
+    if (this.shape.length < 1) throw new Error("rows: a tensor of at least one dimension");
+    return new Tensor(loadAddon().viewRows(this.handle("rows"), start, count), this.dtype, [count, ...this.shape.slice(1)]);
+  }
+
   clone(): Tensor {
     return new Tensor(loadAddon().clone(this.handle("clone")), this.dtype, this.shape);
   }

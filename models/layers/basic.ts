@@ -1,7 +1,7 @@
 // The small layers: Linear (HF nn.Linear layout, weight [out, in]), RMSNorm, LayerNorm,
 // Embedding. Each saves its inputs in ctx on forward and accumulates its parameters'
 // gradients on backward.
-import { ops, type Tensor } from "../ops.ts";
+import { ops, type DType, type Tensor } from "../ops.ts";
 import type { Ctx } from "./ctx.ts";
 import type { Init } from "./init.ts";
 import type { Param } from "./param.ts";
@@ -61,12 +61,14 @@ export class Linear implements Layer {
  * Linears that read one input, run as one: each pass is one GEMM over their weights' rows (and
  * biases) stacked, with output [T, out_0 + out_1 + ...]. For q, k and v: at the 0.5B shape the k
  * and v projections alone are N = 128 GEMMs, which no cuBLASLt algorithm runs above ~150 TFLOP/s
- * (native/NOTES.md). The stacked weights are made per pass (a copy of the compute weights, small
- * beside the activations, so nothing stacked outlives the pass), and each part keeps its own
- * parameters: HF names, checkpoints, the optimizer's rules and a plan's sharding are unchanged.
+ * (native/NOTES.md). Each part keeps its own parameters (HF names, checkpoints, the optimizer's
+ * rules, a plan's sharding); where it can, the group makes their compute copies and gradients
+ * adjacent row views of one buffer (RowStack), so the GEMMs read and write the parts in place.
  */
 export class LinearGroup {
   readonly widths: readonly number[];
+  private readonly weights: RowStack;
+  private readonly biases: RowStack | undefined;
 
   constructor(readonly parts: readonly Linear[]) {
     if (parts.length === 0) throw new Error("LinearGroup: no parts");
@@ -74,12 +76,14 @@ export class LinearGroup {
     if (parts.some((p) => p.weight.shape[1] !== inF)) throw new Error("LinearGroup: the parts read inputs of different widths");
     if (parts.some((p) => (p.bias === undefined) !== (parts[0]!.bias === undefined))) throw new Error("LinearGroup: some parts have a bias and some not");
     this.widths = parts.map((p) => p.weight.shape[0]!);
+    this.weights = new RowStack(parts.map((p) => p.weight));
+    this.biases = parts[0]!.bias ? new RowStack(parts.map((p) => p.bias!)) : undefined;
   }
 
   forward(x: Tensor, ctx: Ctx): Tensor {
     ctx.save("x", x);
-    const w = ops.catRows(this.parts.map((p) => p.weight.value));
-    const b = this.parts[0]!.bias ? ops.catRows(this.parts.map((p) => p.bias!.value)) : undefined;
+    const w = this.weights.values();
+    const b = this.biases?.values();
     try {
       return applyLinear(x, w, b);
     } finally {
@@ -90,24 +94,109 @@ export class LinearGroup {
 
   /** dx of the group's input; each part's weight and bias gradients accumulated from its columns of dy. */
   backward(dy: Tensor, ctx: Ctx): Tensor {
-    const w = ops.catRows(this.parts.map((p) => p.weight.value));
+    const w = this.weights.values();
     const dx = ops.matmul(dy, w);
     w.dispose();
-    const first = this.parts[0]!.weight;
-    // One GEMM into the master dtype (float32 under bf16 compute), then each part's rows.
-    const dw = ops.empty([w.shape[0]!, first.shape[1]!], first.dtype, dy.device);
-    ops.matmulInto(dw, dy, ctx.get("x"), { transA: true });
-    this.accumulateSplit(dw, (p) => p.weight);
-    if (this.parts[0]!.bias) this.accumulateSplit(ops.sumRows(dy), (p) => p.bias!);
+    const x = ctx.get("x");
+    // dW = dy^T x in the master dtype (float32 under bf16 compute), straight into the stacked gradients where the parts hold them.
+    const held = this.weights.grads();
+    if (held) {
+      ops.matmulInto(held, dy, x, { transA: true, accumulate: true });
+      held.dispose();
+    } else {
+      const first = this.parts[0]!.weight;
+      const dw = ops.empty([this.weights.rows, first.shape[1]!], first.dtype, dy.device);
+      ops.matmulInto(dw, dy, x, { transA: true });
+      this.weights.accumulate(dw);
+    }
+    if (this.biases) this.biases.accumulate(ops.sumRows(dy));
     return dx;
   }
+}
 
-  /** Each part's rows of g added to that part's parameter; g is disposed. */
-  private accumulateSplit(g: Tensor, param: (p: Linear) => Param): void {
-    const pieces = ops.splitRows(g, this.widths);
-    g.dispose();
-    this.parts.forEach((p, i) => param(p).accumulate(pieces[i]!));
+/**
+ * Parameters of one trailing shape whose compute copies and gradients a group keeps as adjacent
+ * rows of one buffer each, so that one GEMM reads all the values and writes all the gradients.
+ * The parameters own the row views (the optimizer writes them in place); the stack is remade
+ * when a parameter's value was replaced (loading, a plan's gather). Without a compute copy (the
+ * CPU's fp32 / fp64 runs) or where a part would start off a 256-byte boundary (cuBLASLt's
+ * alignment), each pass stacks the values into a fresh buffer and splits the gradients instead.
+ */
+class RowStack {
+  readonly rows: number;
+  /** Each part's first row in the stack. */
+  private readonly starts: number[];
+  private valueViews: Tensor[] | undefined;
+  private gradViews: Tensor[] | undefined;
+
+  constructor(private readonly params: readonly Param[]) {
+    this.starts = [];
+    let r = 0;
+    for (const p of params) {
+      this.starts.push(r);
+      r += p.shape[0]!;
+    }
+    this.rows = r;
   }
+
+  /** Whether every part starts 256-byte aligned in a stack of elements of `bytes`. */
+  private aligned(bytes: number): boolean {
+    const rowBytes = (bytes * this.params[0]!.shape.slice(1).reduce((a, b) => a * b, 1)) | 0;
+    return this.starts.every((r) => (r * rowBytes) % 256 === 0);
+  }
+
+  /** The values stacked along dim 0, for one pass (dispose it): a view of the stack, or a fresh copy. */
+  values(): Tensor {
+    const current = this.valueViews && this.params.every((p, i) => p.value === this.valueViews![i]);
+    if (!current) this.restack();
+    if (this.valueViews) return this.valueViews[0]!.rows(0, this.rows);
+    return ops.catRows(this.params.map((p) => p.value));
+  }
+
+  private restack(): void {
+    this.valueViews = undefined;
+    const values = this.params.map((p) => p.value);
+    if (this.params.some((p, i) => values[i] === p.master) || !this.aligned(bytesOf(values[0]!.dtype))) return;
+    const stack = ops.catRows(values);
+    this.valueViews = this.params.map((p, i) => {
+      const view = stack.rows(this.starts[i]!, p.shape[0]!);
+      p.adoptComputeView(view);
+      return view;
+    });
+    stack.dispose();
+  }
+
+  /** The parts' gradients as one view (dispose it) when they are still this stack's rows, else undefined. */
+  grads(): Tensor | undefined {
+    const views = this.gradViews;
+    if (!views || !this.params.every((p, i) => p.grad === views[i])) return undefined;
+    return views[0]!.rows(0, this.rows);
+  }
+
+  /** Adds g (fresh, [rows, ...], disposed here) to the parts' gradients: as their gradients' stack where none has one yet. */
+  accumulate(g: Tensor): void {
+    const held = this.grads();
+    if (held) {
+      ops.addInto(held, g);
+      held.dispose();
+      g.dispose();
+      return;
+    }
+    if (this.params.every((p) => p.grad === undefined) && g.dtype === this.params[0]!.dtype && this.aligned(bytesOf(g.dtype))) {
+      this.gradViews = this.params.map((p, i) => g.rows(this.starts[i]!, p.shape[0]!));
+      g.dispose();
+      this.params.forEach((p, i) => p.accumulate(this.gradViews![i]!));
+      return;
+    }
+    this.gradViews = undefined;
+    const pieces = ops.splitRows(g, this.params.map((p) => p.shape[0]!));
+    g.dispose();
+    this.params.forEach((p, i) => p.accumulate(pieces[i]!));
+  }
+}
+
+function bytesOf(dtype: DType): number {
+  return dtype === "bfloat16" ? 2 : dtype === "float64" || dtype === "int64" ? 8 : 4;
 }
 
 /** y = x W^T (+ b), x [T, in], W [out, in]; the bias is the GEMM's epilogue. */

@@ -123,6 +123,21 @@ export class Param {
     this.c = this.computeDtype === this.dtype ? undefined : ops.keep(ops.cast(placed, this.computeDtype));
   }
 
+  /**
+   * Makes `view` the compute copy: rows of a buffer that a LinearGroup's one GEMM reads for
+   * several parameters; it must hold this compute copy's values (the optimizer then writes the
+   * buffer). Only where mixed precision keeps a compute copy.
+   */
+  adoptComputeView(view: Tensor): void {
+    const c = this.c;
+    if (!c) throw new Error(`param ${this.name}: no compute copy to replace with a view`);
+    if (!ops.sameShape(view.shape, this.shape) || view.dtype !== c.dtype || view.device !== c.device) {
+      throw new Error(`param ${this.name}: a compute view must be ${c.dtype} [${this.shape.join(", ")}] on ${c.device}`);
+    }
+    c.dispose();
+    this.c = ops.keep(view);
+  }
+
   /** What the optimizer updates: the master, with the compute copy to rewrite after each update. */
   optimParam(): OptimParam {
     const self = this;

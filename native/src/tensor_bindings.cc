@@ -208,6 +208,25 @@ Napi::Value View(const Napi::CallbackInfo& info) {
   return NewView(info.Env(), t, shape);
 }
 
+// viewRows(t, start, count) -> rows [start, start + count) along dim 0 of t's storage, counted
+// from t's first row: a view sharing it. The range may run past t's own rows (a view of several
+// adjacent views) but not past the storage.
+Napi::Value ViewRows(const Napi::CallbackInfo& info) {
+  TensorImpl& t = AnyTensorArg(info, 0);
+  const double start = NumberArg(info, 1), count = NumberArg(info, 2);
+  if (t.ndim() < 1 || start != std::floor(start) || count != std::floor(count) || count < 0) throw OpError("viewRows: integer rows of a tensor of at least one dimension");
+  std::vector<int64_t> shape = t.shape;
+  shape[0] = 1;
+  const int64_t rowBytes = Numel(shape) * static_cast<int64_t>(DTypeSize(t.dtype));
+  const int64_t begin = static_cast<int64_t>(t.offset) + static_cast<int64_t>(start) * rowBytes;
+  if (begin < 0 || begin + static_cast<int64_t>(count) * rowBytes > static_cast<int64_t>(t.storage->bytes)) {
+    throw OpError("viewRows: rows [" + std::to_string(static_cast<int64_t>(start)) + ", " + std::to_string(static_cast<int64_t>(start + count)) +
+                  ") run outside the tensor's storage");
+  }
+  shape[0] = static_cast<int64_t>(count);
+  return NewViewAt(info.Env(), t, shape, static_cast<size_t>(begin));
+}
+
 Napi::Value Clone(const Napi::CallbackInfo& info) {
   TensorImpl& t = AnyTensorArg(info, 0);
   Out out = NewTensor(info.Env(), t.dtype, t.shape, t.device());
@@ -321,6 +340,7 @@ void RegisterTensorBindings(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "empty", Empty);
   Export(env, exports, "randn", Randn);
   Export(env, exports, "view", View);
+  Export(env, exports, "viewRows", ViewRows);
   Export(env, exports, "clone", Clone);
   Export(env, exports, "copyInto", CopyInto);
   Export(env, exports, "release", Release);

@@ -86,11 +86,16 @@ Out NewTensor(Napi::Env env, DType dtype, std::vector<int64_t> shape, Device dev
 }
 
 Napi::Value NewView(Napi::Env env, const TensorImpl& base, std::vector<int64_t> shape) {
+  return NewViewAt(env, base, std::move(shape), base.offset);
+}
+
+Napi::Value NewViewAt(Napi::Env env, const TensorImpl& base, std::vector<int64_t> shape, size_t offset) {
   auto* t = new TensorImpl();
   t->dtype = base.dtype;
   t->numel = Numel(shape);
   t->shape = std::move(shape);
   t->storage = base.storage;
+  t->offset = offset;
   return Wrap(env, t);
 }
 

@@ -37,9 +37,11 @@ struct TensorImpl {
   DType dtype;
   std::vector<int64_t> shape;
   int64_t numel = 0;
+  /** Bytes from the storage's start to element 0 (a viewRows view; 0 otherwise). */
+  size_t offset = 0;
 
   template <class T>
-  T* data() const { return static_cast<T*>(storage->data); }
+  T* data() const { return reinterpret_cast<T*>(static_cast<char*>(storage->data) + offset); }
   int64_t dim(int i) const { return shape[i < 0 ? static_cast<int>(shape.size()) + i : i]; }
   int ndim() const { return static_cast<int>(shape.size()); }
   Device device() const { return storage->device; }
@@ -56,6 +58,8 @@ struct Out {
 Out NewTensor(Napi::Env env, DType dtype, std::vector<int64_t> shape, Device device = Device::CPU);
 /** A tensor sharing `base`'s storage under another shape. */
 Napi::Value NewView(Napi::Env env, const TensorImpl& base, std::vector<int64_t> shape);
+/** A tensor sharing `base`'s storage from `offset` bytes past the storage's start (the caller checks the bounds). */
+Napi::Value NewViewAt(Napi::Env env, const TensorImpl& base, std::vector<int64_t> shape, size_t offset);
 
 /** The tensor behind a handle (live or released), or nullptr when it is not one of ours. */
 TensorImpl* AsTensor(const Napi::Value& v);

@@ -22,10 +22,16 @@ using namespace attention_detail;
 // Two warpgroups a CTA (64 query rows each), key blocks of 128. One warpgroup a CTA (two CTAs
 // an SM) measured 469 us against 283 at the 1.5B shape (before the swizzle); three leave 168
 // registers a thread and spill.
-constexpr int kWgFwdGroups = 2, kWgFwdKeys = 128;
+// At head dim 64, key blocks of 64 bring the kernel to <= 128 registers and 48 KB of shared
+// memory, so two CTAs share an SM and one's products overlap the other's softmax.
+constexpr int kWgFwdGroups = 2;
+template <int D>
+constexpr int kWgFwdKeys = D == 64 ? 64 : 128;
+template <int D>
+constexpr int kWgFwdCtasPerSm = D == 64 ? 2 : 1;
 template <int D>
 constexpr size_t WgFwdSmem() {
-  return size_t(64 * kWgFwdGroups + 4 * kWgFwdKeys) * D * sizeof(bf16);
+  return size_t(64 * kWgFwdGroups + 4 * kWgFwdKeys<D>) * D * sizeof(bf16);
 }
 
 // Rows [first, first + valid) of one head into a swizzled ROWS x D tile (wgmma.cuh). Chunk c of a
@@ -62,11 +68,11 @@ __device__ __forceinline__ void MmaRSn(float* acc, const uint32_t* p, uint64_t v
 // the top of step j the CTA waits for K_j and V_{j-1}, then prefetches K_{j+1} and V_j into the
 // slots that S_{j-1} and PV_{j-2} (both waited for in step j-1) have released.
 template <int D>
-__global__ void __launch_bounds__(128 * kWgFwdGroups, 1) WgFwdKernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+__global__ void __launch_bounds__(128 * kWgFwdGroups, kWgFwdCtasPerSm<D>) WgFwdKernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
                                                          const bf16* __restrict__ v, const int32_t* __restrict__ cu,
                                                          bf16* __restrict__ o, float* __restrict__ lse, int T, int Hq, int Hkv,
                                                          int causal, int window, float scaleLog2) {
-  constexpr int BQ = 64 * kWgFwdGroups, BK = kWgFwdKeys, kThreads = 128 * kWgFwdGroups;
+  constexpr int BQ = 64 * kWgFwdGroups, BK = kWgFwdKeys<D>, kThreads = 128 * kWgFwdGroups;
   constexpr uint32_t kSlot = (BK * D * sizeof(bf16)) >> 4;  // one ring slot, in descriptor units
   // The grid is (heads, sequences, query blocks) and runs the last query blocks of every head and
   // sequence first: under causal masking they have the most keys, so the tail stays short.
@@ -113,7 +119,10 @@ __global__ void __launch_bounds__(128 * kWgFwdGroups, 1) WgFwdKernel(const bf16*
   auto issueS = [&](float* s, int j) {
     const uint64_t kd = kDesc0 + (j & 1) * kSlot;
 #pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks) wgmma::MmaSS128<0, 0>(s, qDesc + kStep(ks, BQ), kd + kStep(ks, BK), ks > 0);
+    for (int ks = 0; ks < D / 16; ++ks) {
+      if constexpr (BK == 64) wgmma::MmaSS64<0, 0>(s, qDesc + kStep(ks, BQ), kd + kStep(ks, BK), ks > 0);
+      else wgmma::MmaSS128<0, 0>(s, qDesc + kStep(ks, BQ), kd + kStep(ks, BK), ks > 0);
+    }
     wgmma::Commit();
   };
   auto issuePV = [&](float* acc, const uint32_t (*p)[4], int j) {
