@@ -4,7 +4,7 @@
 // each block's activations as soon as its backward has run.
 import type { ModelConfig } from "./config.ts";
 import { ops, type Device, type DType, type Tensor } from "./ops.ts";
-import type { Layer } from "./layers/basic.ts";
+import type { NormLayer } from "./layers/basic.ts";
 import type { Block } from "./layers/block.ts";
 import { Ctx, type BatchTensors } from "./layers/ctx.ts";
 import type { Param } from "./layers/param.ts";
@@ -75,7 +75,7 @@ export const IGNORE_INDEX = -100;
 export abstract class CausalLM {
   abstract readonly config: ModelConfig;
   abstract readonly blocks: Block[];
-  abstract readonly finalNorm: Layer;
+  abstract readonly finalNorm: NormLayer;
   /** The LM head weight [V, D] (the embedding's when tied). */
   abstract readonly head: Param;
 
@@ -250,17 +250,26 @@ export abstract class CausalLM {
   private *hiddenSteps(bt: BatchTensors, ctx: Ctx, inference: boolean): Steps<Tensor> {
     yield { op: "hook", point: "preForward", block: "outer" };
     let h = this.embedForward(bt);
+    // Each block's output as its two unsummed parts (Block.forwardSteps): the next norm adds them.
+    let delta: Tensor | undefined;
     for (let i = 0; i < this.blocks.length; i++) {
       const c = ctx.child(String(i));
       yield { op: "hook", point: "preForward", block: i };
-      const next = yield* this.blocks[i]!.forwardSteps(h, c);
+      const next = yield* this.blocks[i]!.forwardSteps(h, c, delta);
       if (inference) {
-        c.free();
+        c.free(new Set([next.x]));
         if (!h.disposed) h.dispose();
       }
-      h = next;
+      h = next.x;
+      delta = next.delta;
     }
-    const hn = this.finalNorm.forward(h, ctx.child("norm"));
+    let hn: Tensor;
+    if (delta) {
+      hn = this.finalNorm.forwardResidual(h, delta, ctx.child("norm")).y;
+      delta.dispose();
+    } else {
+      hn = this.finalNorm.forward(h, ctx.child("norm"));
+    }
     if (inference) {
       ctx.free();
       if (!h.disposed) h.dispose();

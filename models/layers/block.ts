@@ -1,6 +1,7 @@
-// A pre-norm transformer block: x + attn(norm1(x)), then h + mlp(norm2(h)). With
-// `recompute`, forward keeps only its input and backward runs the forward again first
-// (activation checkpointing per block).
+// A pre-norm transformer block: x + attn(norm1(x)), then h + mlp(norm2(h)). The residual sums
+// are formed by the norms' kernels (forwardResidual), the last one by the next block's norm1 or
+// the model's final norm. With `recompute`, forward keeps only its input and backward runs the
+// forward again first (activation checkpointing per block).
 import { ops, type Tensor } from "../ops.ts";
 import type { Layer, NormLayer } from "./basic.ts";
 import type { Attention } from "./attention.ts";
@@ -18,28 +19,52 @@ export class Block implements Layer {
   ) {}
 
   forward(x: Tensor, ctx: Ctx): Tensor {
-    return runSync(this.forwardSteps(x, ctx));
-  }
-
-  /** Forward with attention as an effect (see steps.ts). */
-  *forwardSteps(x: Tensor, ctx: Ctx): Steps<Tensor> {
-    if (!this.recompute) return yield* this.run(x, ctx);
-    ctx.save("x", x);
-    const scratch = new Ctx(ctx.batch);
-    const y = yield* this.run(x, scratch);
-    scratch.free(new Set([x]));
+    const { x: h, delta } = runSync(this.forwardSteps(x, ctx));
+    if (!delta) return h;
+    const y = ops.add(h, delta);
+    delta.dispose();
     return y;
   }
 
-  private *run(x: Tensor, ctx: Ctx): Steps<Tensor> {
-    const a = this.norm1.forward(x, ctx.child("norm1"));
+  /**
+   * Forward with attention as an effect (see steps.ts). The block's input is x + delta and its
+   * output is x' + delta', each sum left for the next norm's kernel to form (rmsnorm with the
+   * residual: one pass instead of an add and a norm): delta is the previous block's unsummed
+   * output (absent: the input is x) and is disposed here; the caller passes delta' on to the
+   * next block or the final norm. Under recompute the output comes summed (no delta').
+   */
+  *forwardSteps(x: Tensor, ctx: Ctx, delta?: Tensor): Steps<{ x: Tensor; delta?: Tensor }> {
+    if (!this.recompute) return yield* this.run(x, delta, ctx);
+    let input = x;
+    if (delta) {
+      input = ops.add(x, delta);
+      delta.dispose();
+    }
+    ctx.save("x", input);
+    const scratch = new Ctx(ctx.batch);
+    const out = yield* this.run(input, undefined, scratch);
+    const y = ops.add(out.x, out.delta!);
+    out.delta!.dispose();
+    scratch.free(new Set([input]));
+    return { x: y };
+  }
+
+  private *run(x: Tensor, delta: Tensor | undefined, ctx: Ctx): Steps<{ x: Tensor; delta: Tensor }> {
+    let input = x;
+    let a: Tensor;
+    if (delta) {
+      const r = this.norm1.forwardResidual(x, delta, ctx.child("norm1"));
+      delta.dispose();
+      a = r.y;
+      input = r.sum;
+    } else {
+      a = this.norm1.forward(x, ctx.child("norm1"));
+    }
     const o = yield* this.attn.forwardSteps(a, ctx.child("attn"));
-    const { y: b, sum: h } = this.norm2.forwardResidual(x, o, ctx.child("norm2"));
+    const { y: b, sum: h } = this.norm2.forwardResidual(input, o, ctx.child("norm2"));
     o.dispose();
     const m = this.mlp.forward(b, ctx.child("mlp"));
-    const y = ops.add(h, m);
-    m.dispose();
-    return y;
+    return { x: h, delta: m };
   }
 
   backward(dy: Tensor, ctx: Ctx): Tensor {
@@ -50,7 +75,7 @@ export class Block implements Layer {
     let c = ctx;
     if (this.recompute) {
       c = ctx.child("recomputed");
-      (yield* this.run(ctx.get("x"), c)).dispose();
+      (yield* this.run(ctx.get("x"), undefined, c)).delta.dispose();
     }
     const db = this.mlp.backward(dy, c.child("mlp"));
     const dh = this.norm2.backwardResidual(db, dy, c.child("norm2"));
