@@ -74,6 +74,8 @@ export interface CudaAddon
   ropeQKVSplit(qkv: H, table: H, numHeads: number, numKvHeads: number): [H, H, H];
   ropeQKVBackwardCat(dq: H, dk: H, dv: H, table: H): H;
   embeddingBackwardInto(dw: H, dy: H, ids: H, idsChecked?: boolean): void;
+  swigluPacked(gu: H): H;
+  swigluPackedBackward(dh: H, gu: H): H;
   /** out (float32 or a's dtype) = op(a) op(b), or += with accumulate. */
   matmulInto(out: H, a: H, b: H, transA: boolean, transB: boolean, accumulate: boolean, reference?: boolean): void;
   /** [y, sum, rstd float32]: sum = x + residual, y = rmsnorm(sum). */

@@ -33,6 +33,8 @@ export {
   layernormBackward,
   swiglu,
   swigluBackward,
+  swigluPacked,
+  swigluPackedBackward,
   gelu,
   geluBackward,
   softmax,

@@ -2,7 +2,7 @@
 import { loadAddon } from "./addon.ts";
 import { Tensor } from "./tensor.ts";
 import { backendFor, cudaFn, deviceOfInputs } from "./cuda.ts";
-import { add, addInto } from "./ops.ts";
+import { add, addInto, catColumns, splitColumns } from "./ops.ts";
 import { fail, fmt, needCpu, needDtype, needFinite, needFloat, needRank, needSameDtype, needSameShape, needShape } from "./check.ts";
 
 /** How the embedding ops may treat their ids. */
@@ -202,6 +202,48 @@ export function swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dgate: T
   pair(op, ["gate", gate], ["dh", dh]);
   const [dg, du] = backendFor(op, "swigluBackward", ["dh", dh], ["gate", gate], ["up", up])(dh.handle(op, "dh"), gate.handle(op, "gate"), up.handle(op, "up"));
   return { dgate: new Tensor(dg, gate.dtype, gate.shape), dup: new Tensor(du, gate.dtype, gate.shape) };
+}
+
+/** A packed gate|up [R, 2F] (a fused gate/up projection's output): F. */
+function packedWidth(op: string, gu: Tensor): number {
+  needFloat(op, "gu", gu);
+  needRank(op, "gu", gu, [2]);
+  if (gu.shape[1]! % 2 !== 0) fail(op, `gu ${fmt(gu.shape)} must be [R, 2F]: gate, then up, in each row`);
+  return gu.shape[1]! / 2;
+}
+
+/** swiglu of each row's halves of gu [R, 2F] (gate, then up) -> h [R, F]: one pass over gu on cuda. */
+export function swigluPacked(gu: Tensor): Tensor {
+  const op = "swigluPacked";
+  const F = packedWidth(op, gu);
+  if (gu.device === "cpu") {
+    const [g, u] = splitColumns(gu, [F, F]) as [Tensor, Tensor];
+    try {
+      return swiglu(g, u);
+    } finally {
+      g.dispose();
+      u.dispose();
+    }
+  }
+  return new Tensor(cudaFn(op, "swigluPacked")(gu.handle(op, "gu")), gu.dtype, [gu.shape[0]!, F]);
+}
+
+/** swigluPacked's backward: dgate and dup side by side [R, 2F], as gu holds gate and up. */
+export function swigluPackedBackward(dh: Tensor, gu: Tensor): Tensor {
+  const op = "swigluPackedBackward";
+  const F = packedWidth(op, gu);
+  needSameDtype(op, ["gu", gu], ["dh", dh]);
+  needShape(op, "dh", dh, [gu.shape[0]!, F]);
+  if (deviceOfInputs(op, ["dh", dh], ["gu", gu]) === "cpu") {
+    const [g, u] = splitColumns(gu, [F, F]) as [Tensor, Tensor];
+    const { dgate, dup } = swigluBackward(dh, g, u);
+    try {
+      return catColumns([dgate, dup]);
+    } finally {
+      for (const t of [g, u, dgate, dup]) t.dispose();
+    }
+  }
+  return new Tensor(cudaFn(op, "swigluPackedBackward")(dh.handle(op, "dh"), gu.handle(op, "gu")), gu.dtype, gu.shape);
 }
 
 /** GELU, tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh", GPT-2). */

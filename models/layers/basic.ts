@@ -41,12 +41,6 @@ export class Linear implements Layer {
     return ops.matmul(dy, this.weight.value);
   }
 
-  /** As backward, but adds dx into `dx` (one accumulating GEMM where a layer's input feeds several projections). */
-  backwardInto(dy: Tensor, ctx: Ctx, dx: Tensor): void {
-    this.accumulateGrads(dy, ctx);
-    ops.matmulInto(dx, dy, this.weight.value, { accumulate: true });
-  }
-
   private accumulateGrads(dy: Tensor, ctx: Ctx): void {
     this.weight.accumulateProduct(dy, ctx.get("x"), { transA: true });
     if (this.bias) this.bias.accumulate(ops.sumRows(dy));

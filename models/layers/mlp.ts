@@ -1,6 +1,6 @@
 // The two MLPs: SwiGLU (gate/up/down, Llama family) and GELU (c_fc/c_proj, GPT-2).
 import { ops, type Tensor } from "../ops.ts";
-import { Linear, type Layer } from "./basic.ts";
+import { Linear, LinearGroup, type Layer } from "./basic.ts";
 import type { Ctx } from "./ctx.ts";
 import type { Init } from "./init.ts";
 import type { Param } from "./param.ts";
@@ -9,29 +9,28 @@ export class SwiGLU implements Layer {
   readonly gate: Linear;
   readonly up: Linear;
   readonly down: Linear;
+  /** gate and up as one GEMM a pass, its output [T, 2 inner] packed gate|up. */
+  private readonly gateUp: LinearGroup;
 
   constructor(init: Init, prefix: string, hidden: number, inner: number, bias: boolean) {
     this.gate = new Linear(init, `${prefix}.gate_proj`, hidden, inner, bias);
     this.up = new Linear(init, `${prefix}.up_proj`, hidden, inner, bias);
     this.down = new Linear(init, `${prefix}.down_proj`, inner, hidden, bias);
+    this.gateUp = new LinearGroup([this.gate, this.up]);
   }
 
   forward(x: Tensor, ctx: Ctx): Tensor {
-    const g = this.gate.forward(x, ctx.child("gate"));
-    const u = this.up.forward(x, ctx.child("up"));
-    ctx.save("gate", g);
-    ctx.save("up", u);
-    return this.down.forward(ops.swiglu(g, u), ctx.child("down"));
+    const gu = this.gateUp.forward(x, ctx.child("gate_up"));
+    ctx.save("gate_up", gu);
+    return this.down.forward(ops.swigluPacked(gu), ctx.child("down"));
   }
 
   backward(dy: Tensor, ctx: Ctx): Tensor {
     const dh = this.down.backward(dy, ctx.child("down"));
-    const { dgate, dup } = ops.swigluBackward(dh, ctx.get("gate"), ctx.get("up"));
+    const dgu = ops.swigluPackedBackward(dh, ctx.get("gate_up"));
     dh.dispose();
-    const dx = this.gate.backward(dgate, ctx.child("gate"));
-    dgate.dispose();
-    this.up.backwardInto(dup, ctx.child("up"), dx);
-    dup.dispose();
+    const dx = this.gateUp.backward(dgu, ctx.child("gate_up"));
+    dgu.dispose();
     return dx;
   }
 

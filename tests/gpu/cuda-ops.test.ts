@@ -50,6 +50,8 @@ import {
   sumSquaresOfQueued,
   swiglu,
   swigluBackward,
+  swigluPacked,
+  swigluPackedBackward,
   tensor,
   zeros,
 } from "../../native/index.ts";
@@ -216,6 +218,22 @@ test("swiglu forward and backward (the 16-byte vector path, and the scalar one f
       const c = swigluBackward(dh.cpu, gate.cpu, up.cpu);
       assertTensorClose(g.dgate, c.dgate, tol, seeded(`swigluBackward dgate ${dtype}`));
       assertTensorClose(g.dup, c.dup, tol, seeded(`swigluBackward dup ${dtype}`));
+    });
+  }
+});
+
+test("swigluPacked and its backward: each row's gate|up halves, as swiglu of the halves (vector and odd widths)", () => {
+  for (const { dtype, tol } of DTYPES) {
+    for (const [R, F] of [[65, 1000], [7, 13]] as const) scope(() => {
+      const gu = pairOf([R, 2 * F], dtype, 3);
+      const dh = pairOf([R, F], dtype);
+      const label = `${dtype} [${R}, 2 x ${F}]`;
+      assertTensorClose(swigluPacked(gu.gpu), swigluPacked(gu.cpu), tol, seeded(`swigluPacked ${label}`));
+      const [g, u] = splitColumns(gu.gpu, [F, F]);
+      assertTensorClose(swigluPacked(gu.gpu), swiglu(g!, u!), 0, seeded(`swigluPacked as swiglu of the halves ${label}`));
+      assertTensorClose(swigluPackedBackward(dh.gpu, gu.gpu), swigluPackedBackward(dh.cpu, gu.cpu), tol, seeded(`swigluPackedBackward ${label}`));
+      const b = swigluBackward(dh.gpu, g!, u!);
+      assertTensorClose(swigluPackedBackward(dh.gpu, gu.gpu), catColumns([b.dgate, b.dup]), 0, seeded(`swigluPackedBackward as the halves' ${label}`));
     });
   }
 });

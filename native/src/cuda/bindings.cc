@@ -487,7 +487,7 @@ Napi::Value Swiglu(const Napi::CallbackInfo& info) {
   NeedFloat("swiglu", g);
   NeedSame("swiglu", g, u);
   Out h = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);
-  cuda::Swiglu(g.dtype, g.data<void>(), u.data<void>(), h.t->data<void>(), g.numel);
+  cuda::Swiglu(g.dtype, {1, g.numel, g.numel}, g.data<void>(), u.data<void>(), h.t->data<void>());
   return h.value;
 }
 
@@ -500,8 +500,39 @@ Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
   NeedSame("swigluBackward", g, dh);
   Out dg = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);
   Out du = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);
-  cuda::SwigluBackward(g.dtype, dh.data<void>(), g.data<void>(), u.data<void>(), dg.t->data<void>(), du.t->data<void>(), g.numel);
+  cuda::SwigluBackward(g.dtype, {1, g.numel, g.numel}, dh.data<void>(), g.data<void>(), u.data<void>(), dg.t->data<void>(),
+                       du.t->data<void>());
   return Results(info.Env(), {dg.value, du.value});
+}
+
+// The rows of a packed gate|up [R, 2F] (a fused gate/up projection's output); throws naming op.
+cuda::SwigluRows PackedRows(const char* op, const TensorImpl& gu) {
+  NeedFloat(op, gu);
+  if (gu.ndim() != 2 || gu.dim(1) % 2 != 0) throw OpError(std::string(op) + ": gu must be [R, 2F] (gate, then up, in each row)");
+  return {gu.dim(0), gu.dim(1) / 2, gu.dim(1)};
+}
+
+// swigluPacked(gu [R, 2F]) -> h [R, F]: swiglu of each row's halves (gate, then up).
+Napi::Value SwigluPacked(const Napi::CallbackInfo& info) {
+  TensorImpl& gu = CudaTensorArg(info, 0);
+  const cuda::SwigluRows r = PackedRows("swigluPacked", gu);
+  Out h = NewTensor(info.Env(), gu.dtype, {r.rows, r.width}, Device::CUDA);
+  const size_t half = static_cast<size_t>(r.width) * DTypeSize(gu.dtype);
+  cuda::Swiglu(gu.dtype, r, gu.data<void>(), gu.data<char>() + half, h.t->data<void>());
+  return h.value;
+}
+
+// swigluPackedBackward(dh [R, F], gu [R, 2F]) -> dgu [R, 2F]: dgate and dup side by side as gu holds gate and up.
+Napi::Value SwigluPackedBackward(const Napi::CallbackInfo& info) {
+  const char* op = "swigluPackedBackward";
+  TensorImpl& dh = CudaTensorArg(info, 0);
+  TensorImpl& gu = CudaTensorArg(info, 1);
+  const cuda::SwigluRows r = PackedRows(op, gu);
+  if (dh.dtype != gu.dtype || dh.ndim() != 2 || dh.dim(0) != r.rows || dh.dim(1) != r.width) throw OpError(std::string(op) + ": dh must be [R, F] of gu's dtype");
+  Out dgu = NewTensor(info.Env(), gu.dtype, gu.shape, Device::CUDA);
+  const size_t half = static_cast<size_t>(r.width) * DTypeSize(gu.dtype);
+  cuda::SwigluBackward(gu.dtype, r, dh.data<void>(), gu.data<void>(), gu.data<char>() + half, dgu.t->data<void>(), dgu.t->data<char>() + half);
+  return dgu.value;
 }
 
 // The per-tensor scalars of torch.optim.AdamW's update at `step` (from 1): decoupled decay,
@@ -672,6 +703,8 @@ void RegisterCudaBindings(Napi::Env env, Napi::Object exports) {
   Export(env, c, "rope", Rope);
   Export(env, c, "swiglu", Swiglu);
   Export(env, c, "swigluBackward", SwigluBackward);
+  Export(env, c, "swigluPacked", SwigluPacked);
+  Export(env, c, "swigluPackedBackward", SwigluPackedBackward);
   Export(env, c, "adamwStep", AdamwStep);
   Export(env, c, "adamwStepManyPrepare", AdamwStepManyPrepare);
   Export(env, c, "adamwStepManyLaunch", AdamwStepManyLaunch);

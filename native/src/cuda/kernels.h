@@ -67,8 +67,12 @@ void Gelu(DType dt, const void* x, void* y, int64_t n);
 void GeluBackward(DType dt, const void* dy, const void* x, void* dx, int64_t n);
 
 // swiglu.cu
-void Swiglu(DType dt, const void* gate, const void* up, void* h, int64_t n);
-void SwigluBackward(DType dt, const void* dh, const void* gate, const void* up, void* dgate, void* dup, int64_t n);
+/** h, dh: [rows, width]; gate, up (dgate, dup): rows ld apart (ld = width, or 2 width with up = gate + width: packed halves). */
+struct SwigluRows {
+  int64_t rows, width, ld;
+};
+void Swiglu(DType dt, const SwigluRows& r, const void* gate, const void* up, void* h);
+void SwigluBackward(DType dt, const SwigluRows& r, const void* dh, const void* gate, const void* up, void* dgate, void* dup);
 
 // rope.cu
 constexpr int kMaxRopeHalf = 256;

@@ -1,4 +1,5 @@
-// SwiGLU: h = silu(gate) * up, and its backward, elementwise in fp32.
+// SwiGLU: h = silu(gate) * up, and its backward, elementwise in fp32; gate and up separate
+// tensors or the two halves of each row of one [rows, 2 width] (a fused gate/up projection).
 // Floor: forward reads 2n and writes n elements; backward reads 3n and writes 2n.
 // 16-byte vectors when every pointer is 16-byte aligned and n a multiple of the vector (always,
 // for a model's [T, FFN] activations); the scalar loop otherwise.
@@ -23,48 +24,60 @@ __device__ __forceinline__ void SwigluGrad(float d, float g, float u, float& dg,
   dg = d * u * sig * (1.f + g * (1.f - sig));
 }
 
+// Where element i of the [rows, width] output h (and dh) lies in gate and up (and dgate, dup):
+// rows ld apart. ld == width for separate tensors; 2 width for a packed [rows, 2 width] gate|up.
+__device__ __forceinline__ int64_t Packed(int64_t i, int64_t width, int64_t ld) {
+  if (ld == width) return i;
+  const int64_t r = i / width;
+  return r * ld + (i - r * width);
+}
+
 template <class T>
-__global__ void SwigluKernel(const T* gate, const T* up, T* h, int64_t n) {
+__global__ void SwigluKernel(const T* gate, const T* up, T* h, int64_t n, int64_t width, int64_t ld) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    Store(h, i, SwigluOf(Load(gate, i), Load(up, i)));
+    const int64_t j = Packed(i, width, ld);
+    Store(h, i, SwigluOf(Load(gate, j), Load(up, j)));
   }
 }
 
 template <class T>
-__global__ void SwigluBackwardKernel(const T* dh, const T* gate, const T* up, T* dgate, T* dup, int64_t n) {
+__global__ void SwigluBackwardKernel(const T* dh, const T* gate, const T* up, T* dgate, T* dup, int64_t n, int64_t width, int64_t ld) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = Packed(i, width, ld);
     float dg, du;
-    SwigluGrad(Load(dh, i), Load(gate, i), Load(up, i), dg, du);
-    Store(dup, i, du);
-    Store(dgate, i, dg);
+    SwigluGrad(Load(dh, i), Load(gate, j), Load(up, j), dg, du);
+    Store(dup, j, du);
+    Store(dgate, j, dg);
   }
 }
 
 template <class T>
-__global__ void SwigluVecKernel(const T* gate, const T* up, T* h, int64_t nv) {
+__global__ void SwigluVecKernel(const T* gate, const T* up, T* h, int64_t nv, int64_t width, int64_t ld) {
   constexpr int N = kVec<T>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nv; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = Packed(i * N, width, ld);
     float g[N], u[N], o[N];
-    LoadVec<N>(gate + i * N, g);
-    LoadVec<N>(up + i * N, u);
+    LoadVec<N>(gate + j, g);
+    LoadVec<N>(up + j, u);
 #pragma unroll
-    for (int j = 0; j < N; ++j) o[j] = SwigluOf(g[j], u[j]);
+    for (int e = 0; e < N; ++e) o[e] = SwigluOf(g[e], u[e]);
     StoreVec<N>(h + i * N, o);
   }
 }
 
 template <class T>
-__global__ void SwigluBackwardVecKernel(const T* dh, const T* gate, const T* up, T* dgate, T* dup, int64_t nv) {
+__global__ void SwigluBackwardVecKernel(const T* dh, const T* gate, const T* up, T* dgate, T* dup, int64_t nv, int64_t width, int64_t ld) {
   constexpr int N = kVec<T>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nv; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = Packed(i * N, width, ld);
     float g[N], u[N], d[N], dg[N], du[N];
-    LoadVec<N>(gate + i * N, g);
-    LoadVec<N>(up + i * N, u);
+    LoadVec<N>(gate + j, g);
+    LoadVec<N>(up + j, u);
     LoadVec<N>(dh + i * N, d);
 #pragma unroll
-    for (int j = 0; j < N; ++j) SwigluGrad(d[j], g[j], u[j], dg[j], du[j]);
-    StoreVec<N>(dup + i * N, du);
-    StoreVec<N>(dgate + i * N, dg);
+    for (int e = 0; e < N; ++e) SwigluGrad(d[e], g[e], u[e], dg[e], du[e]);
+    StoreVec<N>(dup + j, du);
+    StoreVec<N>(dgate + j, dg);
   }
 }
 
@@ -74,42 +87,47 @@ bool Aligned16(std::initializer_list<const void*> ps) {
 }
 
 template <class T>
-void LaunchSwiglu(const void* gate, const void* up, void* h, int64_t n, cudaStream_t s) {
+void LaunchSwiglu(const SwigluRows& r, const void* gate, const void* up, void* h, cudaStream_t s) {
   auto g = static_cast<const T*>(gate);
   auto u = static_cast<const T*>(up);
   auto o = static_cast<T*>(h);
   constexpr int N = kVec<T>;
-  if (n % N == 0 && Aligned16({gate, up, h})) SwigluVecKernel<<<GridFor(n / N), kThreads, 0, s>>>(g, u, o, n / N);
-  else SwigluKernel<<<GridFor(n), kThreads, 0, s>>>(g, u, o, n);
+  const int64_t n = r.rows * r.width;
+  if (r.width % N == 0 && r.ld % N == 0 && Aligned16({gate, up, h})) SwigluVecKernel<<<GridFor(n / N), kThreads, 0, s>>>(g, u, o, n / N, r.width, r.ld);
+  else SwigluKernel<<<GridFor(n), kThreads, 0, s>>>(g, u, o, n, r.width, r.ld);
 }
 
 template <class T>
-void LaunchSwigluBackward(const void* dh, const void* gate, const void* up, void* dgate, void* dup, int64_t n, cudaStream_t s) {
+void LaunchSwigluBackward(const SwigluRows& r, const void* dh, const void* gate, const void* up, void* dgate, void* dup, cudaStream_t s) {
   auto d = static_cast<const T*>(dh);
   auto g = static_cast<const T*>(gate);
   auto u = static_cast<const T*>(up);
   auto dg = static_cast<T*>(dgate);
   auto du = static_cast<T*>(dup);
   constexpr int N = kVec<T>;
-  if (n % N == 0 && Aligned16({dh, gate, up, dgate, dup})) SwigluBackwardVecKernel<<<GridFor(n / N), kThreads, 0, s>>>(d, g, u, dg, du, n / N);
-  else SwigluBackwardKernel<<<GridFor(n), kThreads, 0, s>>>(d, g, u, dg, du, n);
+  const int64_t n = r.rows * r.width;
+  if (r.width % N == 0 && r.ld % N == 0 && Aligned16({dh, gate, up, dgate, dup})) {
+    SwigluBackwardVecKernel<<<GridFor(n / N), kThreads, 0, s>>>(d, g, u, dg, du, n / N, r.width, r.ld);
+  } else {
+    SwigluBackwardKernel<<<GridFor(n), kThreads, 0, s>>>(d, g, u, dg, du, n, r.width, r.ld);
+  }
 }
 
 }  // namespace
 
-void Swiglu(DType dt, const void* gate, const void* up, void* h, int64_t n) {
-  if (n == 0) return;
+void Swiglu(DType dt, const SwigluRows& r, const void* gate, const void* up, void* h) {
+  if (r.rows * r.width == 0) return;
   cudaStream_t s = ComputeStream();
-  if (dt == DType::F32) LaunchSwiglu<float>(gate, up, h, n, s);
-  else LaunchSwiglu<bf16>(gate, up, h, n, s);
+  if (dt == DType::F32) LaunchSwiglu<float>(r, gate, up, h, s);
+  else LaunchSwiglu<bf16>(r, gate, up, h, s);
   CheckLaunch("swiglu");
 }
 
-void SwigluBackward(DType dt, const void* dh, const void* gate, const void* up, void* dgate, void* dup, int64_t n) {
-  if (n == 0) return;
+void SwigluBackward(DType dt, const SwigluRows& r, const void* dh, const void* gate, const void* up, void* dgate, void* dup) {
+  if (r.rows * r.width == 0) return;
   cudaStream_t s = ComputeStream();
-  if (dt == DType::F32) LaunchSwigluBackward<float>(dh, gate, up, dgate, dup, n, s);
-  else LaunchSwigluBackward<bf16>(dh, gate, up, dgate, dup, n, s);
+  if (dt == DType::F32) LaunchSwigluBackward<float>(r, dh, gate, up, dgate, dup, s);
+  else LaunchSwigluBackward<bf16>(r, dh, gate, up, dgate, dup, s);
   CheckLaunch("swigluBackward");
 }
 
