@@ -92,7 +92,8 @@ export class LinearGroup {
     const dx = ops.matmul(dy, w);
     w.dispose();
     const x = ctx.get("x");
-    // dW = dy^T x in the master dtype (float32 under bf16 compute), straight into the stacked gradients where the parts hold them.
+    // dW = dy^T x in the master dtype (float32 under bf16 compute): straight into the stacked
+    // gradients where the parts hold them, else one fresh buffer that becomes them.
     const held = this.weights.grads();
     if (held) {
       ops.matmulInto(held, dy, x, { transA: true, accumulate: true });
@@ -135,7 +136,7 @@ class RowStack {
 
   /** Whether every part starts 256-byte aligned in a stack of elements of `bytes`. */
   private aligned(bytes: number): boolean {
-    const rowBytes = (bytes * this.params[0]!.shape.slice(1).reduce((a, b) => a * b, 1)) | 0;
+    const rowBytes = bytes * this.params[0]!.shape.slice(1).reduce((a, b) => a * b, 1);
     return this.starts.every((r) => (r * rowBytes) % 256 === 0);
   }
 
