@@ -128,7 +128,7 @@ export interface Addon {
   addBias(x: H, b: H): H;
   sumRows(dy: H): H;
   /** Between one [R, W] and parts [R, w_i] side by side in it (at most 8): split copies one out to the parts, else in. */
-  copyColumns(one: H, parts: H[], split: boolean): void;
+  copyColumns(one: H, parts: H[], split: boolean, op: string): void;
   sumSquares(t: H): number;
   /** idsChecked: the caller checked the ids on the host, so cuda reads back no out-of-range flag (no wait); the CPU checks regardless. */
   embedding(w: H, ids: H, idsChecked?: boolean): H;

@@ -18,6 +18,7 @@ export {
   type CudaStream,
 } from "./cuda.ts";
 export type { DType, Device } from "./dtype.ts";
+export { dtypeBytes } from "./dtype.ts";
 export { sameShape } from "./check.ts";
 export { Tensor, tensor, zeros, empty, randn, cast, castInto, copyInto, scope, keep, liveTensors, type TensorOptions, type LiveTensors } from "./tensor.ts";
 export { matmul, add, mul, scale, scaleInPlace, addInto, addBias, sumRows, splitColumns, catColumns, catRows, splitRows, sumSquares, sumSquaresOf, sumSquaresOfQueued, globalNorm, type MatmulOptions, type PendingSum } from "./ops.ts";

@@ -1,5 +1,6 @@
 // Fused linear + cross-entropy, chunked over tokens so the [T,V] logits never exist.
 import { Tensor } from "./tensor.ts";
+import { dtypeBytes } from "./dtype.ts";
 import { backendFor } from "./cuda.ts";
 import { fail, needDtype, needFinite, needFloat, needRank, needSameDtype, needShape } from "./check.ts";
 
@@ -25,7 +26,7 @@ const CUDA_LOGIT_BYTES = 2.6e9;
 
 function defaultChunk(x: Tensor, V: number): number {
   if (x.device !== "cuda") return Math.max(16, Math.floor((1 << 24) / Math.max(V, 1)));
-  const bytes = x.dtype === "bfloat16" ? 2 : 4;
+  const bytes = dtypeBytes[x.dtype];
   // Equal chunks of at most CUDA_LOGIT_BYTES, each a multiple of 128 rows (whole GEMM tiles):
   // every chunk re-reads and re-writes the fp32 [V, D] weight gradient, so fewer is faster.
   const T = Math.max(x.shape[0]!, 1);

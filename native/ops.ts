@@ -175,7 +175,7 @@ const MAX_COLUMN_PARTS = 8;
 function copyColumns(op: string, one: Tensor, parts: readonly Tensor[], split: boolean): void {
   const named = parts.map((p, i): [string, Tensor] => [`parts[${i}]`, p]);
   const raw = backendFor(op, "copyColumns", [split ? "x" : "out", one], ...named);
-  raw(one.handle(op, split ? "x" : "out"), named.map(([n, p]) => p.handle(op, n)), split);
+  raw(one.handle(op, split ? "x" : "out"), named.map(([n, p]) => p.handle(op, n)), split, op);
 }
 
 function needColumnParts(op: string, widths: readonly number[]): void {
@@ -188,7 +188,10 @@ function needColumnParts(op: string, widths: readonly number[]): void {
  * projection's output into q, k and v. One launch on cuda.
  */
 export function splitColumns(x: Tensor, widths: readonly number[]): Tensor[] {
-  const op = "splitColumns";
+  return splitColumnsAs("splitColumns", x, widths);
+}
+
+function splitColumnsAs(op: string, x: Tensor, widths: readonly number[]): Tensor[] {
   needRank(op, "x", x, [2]);
   needColumnParts(op, widths);
   const total = widths.reduce((a, w) => a + w, 0);
@@ -200,7 +203,10 @@ export function splitColumns(x: Tensor, widths: readonly number[]): Tensor[] {
 
 /** Tensors [R, w_i] side by side -> [R, w_0 + w_1 + ...] (splitColumns' inverse). */
 export function catColumns(parts: readonly Tensor[]): Tensor {
-  const op = "catColumns";
+  return catColumnsAs("catColumns", parts);
+}
+
+function catColumnsAs(op: string, parts: readonly Tensor[]): Tensor {
   needColumnParts(op, parts.map((p) => p.shape[1] ?? 0));
   const first = parts[0]!;
   for (const [i, p] of parts.entries()) {
@@ -219,6 +225,7 @@ export function catRows(parts: readonly Tensor[]): Tensor {
   const first = parts[0];
   if (!first) fail(op, "no parts");
   for (const [i, p] of parts.entries()) {
+    needSameDtype(op, ["parts[0]", first], [`parts[${i}]`, p]);
     if (p.shape.length < 1 || !sameShape(p.shape.slice(1), first.shape.slice(1))) {
       fail(op, `parts[${i}] ${fmt(p.shape)} does not match parts[0] ${fmt(first.shape)} past dim 0`);
     }
@@ -226,7 +233,7 @@ export function catRows(parts: readonly Tensor[]): Tensor {
   // Rows one after another are the parts' memory one after another: a column split of one row.
   const flat = parts.map((p) => p.reshape([1, p.numel]));
   try {
-    const one = catColumns(flat);
+    const one = catColumnsAs(op, flat);
     const out = one.reshape([parts.reduce((a, p) => a + p.shape[0]!, 0), ...first.shape.slice(1)]);
     one.dispose();
     return out;
@@ -245,7 +252,7 @@ export function splitRows(x: Tensor, rows: readonly number[]): Tensor[] {
   const inner = x.numel / Math.max(x.shape[0]!, 1);
   const flat = x.reshape([1, x.numel]);
   try {
-    return splitColumns(flat, rows.map((r) => r * inner)).map((p, i) => {
+    return splitColumnsAs(op, flat, rows.map((r) => r * inner)).map((p, i) => {
       const out = p.reshape([rows[i]!, ...x.shape.slice(1)]);
       p.dispose();
       return out;

@@ -1,7 +1,7 @@
 // The small layers: Linear (HF nn.Linear layout, weight [out, in]), RMSNorm, LayerNorm,
 // Embedding. Each saves its inputs in ctx on forward and accumulates its parameters'
 // gradients on backward.
-import { ops, type DType, type Tensor } from "../ops.ts";
+import { ops, type Tensor } from "../ops.ts";
 import type { Ctx } from "./ctx.ts";
 import type { Init } from "./init.ts";
 import type { Param } from "./param.ts";
@@ -113,9 +113,10 @@ export class LinearGroup {
  * Parameters of one trailing shape whose compute copies and gradients a group keeps as adjacent
  * rows of one buffer each, so that one GEMM reads all the values and writes all the gradients.
  * The parameters own the row views (the optimizer writes them in place); the stack is remade
- * when a parameter's value was replaced (loading, a plan's gather). Without a compute copy (the
- * CPU's fp32 / fp64 runs) or where a part would start off a 256-byte boundary (cuBLASLt's
- * alignment), each pass stacks the values into a fresh buffer and splits the gradients instead.
+ * when a parameter's value was replaced (loading, a plan's gather). Where a part would start off
+ * a 256-byte boundary (cuBLASLt's alignment), nothing is stacked: each pass stacks the values into
+ * a fresh buffer and the gradients are split. Without a compute copy (the CPU's fp32 / fp64 runs)
+ * only the values are stacked per pass; the gradients are still one buffer's rows.
  */
 class RowStack {
   readonly rows: number;
@@ -151,7 +152,7 @@ class RowStack {
   private restack(): void {
     this.valueViews = undefined;
     const values = this.params.map((p) => p.value);
-    if (this.params.some((p, i) => values[i] === p.master) || !this.aligned(bytesOf(values[0]!.dtype))) return;
+    if (this.params.some((p, i) => values[i] === p.master) || !this.aligned(ops.dtypeBytes[values[0]!.dtype])) return;
     const stack = ops.catRows(values);
     this.valueViews = this.params.map((p, i) => {
       const view = stack.rows(this.starts[i]!, p.shape[0]!);
@@ -177,7 +178,7 @@ class RowStack {
       g.dispose();
       return;
     }
-    if (this.params.every((p) => p.grad === undefined) && g.dtype === this.params[0]!.dtype && this.aligned(bytesOf(g.dtype))) {
+    if (this.params.every((p) => p.grad === undefined) && g.dtype === this.params[0]!.dtype && this.aligned(ops.dtypeBytes[g.dtype])) {
       this.gradViews = this.params.map((p, i) => g.rows(this.starts[i]!, p.shape[0]!));
       g.dispose();
       this.params.forEach((p, i) => p.accumulate(this.gradViews![i]!));
@@ -188,10 +189,6 @@ class RowStack {
     g.dispose();
     this.params.forEach((p, i) => p.accumulate(pieces[i]!));
   }
-}
-
-function bytesOf(dtype: DType): number {
-  return dtype === "bfloat16" ? 2 : dtype === "float64" || dtype === "int64" ? 8 : 4;
 }
 
 /** y = x W^T (+ b), x [T, in], W [out, in]; the bias is the GEMM's epilogue. */

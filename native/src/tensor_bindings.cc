@@ -1,6 +1,7 @@
 // Creation, copies, views, casts and release of tensors.
 #include <cmath>
 #include <cstring>
+#include <sstream>
 
 #include "core/host_alloc.h"
 #include "core/tensor.h"
@@ -208,20 +209,27 @@ Napi::Value View(const Napi::CallbackInfo& info) {
   return NewView(info.Env(), t, shape);
 }
 
-// viewRows(t, start, count) -> rows [start, start + count) along dim 0 of t's storage, counted
-// from t's first row: a view sharing it. The range may run past t's own rows (a view of several
-// adjacent views) but not past the storage.
+// viewRows(t, start, count) -> rows [start, start + count) along dim 0, counted from t's first
+// row: a view sharing t's storage. The range may run past t's own rows (a view of several
+// adjacent views) but not past the storage, and not before t. A cuda view starts 16-byte
+// aligned: the memory-bound kernels load 16-byte vectors from a tensor's start.
 Napi::Value ViewRows(const Napi::CallbackInfo& info) {
   TensorImpl& t = AnyTensorArg(info, 0);
   const double start = NumberArg(info, 1), count = NumberArg(info, 2);
-  if (t.ndim() < 1 || start != std::floor(start) || count != std::floor(count) || count < 0) throw OpError("viewRows: integer rows of a tensor of at least one dimension");
+  if (t.ndim() < 1) throw OpError("rows: a tensor of at least one dimension");
   std::vector<int64_t> shape = t.shape;
   shape[0] = 1;
-  const int64_t rowBytes = Numel(shape) * static_cast<int64_t>(DTypeSize(t.dtype));
-  const int64_t begin = static_cast<int64_t>(t.offset) + static_cast<int64_t>(start) * rowBytes;
-  if (begin < 0 || begin + static_cast<int64_t>(count) * rowBytes > static_cast<int64_t>(t.storage->bytes)) {
-    throw OpError("viewRows: rows [" + std::to_string(static_cast<int64_t>(start)) + ", " + std::to_string(static_cast<int64_t>(start + count)) +
-                  ") run outside the tensor's storage");
+  const double rowBytes = static_cast<double>(Numel(shape)) * static_cast<double>(DTypeSize(t.dtype));
+  // In doubles, which hold every byte count here exactly: no integer product can wrap.
+  const double begin = static_cast<double>(t.offset) + start * rowBytes, last = begin + count * rowBytes;
+  if (start != std::floor(start) || count != std::floor(count) || start < 0 || count < 0 || !(last <= static_cast<double>(t.storage->bytes))) {
+    std::ostringstream range;
+    range << "[" << start << ", " << start + count << ")";
+    throw OpError("rows: " + range.str() + " is not a range of whole rows within the tensor's storage, from its first row");
+  }
+  if (t.device() == Device::CUDA && std::fmod(begin, 16.0) != 0) {
+    throw OpError("rows: a cuda view must start 16-byte aligned (row " + std::to_string(static_cast<int64_t>(start)) + " starts at byte " +
+                  std::to_string(static_cast<int64_t>(begin)) + ")");
   }
   shape[0] = static_cast<int64_t>(count);
   return NewViewAt(info.Env(), t, shape, static_cast<size_t>(begin));

@@ -53,5 +53,9 @@ test("catRows stacks tensors along dim 0 and splitRows undoes it; mismatches are
     assert.throws(() => catColumns([a, c]), /catColumns: parts\[1\] has 3 rows, parts\[0\] 2/);
     assert.throws(() => catColumns([a, tensor(Int32Array.from([1, 2]), [2, 1], { dtype: "int32" })]), /catColumns: parts\[1\] is int32/);
     assert.throws(() => splitColumns(a, Array.from({ length: 9 }, () => 0).concat([3])), /1 to 8 parts, got 10/);
+    // catRows and splitRows name themselves, not the column ops they run on.
+    assert.throws(() => catRows([a, tensor(Int32Array.from([1, 2, 3]), [1, 3], { dtype: "int32" })]), /catRows: parts\[1\] is int32/);
+    assert.throws(() => catRows(Array.from({ length: 9 }, () => a)), /catRows: 1 to 8 parts, got 9/);
+    assert.throws(() => splitRows(s, [1, 1, 1, 1, 1, 1, 0, 0, 0]), /splitRows: 1 to 8 parts, got 9/);
   });
 });

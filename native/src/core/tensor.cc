@@ -111,22 +111,22 @@ TensorImpl& AnyTensorArg(const Napi::CallbackInfo& info, size_t i) {
   return *t;
 }
 
-std::vector<TensorImpl*> ColumnPartsArg(const Napi::CallbackInfo& info, size_t i, const TensorImpl& one, size_t maxParts) {
-  if (!info[i].IsArray()) throw OpError("copyColumns: parts must be an array of tensors");
+std::vector<TensorImpl*> ColumnPartsArg(const Napi::CallbackInfo& info, size_t i, const TensorImpl& one, size_t maxParts, const std::string& op) {
+  if (!info[i].IsArray()) throw OpError(op + ": parts must be an array of tensors");
   auto arr = info[i].As<Napi::Array>();
-  if (arr.Length() < 1 || arr.Length() > maxParts) throw OpError("copyColumns: 1 to " + std::to_string(maxParts) + " parts, got " + std::to_string(arr.Length()));
-  if (one.ndim() != 2) throw OpError("copyColumns: the whole must be 2-D");
+  if (arr.Length() < 1 || arr.Length() > maxParts) throw OpError(op + ": 1 to " + std::to_string(maxParts) + " parts, got " + std::to_string(arr.Length()));
+  if (one.ndim() != 2) throw OpError(op + ": the whole must be 2-D");
   std::vector<TensorImpl*> parts;
   int64_t width = 0;
   for (uint32_t p = 0; p < arr.Length(); ++p) {
     TensorImpl* t = AsTensor(arr.Get(p));
     if (!t || !t->storage || t->device() != one.device() || t->dtype != one.dtype || t->ndim() != 2 || t->dim(0) != one.dim(0)) {
-      throw OpError("copyColumns: part " + std::to_string(p) + " is not a live 2-D tensor with the whole's rows, dtype and device");
+      throw OpError(op + ": part " + std::to_string(p) + " is not a live 2-D tensor with the whole's rows, dtype and device");
     }
     width += t->dim(1);
     parts.push_back(t);
   }
-  if (width != one.dim(1)) throw OpError("copyColumns: the parts' widths add up to " + std::to_string(width) + ", not the whole's " + std::to_string(one.dim(1)));
+  if (width != one.dim(1)) throw OpError(op + ": the parts' widths add up to " + std::to_string(width) + ", not the whole's " + std::to_string(one.dim(1)));
   return parts;
 }
 

@@ -74,9 +74,10 @@ TensorImpl& AnyTensorArg(const Napi::CallbackInfo& info, size_t i);
 TensorImpl& CudaTensorArg(const Napi::CallbackInfo& info, size_t i);
 /**
  * copyColumns' parts (the array at argument i): 2-D tensors on one's device and of its dtype,
- * with one's rows, whose widths add up to one's (2-D) width; at most maxParts of them.
+ * with one's rows, whose widths add up to one's (2-D) width; at most maxParts of them. Errors
+ * name op (the TypeScript op the caller called: splitColumns, catRows, ...).
  */
-std::vector<TensorImpl*> ColumnPartsArg(const Napi::CallbackInfo& info, size_t i, const TensorImpl& one, size_t maxParts);
+std::vector<TensorImpl*> ColumnPartsArg(const Napi::CallbackInfo& info, size_t i, const TensorImpl& one, size_t maxParts, const std::string& op);
 double NumberArg(const Napi::CallbackInfo& info, size_t i);
 bool BoolArg(const Napi::CallbackInfo& info, size_t i);
 std::vector<int64_t> ShapeArg(const Napi::CallbackInfo& info, size_t i);

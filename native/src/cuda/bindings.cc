@@ -335,10 +335,11 @@ Napi::Value SumRows(const Napi::CallbackInfo& info) {
   return out.value;
 }
 
-// copyColumns(one [R, W], parts [R, w_i][], split): as the CPU's, in one launch.
+// copyColumns(one [R, W], parts [R, w_i][], split, op): as the CPU's, in one launch.
 Napi::Value CopyColumns(const Napi::CallbackInfo& info) {
   TensorImpl& one = CudaTensorArg(info, 0);
-  std::vector<TensorImpl*> parts = ColumnPartsArg(info, 1, one, cuda::kMaxColumnParts);
+  const std::string op = info[3].As<Napi::String>().Utf8Value();
+  std::vector<TensorImpl*> parts = ColumnPartsArg(info, 1, one, cuda::kMaxColumnParts, op);
   const int64_t e = static_cast<int64_t>(DTypeSize(one.dtype));
   std::vector<void*> ptrs;
   std::vector<int64_t> widths;
@@ -346,7 +347,7 @@ Napi::Value CopyColumns(const Napi::CallbackInfo& info) {
     ptrs.push_back(p->data<void>());
     widths.push_back(p->dim(1) * e);
   }
-  cuda::CopyColumns(one.data<void>(), ptrs, widths, e, one.dim(0), BoolArg(info, 2));
+  cuda::CopyColumns(one.data<void>(), ptrs, widths, e, one.dim(0), BoolArg(info, 2), op.c_str());
   return info.Env().Undefined();
 }
 
@@ -487,7 +488,7 @@ Napi::Value Swiglu(const Napi::CallbackInfo& info) {
   NeedFloat("swiglu", g);
   NeedSame("swiglu", g, u);
   Out h = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);
-  cuda::Swiglu(g.dtype, {1, g.numel, g.numel}, g.data<void>(), u.data<void>(), h.t->data<void>());
+  cuda::Swiglu(g.dtype, {1, g.numel, g.numel}, g.data<void>(), u.data<void>(), h.t->data<void>(), "swiglu");
   return h.value;
 }
 
@@ -501,7 +502,7 @@ Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
   Out dg = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);
   Out du = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);
   cuda::SwigluBackward(g.dtype, {1, g.numel, g.numel}, dh.data<void>(), g.data<void>(), u.data<void>(), dg.t->data<void>(),
-                       du.t->data<void>());
+                       du.t->data<void>(), "swigluBackward");
   return Results(info.Env(), {dg.value, du.value});
 }
 
@@ -518,7 +519,7 @@ Napi::Value SwigluPacked(const Napi::CallbackInfo& info) {
   const cuda::SwigluRows r = PackedRows("swigluPacked", gu);
   Out h = NewTensor(info.Env(), gu.dtype, {r.rows, r.width}, Device::CUDA);
   const size_t half = static_cast<size_t>(r.width) * DTypeSize(gu.dtype);
-  cuda::Swiglu(gu.dtype, r, gu.data<void>(), gu.data<char>() + half, h.t->data<void>());
+  cuda::Swiglu(gu.dtype, r, gu.data<void>(), gu.data<char>() + half, h.t->data<void>(), "swigluPacked");
   return h.value;
 }
 
@@ -531,7 +532,8 @@ Napi::Value SwigluPackedBackward(const Napi::CallbackInfo& info) {
   if (dh.dtype != gu.dtype || dh.ndim() != 2 || dh.dim(0) != r.rows || dh.dim(1) != r.width) throw OpError(std::string(op) + ": dh must be [R, F] of gu's dtype");
   Out dgu = NewTensor(info.Env(), gu.dtype, gu.shape, Device::CUDA);
   const size_t half = static_cast<size_t>(r.width) * DTypeSize(gu.dtype);
-  cuda::SwigluBackward(gu.dtype, r, dh.data<void>(), gu.data<void>(), gu.data<char>() + half, dgu.t->data<void>(), dgu.t->data<char>() + half);
+  cuda::SwigluBackward(gu.dtype, r, dh.data<void>(), gu.data<void>(), gu.data<char>() + half, dgu.t->data<void>(), dgu.t->data<char>() + half,
+                       op);
   return dgu.value;
 }
 

@@ -1,6 +1,7 @@
 // exports.cuda.ropeTable / ropeWithTable / ropeQKWithTable / ropeQKVSplit / ropeQKVBackwardCat: RoPE through a per-batch cos/sin table (rope.cu), with
 // the CPU bindings' argument lists (ops_nn.cc). The table is float32 on cuda; x is float32 or
 // bfloat16, and the output takes its dtype.
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -100,9 +101,11 @@ Napi::Value RopeQKVSplit(const Napi::CallbackInfo& info) {
   const char* op = "ropeQKVSplit";
   TensorImpl& qkv = CudaTensorArg(info, 0);
   TensorImpl& table = CudaTensorArg(info, 1);
-  const int64_t Hq = static_cast<int64_t>(NumberArg(info, 2)), Hk = static_cast<int64_t>(NumberArg(info, 3));
+  const double hq = NumberArg(info, 2), hk = NumberArg(info, 3);
+  if (hq != std::floor(hq) || hk != std::floor(hk) || hq < 1 || hk < 1 || hq > 65536 || hk > 65536) throw OpError(std::string(op) + ": head counts must be integers in [1, 65536]");
+  const int64_t Hq = static_cast<int64_t>(hq), Hk = static_cast<int64_t>(hk);
   NeedFloat(op, qkv);
-  if (table.dtype != DType::F32 || table.ndim() != 3 || table.dim(1) != 2 || Hq < 1 || Hk < 1 || qkv.ndim() != 2 ||
+  if (table.dtype != DType::F32 || table.ndim() != 3 || table.dim(1) != 2 || qkv.ndim() != 2 ||
       qkv.dim(0) != table.dim(0) || qkv.dim(1) != (Hq + 2 * Hk) * 2 * table.dim(2)) {
     throw OpError(std::string(op) + ": qkv must be [T, (Hq + 2 Hk) Dh] for a float32 table [T, 2, Dh/2]");
   }

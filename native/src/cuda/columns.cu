@@ -45,7 +45,8 @@ void Launch(void* one, const std::vector<void*>& ptrs, const std::vector<int64_t
 
 }  // namespace
 
-void CopyColumns(void* one, const std::vector<void*>& parts, const std::vector<int64_t>& widthBytes, int64_t elemBytes, int64_t rows, bool split) {
+void CopyColumns(void* one, const std::vector<void*>& parts, const std::vector<int64_t>& widthBytes, int64_t elemBytes, int64_t rows, bool split,
+                 const char* op) {
   bool wide = true;
   for (int64_t w : widthBytes) wide = wide && w % 16 == 0;
   if (wide) Launch<uint4>(one, parts, widthBytes, rows, split);
@@ -53,7 +54,7 @@ void CopyColumns(void* one, const std::vector<void*>& parts, const std::vector<i
   else if (elemBytes == 4) Launch<uint32_t>(one, parts, widthBytes, rows, split);
   else if (elemBytes == 2) Launch<uint16_t>(one, parts, widthBytes, rows, split);
   else Launch<uint8_t>(one, parts, widthBytes, rows, split);
-  CheckLaunch(split ? "splitColumns" : "catColumns");
+  CheckLaunch(op);
 }
 
 }  // namespace tessera::cuda

@@ -1,6 +1,6 @@
 // GELU, tanh approximation (HF gelu_new / gelu_pytorch_tanh: GPT-2's MLP), and its backward,
 // elementwise in fp32. The body runs on 16-byte vectors (every device block is 16-byte aligned
-// and tensors have no offsets); the n % 8 (bf16) or n % 4 (fp32) elements past the last whole
+// and a row view starts so: viewRows); the n % 8 (bf16) or n % 4 (fp32) elements past the last whole
 // vector go through the same grid-stride loop one at a time.
 // Floor: forward reads n and writes n elements; backward reads 2n and writes n.
 #include <cstdint>

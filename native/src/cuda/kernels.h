@@ -25,7 +25,8 @@ constexpr int kMaxColumnParts = 8;
  * Between one [rows, W] buffer and parts [rows, w_i] side by side in it (widths in bytes, sum W):
  * split copies one's columns out to the parts, else the parts are copied in.
  */
-void CopyColumns(void* one, const std::vector<void*>& parts, const std::vector<int64_t>& widthBytes, int64_t elemBytes, int64_t rows, bool split);
+void CopyColumns(void* one, const std::vector<void*>& parts, const std::vector<int64_t>& widthBytes, int64_t elemBytes, int64_t rows, bool split,
+                 const char* op);
 
 // embedding.cu
 /**
@@ -71,8 +72,8 @@ void GeluBackward(DType dt, const void* dy, const void* x, void* dx, int64_t n);
 struct SwigluRows {
   int64_t rows, width, ld;
 };
-void Swiglu(DType dt, const SwigluRows& r, const void* gate, const void* up, void* h);
-void SwigluBackward(DType dt, const SwigluRows& r, const void* dh, const void* gate, const void* up, void* dgate, void* dup);
+void Swiglu(DType dt, const SwigluRows& r, const void* gate, const void* up, void* h, const char* op);
+void SwigluBackward(DType dt, const SwigluRows& r, const void* dh, const void* gate, const void* up, void* dgate, void* dup, const char* op);
 
 // rope.cu
 constexpr int kMaxRopeHalf = 256;

@@ -1,8 +1,8 @@
 // SwiGLU: h = silu(gate) * up, and its backward, elementwise in fp32; gate and up separate
 // tensors or the two halves of each row of one [rows, 2 width] (a fused gate/up projection).
 // Floor: forward reads 2n and writes n elements; backward reads 3n and writes 2n.
-// 16-byte vectors when every pointer is 16-byte aligned and n a multiple of the vector (always,
-// for a model's [T, FFN] activations); the scalar loop otherwise.
+// 16-byte vectors when every pointer is 16-byte aligned and the row width and stride are
+// multiples of the vector (always, for a model's [T, FFN] activations); the scalar loop otherwise.
 #include <cstdint>
 
 #include "cuda/common.cuh"
@@ -115,20 +115,21 @@ void LaunchSwigluBackward(const SwigluRows& r, const void* dh, const void* gate,
 
 }  // namespace
 
-void Swiglu(DType dt, const SwigluRows& r, const void* gate, const void* up, void* h) {
+void Swiglu(DType dt, const SwigluRows& r, const void* gate, const void* up, void* h, const char* op) {
   if (r.rows * r.width == 0) return;
   cudaStream_t s = ComputeStream();
   if (dt == DType::F32) LaunchSwiglu<float>(r, gate, up, h, s);
   else LaunchSwiglu<bf16>(r, gate, up, h, s);
-  CheckLaunch("swiglu");
+  CheckLaunch(op);
 }
 
-void SwigluBackward(DType dt, const SwigluRows& r, const void* dh, const void* gate, const void* up, void* dgate, void* dup) {
+void SwigluBackward(DType dt, const SwigluRows& r, const void* dh, const void* gate, const void* up, void* dgate, void* dup,
+                    const char* op) {
   if (r.rows * r.width == 0) return;
   cudaStream_t s = ComputeStream();
   if (dt == DType::F32) LaunchSwigluBackward<float>(r, dh, gate, up, dgate, dup, s);
   else LaunchSwigluBackward<bf16>(r, dh, gate, up, dgate, dup, s);
-  CheckLaunch("swigluBackward");
+  CheckLaunch(op);
 }
 
 }  // namespace tessera::cuda

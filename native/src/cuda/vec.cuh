@@ -1,7 +1,7 @@
 // 16-byte vector loads and stores for the memory-bound kernels: N elements of T (8 bf16 or 4
 // fp32) move as one transaction, converted to and from fp32 in registers. Callers take the
 // vector path only where the row length is a multiple of N (and so each row 16-byte aligned,
-// the allocator's blocks being so), and fall back to N = 1 elsewhere.
+// the allocator's blocks and viewRows' cuda views being so), and fall back to N = 1 elsewhere.
 #pragma once
 #include <type_traits>
 
