@@ -99,6 +99,18 @@ test("device tensors: creation, copies both ways, views, zeros, liveTensors", ()
   assert.deepEqual(liveTensors(), start, "the scope freed every device tensor");
 });
 
+test("row views on cuda: adjacent rows share the storage; a view off a 16-byte boundary is refused", () => {
+  scope(() => {
+    const t = tensor(Float32Array.from({ length: 32 }, (_, i) => i), [8, 4]).to("cuda");
+    const v = t.rows(2, 3);
+    assert.deepEqual(Array.from(v.toFloat64Array()), Array.from({ length: 12 }, (_, i) => 8 + i));
+    scaleInPlace(v, -1);
+    assert.deepEqual(Array.from(t.toFloat64Array()).slice(8, 20), Array.from({ length: 12 }, (_, i) => -(8 + i)), "writes through the view");
+    const odd = tensor(Float32Array.from({ length: 12 }, (_, i) => i), [4, 3]).to("cuda");
+    assert.throws(() => odd.rows(1, 2), /rows: a cuda view must start 16-byte aligned \(row 1 starts at byte 12\)/);
+  });
+});
+
 test("cast float32 <-> bfloat16 on cuda is bitwise the CPU's", () => {
   scope(() => {
     const x = randn([4097], { seed: nextSeed(), std: 10 });
