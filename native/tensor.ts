@@ -97,8 +97,9 @@ export class Tensor {
 
   /**
    * A view of rows [start, start + count) along dim 0, sharing the storage. The range is counted
-   * from this tensor's first row and may run past its own rows into the storage beyond them (a
-   * view of several adjacent row views), never past the storage.
+   * from this tensor's first row (start >= 0) and may run past its own rows into the storage
+   * beyond them (a view of several adjacent row views), never past the storage. A cuda view must
+   * start 16-byte aligned.
    */
   rows(start: number, count: number): Tensor {
     if (this.shape.length < 1) throw new Error("rows: a tensor of at least one dimension");

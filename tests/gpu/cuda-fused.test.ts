@@ -431,8 +431,10 @@ test("ropeQKVSplit / ropeQKVBackwardCat: a fused projection's columns rotated an
         assert.deepEqual(got.k.toFloat64Array(), want.k.toFloat64Array(), `k as split + ropeQKWithTable ${label}`);
         assert.deepEqual(got.v.toFloat64Array(), v!.toFloat64Array(), `v moved as it is ${label}`);
         assert.deepEqual([got.q.shape, got.k.shape, got.v.shape], [[T, Hq, Dh], [T, Hk, Dh], [T, Hk, Dh]]);
-        const qCpu = splitColumns(qkv.cpu, [Hq * Dh, (2 * Hk) * Dh])[0]!.reshape([T, Hq, Dh]);
-        assertTensorClose(got.q, rope(qCpu, posHost, opts), tol, seeded(`ropeQKVSplit q against the CPU's rope ${label}`));
+        // Against the CPU's direct rope (no table, another kernel): q and k both.
+        const [qCpu, kCpu] = splitColumns(qkv.cpu, [Hq * Dh, Hk * Dh, Hk * Dh]);
+        assertTensorClose(got.q, rope(qCpu!.reshape([T, Hq, Dh]), posHost, opts), tol, seeded(`ropeQKVSplit q against the CPU's rope ${label}`));
+        assertTensorClose(got.k, rope(kCpu!.reshape([T, Hk, Dh]), posHost, opts), tol, seeded(`ropeQKVSplit k against the CPU's rope ${label}`));
         const back = ropeQKVBackwardCat(got.q, got.k, got.v, table);
         const b = ropeQKBackwardWithTable(got.q, got.k, table);
         const cat = catColumns([b.q.reshape([T, Hq * Dh]), b.k.reshape([T, Hk * Dh]), got.v.reshape([T, Hk * Dh])]);
