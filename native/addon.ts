@@ -127,8 +127,10 @@ export interface Addon {
   addInto(dst: H, src: H, alpha: number): void;
   addBias(x: H, b: H): H;
   sumRows(dy: H): H;
-  /** Between one [R, W] and parts [R, w_i] side by side in it (at most 8): split copies one out to the parts, else in. */
+  /** Between one [R, W] and parts [R, w_i] side by side in it (at most maxColumnParts): split copies one out to the parts, else in. */
   copyColumns(one: H, parts: H[], split: boolean, op: string): void;
+  /** The most parts copyColumns takes, on either backend. */
+  readonly maxColumnParts: number;
   sumSquares(t: H): number;
   /** idsChecked: the caller checked the ids on the host, so cuda reads back no out-of-range flag (no wait); the CPU checks regardless. */
   embedding(w: H, ids: H, idsChecked?: boolean): H;

@@ -169,9 +169,6 @@ export function sumRows(dy: Tensor): Tensor {
   return new Tensor(raw(dy.handle("sumRows", "dy")), dy.device === "cuda" ? "float32" : dy.dtype, [dy.shape.at(-1)!]);
 }
 
-/** The most parts splitColumns / catColumns take (the addon's kernels' limit). */
-const MAX_COLUMN_PARTS = 8;
-
 function copyColumns(op: string, one: Tensor, parts: readonly Tensor[], split: boolean): void {
   const named = parts.map((p, i): [string, Tensor] => [`parts[${i}]`, p]);
   const raw = backendFor(op, "copyColumns", [split ? "x" : "out", one], ...named);
@@ -179,7 +176,8 @@ function copyColumns(op: string, one: Tensor, parts: readonly Tensor[], split: b
 }
 
 function needColumnParts(op: string, widths: readonly number[]): void {
-  if (widths.length < 1 || widths.length > MAX_COLUMN_PARTS) fail(op, `1 to ${MAX_COLUMN_PARTS} parts, got ${widths.length}`);
+  const most = loadAddon().maxColumnParts;
+  if (widths.length < 1 || widths.length > most) fail(op, `1 to ${most} parts, got ${widths.length}`);
   for (const w of widths) if (!Number.isInteger(w) || w < 0) fail(op, `widths must be integers >= 0, got [${widths.join(", ")}]`);
 }
 

@@ -131,11 +131,9 @@ Napi::Value AddBias(const Napi::CallbackInfo& info) {
 
 // copyColumns(one [R, W], parts [R, w_i][], split, op): one's columns out to the parts side by
 // side (split), or the parts into one; errors name op.
-constexpr size_t kMaxColumnParts = 8;  // as the cuda kernel's (kernels.h) and ops.ts' MAX_COLUMN_PARTS
-
 Napi::Value CopyColumns(const Napi::CallbackInfo& info) {
   TensorImpl& one = TensorArg(info, 0);
-  std::vector<TensorImpl*> parts = ColumnPartsArg(info, 1, one, kMaxColumnParts, info[3].As<Napi::String>().Utf8Value());
+  std::vector<TensorImpl*> parts = ColumnPartsArg(info, 1, one, info[3].As<Napi::String>().Utf8Value());
   bool split = BoolArg(info, 2);
   const size_t e = DTypeSize(one.dtype), W = static_cast<size_t>(one.dim(1)) * e;
   cpu::ParallelFor(one.dim(0), std::max<int64_t>(1, kGrain / std::max<int64_t>(one.dim(1), 1)), [&](int64_t b, int64_t end) {
@@ -207,6 +205,7 @@ void RegisterElementwiseBindings(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "addBias", AddBias);
   Export(env, exports, "sumRows", SumRows);
   Export(env, exports, "copyColumns", CopyColumns);
+  exports.Set("maxColumnParts", Napi::Number::New(env, kMaxColumnParts));
   Export(env, exports, "sumSquares", SumSquares);
 }
 

@@ -111,20 +111,36 @@ TensorImpl& AnyTensorArg(const Napi::CallbackInfo& info, size_t i) {
   return *t;
 }
 
-std::vector<TensorImpl*> ColumnPartsArg(const Napi::CallbackInfo& info, size_t i, const TensorImpl& one, size_t maxParts, const std::string& op) {
-  if (!info[i].IsArray()) throw OpError(op + ": parts must be an array of tensors");
-  auto arr = info[i].As<Napi::Array>();
-  if (arr.Length() < 1 || arr.Length() > maxParts) throw OpError(op + ": 1 to " + std::to_string(maxParts) + " parts, got " + std::to_string(arr.Length()));
-  if (one.ndim() != 2) throw OpError(op + ": the whole must be 2-D");
-  std::vector<TensorImpl*> parts;
-  int64_t width = 0;
-  for (uint32_t p = 0; p < arr.Length(); ++p) {
-    TensorImpl* t = AsTensor(arr.Get(p));
-    if (!t || !t->storage || t->device() != one.device() || t->dtype != one.dtype || t->ndim() != 2 || t->dim(0) != one.dim(0)) {
-      throw OpError(op + ": part " + std::to_string(p) + " is not a live 2-D tensor with the whole's rows, dtype and device");
+std::vector<TensorImpl*> TensorList(const Napi::Value& list, Device device, const std::string& what, bool allowNull,
+                                    std::optional<uint32_t> count) {
+  if (!list.IsArray()) throw OpError(what + " must be an array");
+  auto arr = list.As<Napi::Array>();
+  std::vector<TensorImpl*> ts(count ? *count : arr.Length(), nullptr);
+  for (uint32_t i = 0; i < ts.size(); ++i) {
+    Napi::Value v = arr.Get(i);
+    TensorImpl* t = AsTensor(v);
+    if (!t && allowNull && (v.IsNull() || v.IsUndefined())) continue;
+    if (!t || !t->storage || t->device() != device) {
+      throw OpError(what + "[" + std::to_string(i) + "] is not a live " + DeviceName(device) + " tensor");
     }
-    width += t->dim(1);
-    parts.push_back(t);
+    ts[i] = t;
+  }
+  return ts;
+}
+
+std::vector<TensorImpl*> ColumnPartsArg(const Napi::CallbackInfo& info, size_t i, const TensorImpl& one, const std::string& op) {
+  std::vector<TensorImpl*> parts = TensorList(info[i], one.device(), op + ": parts");
+  if (parts.empty() || parts.size() > static_cast<size_t>(kMaxColumnParts)) {
+    throw OpError(op + ": 1 to " + std::to_string(kMaxColumnParts) + " parts, got " + std::to_string(parts.size()));
+  }
+  if (one.ndim() != 2) throw OpError(op + ": the whole must be 2-D");
+  int64_t width = 0;
+  for (size_t p = 0; p < parts.size(); ++p) {
+    const TensorImpl& t = *parts[p];
+    if (t.dtype != one.dtype || t.ndim() != 2 || t.dim(0) != one.dim(0)) {
+      throw OpError(op + ": parts[" + std::to_string(p) + "] is not a 2-D tensor with the whole's rows and dtype");
+    }
+    width += t.dim(1);
   }
   if (width != one.dim(1)) throw OpError(op + ": the parts' widths add up to " + std::to_string(width) + ", not the whole's " + std::to_string(one.dim(1)));
   return parts;

@@ -6,9 +6,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "core/column_parts.h"
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -73,11 +75,19 @@ TensorImpl& AnyTensorArg(const Napi::CallbackInfo& info, size_t i);
 /** The live CUDA tensor at argument i. */
 TensorImpl& CudaTensorArg(const Napi::CallbackInfo& info, size_t i);
 /**
- * copyColumns' parts (the array at argument i): 2-D tensors on one's device and of its dtype,
- * with one's rows, whose widths add up to one's (2-D) width; at most maxParts of them. Errors
- * name op (the TypeScript op the caller called: splitColumns, catRows, ...).
+ * The tensors behind a JS array of handles, in order: each live and on `device`, or nullptr for a
+ * null or undefined entry where allowNull. With `count`, only the first count entries are read
+ * (an array that holds other values after its handles). Errors name `what` (the op and the
+ * array: "splitColumns: parts") and the entry; dtypes and shapes are the caller's to check.
  */
-std::vector<TensorImpl*> ColumnPartsArg(const Napi::CallbackInfo& info, size_t i, const TensorImpl& one, size_t maxParts, const std::string& op);
+std::vector<TensorImpl*> TensorList(const Napi::Value& list, Device device, const std::string& what, bool allowNull = false,
+                                    std::optional<uint32_t> count = std::nullopt);
+/**
+ * copyColumns' parts (the array at argument i): 2-D tensors on one's device and of its dtype,
+ * with one's rows, whose widths add up to one's (2-D) width; at most kMaxColumnParts of them.
+ * Errors name op (the TypeScript op the caller called: splitColumns, catRows, ...).
+ */
+std::vector<TensorImpl*> ColumnPartsArg(const Napi::CallbackInfo& info, size_t i, const TensorImpl& one, const std::string& op);
 double NumberArg(const Napi::CallbackInfo& info, size_t i);
 bool BoolArg(const Napi::CallbackInfo& info, size_t i);
 std::vector<int64_t> ShapeArg(const Napi::CallbackInfo& info, size_t i);

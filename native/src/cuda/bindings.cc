@@ -219,23 +219,11 @@ Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), SumSquaresOf({&CudaTensorArg(info, 0)}));
 }
 
-std::vector<TensorImpl*> CudaTensorList(const Napi::CallbackInfo& info, const char* op) {
-  if (!info[0].IsArray()) throw OpError(std::string(op) + ": expected an array of tensors");
-  auto arr = info[0].As<Napi::Array>();
-  std::vector<TensorImpl*> ts;
-  for (uint32_t i = 0; i < arr.Length(); ++i) {
-    TensorImpl* t = AsTensor(arr.Get(i));
-    if (!t || !t->storage || t->device() != Device::CUDA) throw OpError(std::string(op) + ": entry " + std::to_string(i) + " is not a live cuda tensor");
-    ts.push_back(t);
-  }
-  return ts;
-}
-
 // sumSquaresManyQueued(tensors[]) -> float64 [1] cuda tensor: the sum of squares of them all,
 // queued, so a caller may do host work before it reads the result (the optimizer's, before
 // clipping).
 Napi::Value SumSquaresManyQueued(const Napi::CallbackInfo& info) {
-  std::vector<TensorImpl*> ts = CudaTensorList(info, "sumSquares");
+  std::vector<TensorImpl*> ts = TensorList(info[0], Device::CUDA, "sumSquares: ts");
   Out out = NewTensor(info.Env(), DType::F64, {1}, Device::CUDA);
   SumSquaresInto(ts, out.t->data<double>());
   return out.value;
@@ -339,7 +327,7 @@ Napi::Value SumRows(const Napi::CallbackInfo& info) {
 Napi::Value CopyColumns(const Napi::CallbackInfo& info) {
   TensorImpl& one = CudaTensorArg(info, 0);
   const std::string op = info[3].As<Napi::String>().Utf8Value();
-  std::vector<TensorImpl*> parts = ColumnPartsArg(info, 1, one, cuda::kMaxColumnParts, op);
+  std::vector<TensorImpl*> parts = ColumnPartsArg(info, 1, one, op);
   const int64_t e = static_cast<int64_t>(DTypeSize(one.dtype));
   std::vector<void*> ptrs;
   std::vector<int64_t> widths;
@@ -510,7 +498,8 @@ Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
 cuda::SwigluRows PackedRows(const char* op, const TensorImpl& gu) {
   NeedFloat(op, gu);
   if (gu.ndim() != 2 || gu.dim(1) % 2 != 0) throw OpError(std::string(op) + ": gu must be [R, 2F] (gate, then up, in each row)");
-  return {gu.dim(0), gu.dim(1) / 2, gu.dim(1)};
+  const int64_t width = gu.dim(1) / 2;
+  return {gu.dim(0), width, gu.dim(1), static_cast<size_t>(width) * DTypeSize(gu.dtype)};
 }
 
 // swigluPacked(gu [R, 2F]) -> h [R, F]: swiglu of each row's halves (gate, then up).
@@ -518,8 +507,7 @@ Napi::Value SwigluPacked(const Napi::CallbackInfo& info) {
   TensorImpl& gu = CudaTensorArg(info, 0);
   const cuda::SwigluRows r = PackedRows("swigluPacked", gu);
   Out h = NewTensor(info.Env(), gu.dtype, {r.rows, r.width}, Device::CUDA);
-  const size_t half = static_cast<size_t>(r.width) * DTypeSize(gu.dtype);
-  cuda::Swiglu(gu.dtype, r, gu.data<void>(), gu.data<char>() + half, h.t->data<void>(), "swigluPacked");
+  cuda::Swiglu(gu.dtype, r, gu.data<void>(), gu.data<char>() + r.upBytes, h.t->data<void>(), "swigluPacked");
   return h.value;
 }
 
@@ -531,9 +519,8 @@ Napi::Value SwigluPackedBackward(const Napi::CallbackInfo& info) {
   const cuda::SwigluRows r = PackedRows(op, gu);
   if (dh.dtype != gu.dtype || dh.ndim() != 2 || dh.dim(0) != r.rows || dh.dim(1) != r.width) throw OpError(std::string(op) + ": dh must be [R, F] of gu's dtype");
   Out dgu = NewTensor(info.Env(), gu.dtype, gu.shape, Device::CUDA);
-  const size_t half = static_cast<size_t>(r.width) * DTypeSize(gu.dtype);
-  cuda::SwigluBackward(gu.dtype, r, dh.data<void>(), gu.data<void>(), gu.data<char>() + half, dgu.t->data<void>(), dgu.t->data<char>() + half,
-                       op);
+  cuda::SwigluBackward(gu.dtype, r, dh.data<void>(), gu.data<void>(), gu.data<char>() + r.upBytes, dgu.t->data<void>(),
+                       dgu.t->data<char>() + r.upBytes, op);
   return dgu.value;
 }
 
@@ -595,25 +582,21 @@ Napi::Value AdamwStepManyPrepare(const Napi::CallbackInfo& info) {
   prepared->b2 = float(b2);
   prepared->eps = float(eps);
   prepared->items.reserve(arr.Length());
+  std::string item;  // "adamwStepMany: items[k]" for the errors; its buffer is reused from item to item
   for (uint32_t k = 0; k < arr.Length(); k++) {
-    Napi::Array it = arr.Get(k).As<Napi::Array>();
-    TensorImpl* t[5] = {};
-    for (uint32_t j = 0; j < 5; j++) {
-      Napi::Value v = it.Get(j);
-      if (j == 4 && (v.IsNull() || v.IsUndefined())) continue;
-      t[j] = AsTensor(v);
-      if (!t[j] || !t[j]->storage || t[j]->device() != Device::CUDA) {
-        throw OpError(std::string(op) + ": item " + std::to_string(k) + " holds a tensor that is not a live cuda tensor");
-      }
-    }
-    int64_t n = t[0]->numel;
+    item.assign(op).append(": items[").append(std::to_string(k)).append("]");
+    Napi::Value entry = arr.Get(k);
+    // p, g, m, v, then copy or null; the item's scalars follow.
+    std::vector<TensorImpl*> t = TensorList(entry, Device::CUDA, item, /*allowNull=*/true, 5);
+    Napi::Array it = entry.As<Napi::Array>();
+    const int64_t n = t[0] ? t[0]->numel : 0;
     for (int j = 0; j < 4; j++) {
-      if (t[j]->dtype != DType::F32 || t[j]->numel != n) throw OpError(std::string(op) + ": item " + std::to_string(k) + ": p, g, m and v must be float32 of one size");
+      if (!t[j] || t[j]->dtype != DType::F32 || t[j]->numel != n) throw OpError(item + ": p, g, m and v must be float32 tensors of one size");
     }
-    if (t[4] && (t[4]->dtype != DType::BF16 || t[4]->numel != n)) throw OpError(std::string(op) + ": item " + std::to_string(k) + ": copy must be bfloat16 of the param's size");
+    if (t[4] && (t[4]->dtype != DType::BF16 || t[4]->numel != n)) throw OpError(item + ": copy must be bfloat16 of the param's size");
     double lr = it.Get(5u).As<Napi::Number>().DoubleValue(), wd = it.Get(6u).As<Napi::Number>().DoubleValue();
     double step = it.Get(7u).As<Napi::Number>().DoubleValue();
-    if (!(step >= 1)) throw OpError(std::string(op) + ": item " + std::to_string(k) + ": step counts from 1");
+    if (!(step >= 1)) throw OpError(item + ": step counts from 1");
     AdamWScalars c = AdamWScalarsOf(lr, wd, step, b1, b2);
     prepared->items.push_back({t[0]->data<float>(), t[1]->data<float>(), t[2]->data<float>(), t[3]->data<float>(), t[4] ? t[4]->data<void>() : nullptr, n,
                                c.decay, c.stepSize, c.invSqrtBc2, 0});

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/column_parts.h"
 #include "core/dtype.h"
 
 namespace tessera::cuda {
@@ -19,10 +20,8 @@ void AddInto(DType dstDt, void* dst, DType srcDt, const void* src, float alpha, 
 /** F32 <-> BF16 (round to nearest even), or a copy when the dtypes agree. */
 void Cast(DType from, const void* src, DType to, void* dst, int64_t n);
 
-/** The most parts CopyColumns takes. */
-constexpr int kMaxColumnParts = 8;
 /**
- * Between one [rows, W] buffer and parts [rows, w_i] side by side in it (widths in bytes, sum W):
+ * Between one [rows, W] buffer and up to kMaxColumnParts parts [rows, w_i] side by side in it (widths in bytes, sum W):
  * split copies one's columns out to the parts, else the parts are copied in.
  */
 void CopyColumns(void* one, const std::vector<void*>& parts, const std::vector<int64_t>& widthBytes, int64_t elemBytes, int64_t rows, bool split,
@@ -68,9 +67,13 @@ void Gelu(DType dt, const void* x, void* y, int64_t n);
 void GeluBackward(DType dt, const void* dy, const void* x, void* dx, int64_t n);
 
 // swiglu.cu
-/** h, dh: [rows, width]; gate, up (dgate, dup): rows ld apart (ld = width, or 2 width with up = gate + width: packed halves). */
+/**
+ * h, dh: [rows, width]; gate, up (dgate, dup): rows ld apart (ld = width, or 2 width with up = gate + width: packed halves,
+ * upBytes the bytes from a row's gate half to its up half; 0 for separate tensors).
+ */
 struct SwigluRows {
   int64_t rows, width, ld;
+  size_t upBytes = 0;
 };
 void Swiglu(DType dt, const SwigluRows& r, const void* gate, const void* up, void* h, const char* op);
 void SwigluBackward(DType dt, const SwigluRows& r, const void* dh, const void* gate, const void* up, void* dgate, void* dup, const char* op);
