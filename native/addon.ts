@@ -72,7 +72,8 @@ export interface CudaAddon
   /** ropeWithTable of q and k (same T, Dh and dtype) in one launch: [q', k']. */
   ropeQKWithTable(q: H, k: H, table: H, inverse: boolean): [H, H];
   ropeQKVSplit(qkv: H, table: H, numHeads: number, numKvHeads: number): [H, H, H];
-  ropeQKVBackwardCat(dq: H, dk: H, dv: H, table: H): H;
+  /** [dqkv] of outDtype (a dtype code), or [dqkv, its column sums] with columnSums. */
+  ropeQKVBackwardCat(dq: H, dk: H, dv: H, table: H, outDtype: number, columnSums: boolean): H[];
   embeddingBackwardInto(dw: H, dy: H, ids: H, idsChecked?: boolean): void;
   swigluPacked(gu: H): H;
   swigluPackedBackward(dh: H, gu: H): H;
@@ -151,8 +152,9 @@ export interface Addon {
   softmaxBackward(dy: H, y: H): H;
   /** cuHost: the offsets on the host (cuda: validated there instead of read back; the CPU ignores it). */
   attention(q: H, k: H, v: H, cu: H, causal: boolean, window: number, scale: number, cuHost?: Int32Array): [H, H];
+  /** float32Grads (cuda only; the CPU's are in q's dtype already): dq, dk, dv as the kernels' fp32 sums, no cast pass. */
   attentionBackward(
-    dout: H, q: H, k: H, v: H, o: H, lse: H, cu: H, causal: boolean, window: number, scale: number, cuHost?: Int32Array,
+    dout: H, q: H, k: H, v: H, o: H, lse: H, cu: H, causal: boolean, window: number, scale: number, cuHost?: Int32Array, float32Grads?: boolean,
   ): [H, H, H];
   /** `reference` (cuda only; the CPU ignores it) runs the lm head's GEMMs on the tiled reference kernel, as matmul's. */
   linearCrossEntropy(

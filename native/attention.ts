@@ -79,6 +79,11 @@ export function attention(
   return { o: new Tensor(o, q.dtype, q.shape), lse: new Tensor(lse, lseDtype(q), [q.shape[1]!, q.shape[0]!]) };
 }
 
+/**
+ * dq, dk, dv in q's dtype; with `float32Grads` on cuda, float32: the kernels' fp32 sums themselves
+ * (views of one buffer; the cast pass to bfloat16 is skipped), for a caller that reads them once
+ * (ropeQKVBackwardCat). The CPU's are in q's dtype (float32 or float64) either way.
+ */
 export function attentionBackward(
   dout: Tensor,
   q: Tensor,
@@ -88,6 +93,7 @@ export function attentionBackward(
   lse: Tensor,
   cuSeqlens: Tensor,
   opts: AttentionOptions,
+  float32Grads = false,
 ): { dq: Tensor; dk: Tensor; dv: Tensor } {
   const op = "attentionBackward";
   const raw = backendFor(op, "attentionBackward", ["dout", dout], ["q", q], ["k", k], ["v", v], ["o", o], ["lse", lse], ["cuSeqlens", cuSeqlens]);
@@ -111,6 +117,9 @@ export function attentionBackward(
     window,
     scale,
     opts.cuSeqlensHost,
+    q.device === "cuda" && float32Grads,
   );
-  return { dq: new Tensor(dq, q.dtype, q.shape), dk: new Tensor(dk, k.dtype, k.shape), dv: new Tensor(dv, v.dtype, v.shape) };
+  // The CPU computes in float32 / float64 only: its gradients are in q's dtype either way.
+  const gradDtype = q.device === "cuda" && float32Grads ? "float32" : q.dtype;
+  return { dq: new Tensor(dq, gradDtype, q.shape), dk: new Tensor(dk, gradDtype, k.shape), dv: new Tensor(dv, gradDtype, v.shape) };
 }

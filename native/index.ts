@@ -42,7 +42,7 @@ export {
   softmaxBackward,
 } from "./nn.ts";
 export { rope, ropeBackward, ropeFrequencies, type RopeOptions, type RopeScaling, type RopeFrequencies } from "./rope.ts";
-export { ropeTable, ropeWithTable, ropeBackwardWithTable, ropeQKWithTable, ropeQKBackwardWithTable, ropeQKVSplit, ropeQKVBackwardCat, type RopeTableDtype } from "./rope.ts";
+export { ropeTable, ropeWithTable, ropeBackwardWithTable, ropeQKWithTable, ropeQKBackwardWithTable, ropeQKVSplit, ropeQKVBackwardCat, type RopeQKVBackwardCatOptions, type RopeTableDtype } from "./rope.ts";
 export { attention, attentionBackward, type AttentionOptions } from "./attention.ts";
 export { linearCrossEntropy, linearCrossEntropyLoss, type LinearCrossEntropyOptions } from "./loss.ts";
 export { adamwStep, adamwStepMany, prepareAdamWStepMany, newtonSchulz5, muonStep, type AdamWOptions, type AdamWItem, type PreparedAdamWStep, type MuonOptions, type NewtonSchulzOptions } from "./optim.ts";

@@ -1,10 +1,10 @@
 // Rotary position embeddings (HF rotate_half convention: pairs (i, i + Dh/2)), with the
 // frequency schedules of transformers' rope_init_fns: default, linear, llama3 and yarn.
-import { Tensor } from "./tensor.ts";
-import { dtypeCode } from "./dtype.ts";
+import { Tensor, cast } from "./tensor.ts";
+import { dtypeCode, type DType } from "./dtype.ts";
 import { backendFor, cudaFn, deviceOfInputs } from "./cuda.ts";
 import { fail, fmt, needDtype, needFinite, needFloat, needRank, needSameDtype, needShape } from "./check.ts";
-import { catColumns, splitColumns } from "./ops.ts";
+import { catColumns, splitColumns, sumRows } from "./ops.ts";
 
 export type RopeScaling =
   | { type: "linear"; factor: number }
@@ -233,8 +233,25 @@ export function ropeQKVSplit(qkv: Tensor, table: Tensor, numHeads: number, numKv
   return { q, k, v };
 }
 
-/** ropeQKVSplit's transpose: dq and dk rotated back and dv, side by side as [T, (Hq + 2 Hk) Dh]; one launch on cuda. */
-export function ropeQKVBackwardCat(dq: Tensor, dk: Tensor, dv: Tensor, table: Tensor): Tensor {
+export interface RopeQKVBackwardCatOptions {
+  /** dqkv's dtype: the gradients' by default; float32 gradients may give a bfloat16 dqkv (the next GEMMs' operand). */
+  dtype?: DType;
+  /** Also return dqkv's column sums (the fused projection's bias gradient; float32 on cuda), from the same pass there. */
+  columnSums?: boolean;
+}
+
+/**
+ * ropeQKVSplit's transpose: dq and dk rotated back and dv, side by side as [T, (Hq + 2 Hk) Dh];
+ * one launch on cuda, where the gradients may be the attention backward's float32 sums
+ * (`float32Grads`) for a bfloat16 dqkv, and the column sums come in the same pass.
+ */
+export function ropeQKVBackwardCat(
+  dq: Tensor,
+  dk: Tensor,
+  dv: Tensor,
+  table: Tensor,
+  opts: RopeQKVBackwardCatOptions = {},
+): { dqkv: Tensor; columnSums?: Tensor } {
   const op = "ropeQKVBackwardCat";
   needRopeTable(op, "dq", dq, table);
   needRopeTable(op, "dk", dk, table);
@@ -243,17 +260,34 @@ export function ropeQKVBackwardCat(dq: Tensor, dk: Tensor, dv: Tensor, table: Te
   const [T, Hq, Dh] = dq.shape as [number, number, number];
   const Hk = dk.shape[1]!;
   if (dk.shape[2] !== Dh) fail(op, `dk ${fmt(dk.shape)} has another head dim than dq ${fmt(dq.shape)}`);
+  const dtype = opts.dtype ?? dq.dtype;
+  if (dtype !== dq.dtype && !(dq.dtype === "float32" && dtype === "bfloat16")) fail(op, `${dq.dtype} gradients cannot give a ${dtype} dqkv`);
   if (deviceOfInputs(op, ["dq", dq], ["dk", dk], ["dv", dv], ["table", table]) === "cpu") {
     const r = ropeQKBackwardWithTable(dq, dk, table);
     const flat = [r.q.reshape([T, Hq * Dh]), r.k.reshape([T, Hk * Dh]), dv.reshape([T, Hk * Dh])];
     r.q.dispose();
     r.k.dispose();
+    let dqkv: Tensor;
     try {
-      return catColumns(flat);
+      dqkv = catColumns(flat);
     } finally {
       for (const f of flat) f.dispose();
     }
+    if (dtype !== dqkv.dtype) {
+      const c = cast(dqkv, dtype);
+      dqkv.dispose();
+      dqkv = c;
+    }
+    return { dqkv, columnSums: opts.columnSums ? sumRows(dqkv) : undefined };
   }
-  const h = cudaFn(op, "ropeQKVBackwardCat")(dq.handle(op, "dq"), dk.handle(op, "dk"), dv.handle(op, "dv"), table.handle(op, "table"));
-  return new Tensor(h, dq.dtype, [T, (Hq + 2 * Hk) * Dh]);
+  const [h, sums] = cudaFn(op, "ropeQKVBackwardCat")(
+    dq.handle(op, "dq"),
+    dk.handle(op, "dk"),
+    dv.handle(op, "dv"),
+    table.handle(op, "table"),
+    dtypeCode[dtype],
+    opts.columnSums === true,
+  );
+  const width = (Hq + 2 * Hk) * Dh;
+  return { dqkv: new Tensor(h!, dtype, [T, width]), columnSums: sums ? new Tensor(sums, "float32", [width]) : undefined };
 }

@@ -141,13 +141,16 @@ export class Attention implements Layer {
     const do2 = this.o.backward(dy, ctx.child("o"));
     const dout = do2.reshape([T, hq, dh]);
     do2.dispose();
-    const g = (yield { op: "attentionBackward", dout, ctx, opts: this.opts }) as AttentionGrads;
-    dout.dispose();
     const table = this.fusedRopeTable(ctx.batch);
+    // Through the fused RoPE backward, the gradients are read once: the local op may hand over its
+    // float32 sums (no cast pass), and the bias gradient comes from the same pass.
+    const g = (yield { op: "attentionBackward", dout, ctx, opts: this.opts, float32Grads: table !== undefined }) as AttentionGrads;
+    const dtype = dout.dtype;
+    dout.dispose();
     if (table) {
-      const dqkv = ops.ropeQKVBackwardCat(g.dq, g.dk, g.dv, table);
+      const { dqkv, columnSums } = ops.ropeQKVBackwardCat(g.dq, g.dk, g.dv, table, { dtype, columnSums: this.qkv.hasBias });
       for (const d of [g.dq, g.dk, g.dv]) d.dispose();
-      return this.backQKV(dqkv, ctx);
+      return this.backQKV(dqkv, ctx, columnSums);
     }
     const r = this.rotate(g.dq, g.dk, ctx.batch, true);
     const dq = this.linGradOf(r.q, hq, this.qNorm, ctx.child("q_norm"), T);
@@ -159,9 +162,9 @@ export class Attention implements Layer {
     return this.backQKV(dqkv, ctx);
   }
 
-  /** dx of the layer's input from the fused projection's output gradient (disposed). */
-  private backQKV(dqkv: Tensor, ctx: Ctx): Tensor {
-    const dx = this.qkv.backward(dqkv, ctx.child("qkv"));
+  /** dx of the layer's input from the fused projection's output gradient (disposed) and, where formed with it, its column sums (disposed). */
+  private backQKV(dqkv: Tensor, ctx: Ctx, columnSums?: Tensor): Tensor {
+    const dx = this.qkv.backward(dqkv, ctx.child("qkv"), columnSums);
     dqkv.dispose();
     return dx;
   }

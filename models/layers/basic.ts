@@ -86,8 +86,16 @@ export class LinearGroup {
     }
   }
 
-  /** dx of the group's input; each part's weight and bias gradients accumulated from its columns of dy. */
-  backward(dy: Tensor, ctx: Ctx): Tensor {
+  /** Whether the parts have biases (whose gradient is dy's column sums). */
+  get hasBias(): boolean {
+    return this.biases !== undefined;
+  }
+
+  /**
+   * dx of the group's input; each part's weight and bias gradients accumulated from its columns of
+   * dy. `columnSums`: dy's column sums where the caller formed them with dy (taken and disposed).
+   */
+  backward(dy: Tensor, ctx: Ctx, columnSums?: Tensor): Tensor {
     const w = this.weights.values();
     const dx = ops.matmul(dy, w);
     w.dispose();
@@ -104,7 +112,8 @@ export class LinearGroup {
       ops.matmulInto(dw, dy, x, { transA: true });
       this.weights.accumulate(dw);
     }
-    if (this.biases) this.biases.accumulate(ops.sumRows(dy));
+    if (this.biases) this.biases.accumulate(columnSums ?? ops.sumRows(dy));
+    else columnSums?.dispose();
     return dx;
   }
 }

@@ -14,8 +14,12 @@ export type Effect =
   | { op: "hook"; point: HookPoint; block: number | "outer" }
   /** Attention over q[T,Hq,Dh], k/v[T,Hkv,Dh]: the handler owns q, k, v (saves or frees them) and returns o[T,Hq,Dh]. */
   | { op: "attention"; q: Tensor; k: Tensor; v: Tensor; ctx: Ctx; opts: AttentionOptions }
-  /** Its backward from dout[T,Hq,Dh] (the caller frees dout) to fresh dq, dk, dv. */
-  | { op: "attentionBackward"; dout: Tensor; ctx: Ctx; opts: AttentionOptions };
+  /**
+   * Its backward from dout[T,Hq,Dh] (the caller frees dout) to fresh dq, dk, dv: in dout's dtype,
+   * or float32 where `float32Grads` and the handler can give them at no cost (the local op on
+   * cuda; a plan's exchange keeps dout's dtype), so the caller takes either.
+   */
+  | { op: "attentionBackward"; dout: Tensor; ctx: Ctx; opts: AttentionOptions; float32Grads?: boolean };
 
 export type Steps<R> = Generator<Effect, R, unknown>;
 
@@ -74,7 +78,7 @@ export function localAttention(e: Extract<Effect, { op: "attention" }>): Tensor 
 
 export function localAttentionBackward(e: Extract<Effect, { op: "attentionBackward" }>): AttentionGrads {
   const c = e.ctx;
-  return ops.attentionBackward(e.dout, c.get("q"), c.get("k"), c.get("v"), c.get("o"), c.get("lse"), c.batch.cuSeqlens, withHostOffsets(e.opts, c.batch));
+  return ops.attentionBackward(e.dout, c.get("q"), c.get("k"), c.get("v"), c.get("o"), c.get("lse"), c.batch.cuSeqlens, withHostOffsets(e.opts, c.batch), e.float32Grads);
 }
 
 function withHostOffsets(opts: AttentionOptions, batch: BatchTensors): AttentionOptions {

@@ -141,6 +141,13 @@ for (const kernels of FAMILIES) test(`cuda attention forward and backward match 
         dv: relError(`dv ${label}`, gotG.dv, wantG.dv, TOL),
       };
       console.log(`vs cpu: ${label}: ${JSON.stringify(Object.fromEntries(Object.entries(errs).map(([n, e]) => [n, e.toExponential(2)])))}`);
+      // The kernels' float32 sums handed over as they are (no cast pass): as close to the CPU.
+      const wide = attentionBackward(dout.gpu, q.gpu, k.gpu, v.gpu, got.o, got.lse, cuGpu, c.opts, true);
+      for (const n of ["dq", "dk", "dv"] as const) {
+        assert.equal(wide[n].dtype, "float32", `${n} float32Grads ${label}`);
+        assert.deepEqual(wide[n].shape, gotG[n].shape);
+        relError(`${n} float32Grads ${label}`, wide[n], wantG[n], TOL);
+      }
     });
   }
 });

@@ -414,6 +414,15 @@ test("ropeQKWithTable rotates q and k in one launch as ropeWithTable does each, 
   });
 });
 
+/** The column sums of a [rows, cols] tensor's values, in float64 on the host (a float32 CPU tensor). */
+function columnSumsOf(t: Tensor): Tensor {
+  const [rows, cols] = t.shape as [number, number];
+  const v = t.toFloat64Array();
+  const sums = new Float64Array(cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) sums[c] = sums[c]! + v[r * cols + c]!;
+  return tensor(Float32Array.from(sums), [cols]);
+}
+
 test("ropeQKVSplit / ropeQKVBackwardCat: a fused projection's columns rotated and moved in one launch, as split + ropeQKWithTable (+ cat)", () => {
   const opts: RopeOptions = { theta: 1e6 };
   for (const [Hq, Hk, Dh] of [[12, 2, 128], [14, 2, 64], [7, 3, 10]] as const) {
@@ -435,12 +444,25 @@ test("ropeQKVSplit / ropeQKVBackwardCat: a fused projection's columns rotated an
         const [qCpu, kCpu] = splitColumns(qkv.cpu, [Hq * Dh, Hk * Dh, Hk * Dh]);
         assertTensorClose(got.q, rope(qCpu!.reshape([T, Hq, Dh]), posHost, opts), tol, seeded(`ropeQKVSplit q against the CPU's rope ${label}`));
         assertTensorClose(got.k, rope(kCpu!.reshape([T, Hk, Dh]), posHost, opts), tol, seeded(`ropeQKVSplit k against the CPU's rope ${label}`));
-        const back = ropeQKVBackwardCat(got.q, got.k, got.v, table);
+        const { dqkv: back, columnSums } = ropeQKVBackwardCat(got.q, got.k, got.v, table, { columnSums: true });
         const b = ropeQKBackwardWithTable(got.q, got.k, table);
         const cat = catColumns([b.q.reshape([T, Hq * Dh]), b.k.reshape([T, Hk * Dh]), got.v.reshape([T, Hk * Dh])]);
         assert.deepEqual(back.toFloat64Array(), cat.toFloat64Array(), `backward as ropeQKBackwardWithTable + cat ${label}`);
         // Rotating forward then back is the identity up to rounding: the columns of qkv again.
         assertTensorClose(back, qkv.cpu, dtype === "float32" ? 1e-5 : 2e-2, seeded(`ropeQKVBackwardCat(ropeQKVSplit(x)) = x ${label}`));
+        // The column sums of dqkv as stored, against the CPU's sums of the same values (float64).
+        assert.equal(columnSums!.dtype, "float32");
+        assertTensorClose(columnSums!, columnSumsOf(back), 1e-5, seeded(`ropeQKVBackwardCat column sums ${label}`));
+        assert.equal(ropeQKVBackwardCat(got.q, got.k, got.v, table).columnSums, undefined);
+        if (dtype === "float32") {
+          // float32 gradients (the attention backward's sums) into a bfloat16 dqkv: the float32 result rounded once.
+          const narrow = ropeQKVBackwardCat(got.q, got.k, got.v, table, { dtype: "bfloat16", columnSums: true });
+          assert.equal(narrow.dqkv.dtype, "bfloat16");
+          assert.deepEqual(narrow.dqkv.toFloat64Array(), cast(back, "bfloat16").toFloat64Array(), `float32 -> bfloat16 dqkv ${label}`);
+          assertTensorClose(narrow.columnSums!, columnSumsOf(narrow.dqkv), 1e-5, seeded(`float32 -> bfloat16 column sums of the stored values ${label}`));
+        } else {
+          assert.throws(() => ropeQKVBackwardCat(got.q, got.k, got.v, table, { dtype: "float32" }), /ropeQKVBackwardCat: bfloat16 gradients cannot give a float32 dqkv/);
+        }
       });
     }
   }

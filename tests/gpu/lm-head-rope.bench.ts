@@ -3,9 +3,10 @@
 // config's (151,936), with each call's peak of device memory; and RoPE on q and k (12 and 2
 // heads of 128) through the direct op (cos / sin formed per call) and through the per-batch
 // table (ropeWithTable; q and k in one launch: ropeQKWithTable), the table's own build timed
-// apart; and sumRows, the q and k/v bias gradients ([8192, 1536] and [8192, 256]).
+// apart; the attention backward's fused RoPE into the q/k/v gradient with its column sums
+// (ropeQKVBackwardCat); and sumRows, the q and k/v bias gradients ([8192, 1536] and [8192, 256]).
 //
-//   node --import tsx tests/gpu/lm-head-rope.bench.ts [lm-head | rope | sum-rows]     (on the GPU machine; not a test)
+//   node --import tsx tests/gpu/lm-head-rope.bench.ts [lm-head | rope | qkv-cat | sum-rows]     (on the GPU machine; not a test)
 //
 // Times are device times per call (timed events around each call), the median of 5 rounds of
 // REPS calls after a warm-up, as in cuda-ops.bench.ts. A short kernel's events also time the
@@ -14,7 +15,7 @@
 // (kernelUs), cycling through inputs of more than L2's 50 MB where one would stay in it.
 import {
   cudaMemoryStats, cudaResetPeak, cudaSynchronize, linearCrossEntropy, matmul, randn, rope, ropeBackwardWithTable, ropeQKBackwardWithTable,
-  ropeQKWithTable, ropeTable, ropeWithTable, scope, sumRows, tensor, type Tensor,
+  ropeQKVBackwardCat, ropeQKWithTable, ropeTable, ropeWithTable, scope, sumRows, tensor, type Tensor,
 } from "../../native/index.ts";
 import { loadAddon } from "../../native/addon.ts";
 
@@ -139,6 +140,43 @@ if (only === undefined || only === "rope") {
   );
   for (const t of [...qs, ...ks]) t.dispose();
   console.log(JSON.stringify({ kernel: "ropeTable", shape: `[${T}] -> [${T}, 2, 64] fp32`, us: +kernelUs(() => void ropeTable(pos, 128, opts), busy).toFixed(1) }));
+}
+
+if (only === undefined || only === "qkv-cat") {
+  // The attention backward's way into the fused q/k/v projection's gradient: dq, dk, dv (the
+  // backward's fp32 sums, or bf16) rotated back into [T, (Hq + 2 Hk) Dh] bf16, with the column
+  // sums (the bias gradient) from the same pass; four inputs in turn, past L2.
+  const pos = tensor(Int32Array.from({ length: T }, (_, i) => i % 2048), [T], { dtype: "int32", device: "cuda" }).keep();
+  for (const [name, Hq, Hk, Dh] of [["1.5B", 12, 2, 128], ["0.5B", 14, 2, 64]] as const) {
+    const table = ropeTable(pos, Dh, { theta: 1e6 }).keep();
+    for (const dtype of ["float32", "bfloat16"] as const) {
+      const grads = Array.from({ length: 4 }, (_, i) =>
+        [Hq, Hk, Hk].map((H, j) => randn([T, H, Dh], { seed: 70 + 3 * i + j, dtype, device: "cuda" }).keep()),
+      );
+      const bytesIn = T * (Hq + 2 * Hk) * Dh * (dtype === "float32" ? 4 : 2);
+      const moved = bytesIn + T * (Hq + 2 * Hk) * Dh * 2;
+      const cat = (i: number, columnSums: boolean) => {
+        const [q, k, v] = grads[i % 4]!;
+        const r = ropeQKVBackwardCat(q!, k!, v!, table, { dtype: "bfloat16", columnSums });
+        r.dqkv.dispose();
+        r.columnSums?.dispose();
+      };
+      const withSums = kernelUs((i) => cat(i, true), busy);
+      const alone = kernelUs((i) => cat(i, false), busy);
+      console.log(
+        JSON.stringify({
+          kernel: "ropeQKVBackwardCat",
+          shape: `${name}: dq [${T}, ${Hq}, ${Dh}], dk, dv [${T}, ${Hk}, ${Dh}] ${dtype} -> bf16`,
+          withSumsUs: +withSums.toFixed(1),
+          withoutSumsUs: +alone.toFixed(1),
+          GBs: Math.round(moved / withSums / 1e3),
+          floorUsAt3TBs: +(moved / 3e6).toFixed(1),
+        }),
+      );
+      for (const t of grads.flat()) t.dispose();
+    }
+    table.dispose();
+  }
 }
 
 if (only === undefined || only === "sum-rows") {

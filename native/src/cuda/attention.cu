@@ -597,6 +597,7 @@ void AttentionBackward(const AttentionShape& s, const void* dout, const void* q,
   } else {
     LaunchBackward<128>(s, dout, q, k, v, lse, cu, dqAcc, dkAcc, dvAcc, rowDot);
   }
+  if (!dq) return;  // the caller reads the fp32 sums in acc
   CastSumsKernel<<<GridFor((nq + 2 * nkv) / 4), kThreads, 0, ComputeStream()>>>(
       acc, static_cast<bf16*>(dq), static_cast<bf16*>(dk), static_cast<bf16*>(dv), nq, nkv);
   CheckLaunch("attentionBackward");

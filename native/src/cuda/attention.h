@@ -39,7 +39,7 @@ void AttentionForward(const AttentionShape& s, const void* q, const void* k, con
  * dq, dk, dv (bf16). Scratch: acc holds T*(Hq + 2*Hkv)*Dh floats, the fp32 sums of dq, then dk
  * and dv (zeroed here, added into by the main kernel's atomics: dk and dv of a kv head gather
  * its q heads' shares there, then all three are cast); rowDot holds Hq*T floats
- * (rowsum(dout * o)).
+ * (rowsum(dout * o)). With dq, dk and dv null the cast is skipped: the gradients are acc's sums.
  */
 void AttentionBackward(const AttentionShape& s, const void* dout, const void* q, const void* k, const void* v,
                        const void* o, const float* lse, const int32_t* cu, void* dq, void* dk, void* dv, float* acc,

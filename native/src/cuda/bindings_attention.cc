@@ -102,7 +102,9 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   return Results(info.Env(), {o.value, lse.value});
 }
 
-// attentionBackward(dout, q, k, v, o, lse, cu, causal, window, scale, cuHost?) -> [dq, dk, dv] (bf16)
+// attentionBackward(dout, q, k, v, o, lse, cu, causal, window, scale, cuHost?, float32Grads?) -> [dq, dk, dv]:
+// bf16, or with float32Grads the kernels' fp32 sums themselves (views of one buffer, no cast pass)
+// for a caller that reads them once (the fused RoPE backward).
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   const char* op = "attentionBackward";
   TensorImpl& dout = CudaTensorArg(info, 0);
@@ -118,19 +120,30 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   NeedBf16(op, "o", o);
   if (dout.shape != q.shape || o.shape != q.shape) throw OpError(Op(op, "dout and o must match q's shape"));
   if (lse.dtype != DType::F32 || lse.numel != s.Hq * s.T) throw OpError(Op(op, "lse must be float32 [Hq,T] on cuda"));
+  const bool float32Grads = info.Length() > 11 && BoolArg(info, 11);
+  cuda::Scratch rowDot(std::max<int64_t>(1, s.Hq * s.T) * sizeof(float));
+  const std::vector<int64_t> accShape{q.numel + 2 * k.numel};
+  if (float32Grads) {
+    // The three results are views of one storage, which lives as long as the last of them (no
+    // handle of its own that would hold it until a garbage collection).
+    TensorImpl acc;
+    acc.dtype = DType::F32;
+    acc.shape = accShape;
+    acc.numel = accShape[0];
+    acc.storage = std::make_shared<Storage>(std::max<int64_t>(1, acc.numel) * sizeof(float), Device::CUDA);
+    cuda::AttentionBackward(s, dout.data<void>(), q.data<void>(), k.data<void>(), v.data<void>(), o.data<void>(), lse.data<float>(),
+                            in.offsets, nullptr, nullptr, nullptr, acc.data<float>(), rowDot.as<float>());
+    return Results(info.Env(), {NewViewAt(info.Env(), acc, q.shape, 0), NewViewAt(info.Env(), acc, k.shape, q.numel * sizeof(float)),
+                                NewViewAt(info.Env(), acc, v.shape, (q.numel + k.numel) * sizeof(float))});
+  }
   Out dq = NewTensor(info.Env(), DType::BF16, q.shape, Device::CUDA);
   Out dk = NewTensor(info.Env(), DType::BF16, k.shape, Device::CUDA);
   Out dv = NewTensor(info.Env(), DType::BF16, v.shape, Device::CUDA);
-  cuda::Scratch acc(std::max<int64_t>(1, q.numel + 2 * k.numel) * sizeof(float));
-  cuda::Scratch rowDot(std::max<int64_t>(1, s.Hq * s.T) * sizeof(float));
+  cuda::Scratch acc(std::max<int64_t>(1, accShape[0]) * sizeof(float));
   cuda::AttentionBackward(s, dout.data<void>(), q.data<void>(), k.data<void>(), v.data<void>(), o.data<void>(),
                           lse.data<float>(), in.offsets, dq.t->data<void>(), dk.t->data<void>(), dv.t->data<void>(),
                           acc.as<float>(), rowDot.as<float>());
-  Napi::Array res = Napi::Array::New(info.Env(), 3);
-  res.Set(0u, dq.value);
-  res.Set(1u, dk.value);
-  res.Set(2u, dv.value);
-  return res;
+  return Results(info.Env(), {dq.value, dk.value, dv.value});
 }
 
 // attentionKernels(which?: "auto" | "mma" | "wgmma"): sets the kernel family (attention.h) when

@@ -1,6 +1,7 @@
 // exports.cuda.ropeTable / ropeWithTable / ropeQKWithTable / ropeQKVSplit / ropeQKVBackwardCat: RoPE through a per-batch cos/sin table (rope.cu), with
 // the CPU bindings' argument lists (ops_nn.cc). The table is float32 on cuda; x is float32 or
-// bfloat16, and the output takes its dtype.
+// bfloat16, and the output takes its dtype (ropeQKVBackwardCat may also make float32 gradients a
+// bfloat16 dqkv).
 #include <cmath>
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "core/tensor.h"
 #include "cuda/binding_util.h"
 #include "cuda/kernels.h"
+#include "cuda/runtime.h"
 
 namespace tessera {
 namespace {
@@ -78,21 +80,22 @@ Napi::Value RopeQKWithTable(const Napi::CallbackInfo& info) {
   return Results(info.Env(), {yq.value, yk.value});
 }
 
-// The column ranges of q, k and v in a fused projection [T, (Hq + 2 Hk) Dh] as one side of a
-// RopeGroups (x when reading it, y when writing it).
-void FusedSide(TensorImpl& qkv, int64_t Hq, int64_t Hk, int64_t Dh, bool read, cuda::RopeGroups& g) {
-  const int64_t row = (Hq + 2 * Hk) * Dh, cols[3] = {0, Hq * Dh, (Hq + Hk) * Dh};
+// ropeQKVSplit's groups: read from the column ranges of q, k and v in the fused projection
+// [T, (Hq + 2 Hk) Dh], written to the separate [T, H, Dh] outputs.
+cuda::RopeGroups FusedSplit(const TensorImpl& qkv, TensorImpl* const (&out)[3], int64_t Dh) {
+  cuda::RopeGroups g{};
+  const int64_t row = qkv.dim(1);
   const size_t e = DTypeSize(qkv.dtype);
+  int64_t col = 0;
   for (int i = 0; i < 3; ++i) {
-    char* at = qkv.data<char>() + cols[i] * e;
-    if (read) {
-      g.x[i] = at;
-      g.xRow[i] = row;
-    } else {
-      g.y[i] = at;
-      g.yRow[i] = row;
-    }
+    g.heads[i] = out[i]->dim(1);
+    g.x[i] = qkv.data<char>() + col * e;
+    g.xRow[i] = row;
+    g.y[i] = out[i]->data<void>();
+    g.yRow[i] = g.heads[i] * Dh;
+    col += g.heads[i] * Dh;
   }
+  return g;
 }
 
 // ropeQKVSplit(qkv [T, (Hq + 2 Hk) Dh], table, Hq, Hk) -> [q', k', v]: a fused q/k/v projection's
@@ -113,27 +116,38 @@ Napi::Value RopeQKVSplit(const Napi::CallbackInfo& info) {
   Out q = NewTensor(info.Env(), qkv.dtype, {T, Hq, Dh}, Device::CUDA);
   Out k = NewTensor(info.Env(), qkv.dtype, {T, Hk, Dh}, Device::CUDA);
   Out v = NewTensor(info.Env(), qkv.dtype, {T, Hk, Dh}, Device::CUDA);
-  cuda::RopeGroups g = Separate({{q.t, q.t}, {k.t, k.t}, {v.t, v.t}});
-  FusedSide(qkv, Hq, Hk, Dh, true, g);
-  cuda::RopeGroupsWithTable(qkv.dtype, g, table.data<float>(), false, T, Dh, op);
+  cuda::RopeGroupsWithTable(qkv.dtype, FusedSplit(qkv, {q.t, k.t, v.t}, Dh), table.data<float>(), false, T, Dh, op);
   return Results(info.Env(), {q.value, k.value, v.value});
 }
 
-// ropeQKVBackwardCat(dq [T,Hq,Dh], dk [T,Hk,Dh], dv [T,Hk,Dh], table) -> dqkv [T, (Hq + 2 Hk) Dh]:
-// ropeQKVSplit's transpose (dq and dk rotated back, dv moved), in one launch.
+// ropeQKVBackwardCat(dq [T,Hq,Dh], dk [T,Hk,Dh], dv [T,Hk,Dh], table, outDtype, columnSums) ->
+// [dqkv [T, (Hq + 2 Hk) Dh]] or [dqkv, sums float32 [(Hq + 2 Hk) Dh]]: ropeQKVSplit's transpose
+// (dq and dk rotated back, dv moved) in one launch, the column sums (the fused projection's bias
+// gradient) in the same pass. dq, dk, dv may be float32 (the attention backward's sums) for a
+// bfloat16 dqkv.
 Napi::Value RopeQKVBackwardCat(const Napi::CallbackInfo& info) {
   const char* op = "ropeQKVBackwardCat";
   TensorImpl& dq = CudaTensorArg(info, 0);
   TensorImpl& dk = CudaTensorArg(info, 1);
   TensorImpl& dv = CudaTensorArg(info, 2);
   TensorImpl& table = CudaTensorArg(info, 3);
+  const DType outDt = static_cast<DType>(static_cast<int>(NumberArg(info, 4)));
+  const bool columnSums = BoolArg(info, 5);
   CheckQKV(op, dq, dk, &dv, table);
-  const int64_t T = dq.dim(0), Hq = dq.dim(1), Hk = dk.dim(1), Dh = dq.dim(2);
-  Out dqkv = NewTensor(info.Env(), dq.dtype, {T, (Hq + 2 * Hk) * Dh}, Device::CUDA);
-  cuda::RopeGroups g = Separate({{&dq, &dq}, {&dk, &dk}, {&dv, &dv}});
-  FusedSide(*dqkv.t, Hq, Hk, Dh, false, g);
-  cuda::RopeGroupsWithTable(dq.dtype, g, table.data<float>(), true, T, Dh, op);
-  return dqkv.value;
+  if (!(outDt == dq.dtype || (dq.dtype == DType::F32 && outDt == DType::BF16))) {
+    throw OpError(std::string(op) + ": " + DTypeName(dq.dtype) + " gradients cannot give a " + DTypeName(outDt) + " dqkv");
+  }
+  const int64_t T = dq.dim(0), Hq = dq.dim(1), Hk = dk.dim(1), Dh = dq.dim(2), width = (Hq + 2 * Hk) * Dh;
+  Out dqkv = NewTensor(info.Env(), outDt, {T, width}, Device::CUDA);
+  const cuda::RopeCat a{{dq.data<void>(), dk.data<void>(), dv.data<void>()}, {Hq, Hk, Hk}, dqkv.t->data<void>()};
+  if (!columnSums) {
+    cuda::RopeQKVBackwardCat(dq.dtype, outDt, a, table.data<float>(), nullptr, nullptr, T, Dh);
+    return Results(info.Env(), {dqkv.value});
+  }
+  Out sums = NewTensor(info.Env(), DType::F32, {width}, Device::CUDA);
+  cuda::Scratch partial(static_cast<size_t>(cuda::RopeQKVBackwardCatPartials(T) * width) * sizeof(double));
+  cuda::RopeQKVBackwardCat(dq.dtype, outDt, a, table.data<float>(), sums.t->data<float>(), partial.as<double>(), T, Dh);
+  return Results(info.Env(), {dqkv.value, sums.value});
 }
 
 }  // namespace

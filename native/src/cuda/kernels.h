@@ -97,6 +97,20 @@ struct RopeGroups {
   int64_t xRow[3], yRow[3], heads[3];
 };
 void RopeGroupsWithTable(DType dt, const RopeGroups& groups, const float* table, bool inverse, int64_t T, int64_t Dh, const char* op);
+/**
+ * ropeQKVBackwardCat: x[0..2] (dq [T, heads[0], Dh], dk and dv [T, heads[1] = heads[2], Dh], of xDt)
+ * into y [T, (heads[0] + heads[1] + heads[2]) Dh] of yDt (BF16 from BF16; BF16 or F32 from F32),
+ * dq and dk rotated back through the table, dv moved. With sums (fp32 [width]): the column sums of
+ * y as stored, fp64 in a fixed order through `partial` (RopeQKVBackwardCatPartials(T) x width doubles).
+ */
+struct RopeCat {
+  const void* x[3];
+  int64_t heads[3];
+  void* y;
+};
+void RopeQKVBackwardCat(DType xDt, DType yDt, const RopeCat& a, const float* table, float* sums, double* partial, int64_t T,
+                        int64_t Dh);
+int64_t RopeQKVBackwardCatPartials(int64_t T);
 
 // adamw.cu
 /** torch.optim.AdamW on fp32 p, m, v; g is F32 or BF16; when copy is not null it receives bf16(p). */

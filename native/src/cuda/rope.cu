@@ -10,7 +10,9 @@
 // forming them per call. A table entry is the angle as the fp32 product above, its cos / sin in
 // double times the attention factor, rounded once: the direct path's values within fp32
 // rounding. RopeGroupsWithTable rotates a layer's q and k in one launch, and moves v beside them
-// where q, k and v come from (or go to) one fused projection's [T, (Hq + 2 Hk) Dh].
+// where q, k and v come from one fused projection's [T, (Hq + 2 Hk) Dh] (ropeQKVSplit); the way
+// back into that projection's gradient, with its column sums, is RopeCatKernel.
+#include "cuda/column_sum.cuh"
 #include "cuda/kernels.h"
 #include "cuda/vec.cuh"
 
@@ -31,6 +33,13 @@ Freqs FreqsOf(const char* op, const float* invFreq, int64_t half) {
   return f;
 }
 
+// One pair (a, b) rotated by cos c / sin s, with the contraction into FMAs spelt out, so every
+// kernel that rotates rounds alike (the backward's cat must equal the backward rope bit for bit).
+__device__ __forceinline__ void Rotate(float a, float b, float c, float s, float& ya, float& yb) {
+  ya = __fmaf_rn(a, c, -__fmul_rn(b, s));
+  yb = __fmaf_rn(b, c, __fmul_rn(a, s));
+}
+
 // The N pairs (x[i], x[i + half]) rotated by cos c / sin s into (ya, yb), N elements a load.
 template <class T, int N>
 __device__ __forceinline__ void RotatePairs(const T* x, int64_t half, const float (&c)[N], const float (&s)[N], float (&ya)[N],
@@ -39,10 +48,7 @@ __device__ __forceinline__ void RotatePairs(const T* x, int64_t half, const floa
   LoadVec<N>(x, a);
   LoadVec<N>(x + half, b);
 #pragma unroll
-  for (int e = 0; e < N; ++e) {
-    ya[e] = a[e] * c[e] - b[e] * s[e];
-    yb[e] = b[e] * c[e] + a[e] * s[e];
-  }
+  for (int e = 0; e < N; ++e) Rotate(a[e], b[e], c[e], s[e], ya[e], yb[e]);
 }
 
 // A thread takes N consecutive frequencies of one token: it forms their cos / sin once, then
@@ -145,6 +151,152 @@ void LaunchWithTable(const RopeGroups& p, const float* table, float sign, int64_
   else RopeWithTableKernel<E, 1><<<GridFor(T * H * half), kThreads, 0, s>>>(p, table, sign, T, half);
 }
 
+// The N elements at p as fp32, in 16-byte loads (one for bf16, two for fp32 at N = 8), and back.
+template <int N, class T>
+__device__ __forceinline__ void LoadVecs(const T* p, float (&out)[N]) {
+  constexpr int V = N < kVec<T> ? N : kVec<T>;
+#pragma unroll
+  for (int c = 0; c < N / V; ++c) {
+    float part[V];
+    LoadVec<V>(p + c * V, part);
+#pragma unroll
+    for (int e = 0; e < V; ++e) out[c * V + e] = part[e];
+  }
+}
+template <int N, class T>
+__device__ __forceinline__ void StoreVecs(T* p, const float (&in)[N]) {
+  constexpr int V = N < kVec<T> ? N : kVec<T>;
+#pragma unroll
+  for (int c = 0; c < N / V; ++c) {
+    float part[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) part[e] = in[c * V + e];
+    StoreVec<V>(p + c * V, part);
+  }
+}
+__device__ __forceinline__ float Stored(float v, float*) { return v; }
+__device__ __forceinline__ float Stored(float v, bf16*) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// ropeQKVBackwardCat: dq and dk rotated back and dv moved into the fused projection's gradient
+// [T, H Dh] (H = Hq + 2 Hk: head hh of the output is head hh of q, then k, then v), optionally
+// with its column sums, which are the fused projection's bias gradient. Shaped as SumRowsPartial
+// (bias.cu) so the sums come in the same pass: a lane owns N frequencies of one head (output
+// columns i0.. and half + i0..), a block's 32 lanes x kCatGroups row groups take a chunk of
+// kCatChunk rows, kCatRows rows a thread, all of whose loads are issued before the first store (a
+// store may alias the next row's load as far as the compiler knows, which otherwise leaves one
+// row in flight a thread). Each block leaves one fp64 partial row per chunk, summed in chunk
+// order by ColumnSum: the same sums every run. The inputs may be the attention backward's fp32
+// sums (no bf16 round trip before the rotation); what is summed is each value as stored.
+constexpr int kCatLanes = 32, kCatRows = 4, kCatGroups = 16;
+constexpr int64_t kCatChunk = kCatGroups * kCatRows;
+
+template <class TX, class TY, int N>
+__global__ void __launch_bounds__(kCatLanes* kCatGroups) RopeCatKernel(RopeCat a, const float* __restrict__ table, int64_t T_,
+                                                                      int64_t half, double* __restrict__ partial) {
+  static_assert(2 * N <= kCatGroups, "one thread a block's column sum");
+  __shared__ float groupSums[kCatGroups][2 * N][kCatLanes];  // 16 KB at N = 4
+  const int lane = threadIdx.x, grp = threadIdx.y;
+  const int64_t G = half / N, H = a.heads[0] + a.heads[1] + a.heads[2], width = H * 2 * half;
+  const int64_t unit = blockIdx.x * int64_t(kCatLanes) + lane;
+  const int64_t hh = unit / G, i0 = (unit - hh * G) * N;
+  const bool active = hh < H;
+  int g = 0;
+  int64_t h = hh;
+  if (h >= a.heads[0]) {
+    h -= a.heads[0];
+    g = 1;
+    if (h >= a.heads[1]) {
+      h -= a.heads[1];
+      g = 2;
+    }
+  }
+  const bool rotate = g != 2;
+  const int64_t xRow = (g == 0 ? a.heads[0] : g == 1 ? a.heads[1] : a.heads[2]) * 2 * half;
+  const TX* __restrict__ x = static_cast<const TX*>(g == 0 ? a.x[0] : g == 1 ? a.x[1] : a.x[2]) + h * 2 * half + i0;
+  TY* __restrict__ y = static_cast<TY*>(a.y) + hh * 2 * half + i0;
+  const int64_t chunks = (T_ + kCatChunk - 1) / kCatChunk;
+  for (int64_t chunk = blockIdx.y; chunk < chunks; chunk += gridDim.y) {
+    float sa[N] = {}, sb[N] = {};
+    if (active) {
+      // Row k of this thread: t = chunk's first + grp + k kCatGroups; rows past T repeat the last
+      // row's loads and are neither stored nor summed.
+      float xa[kCatRows][N], xb[kCatRows][N], c[kCatRows][N], sn[kCatRows][N];
+#pragma unroll
+      for (int k = 0; k < kCatRows; ++k) {
+        const int64_t t = min(T_ - 1, chunk * kCatChunk + grp + int64_t(k) * kCatGroups);
+        LoadVecs<N>(x + t * xRow, xa[k]);
+        LoadVecs<N>(x + t * xRow + half, xb[k]);
+        if (rotate) {
+          LoadVecs<N>(table + t * 2 * half + i0, c[k]);
+          LoadVecs<N>(table + t * 2 * half + half + i0, sn[k]);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kCatRows; ++k) {
+        const int64_t t = chunk * kCatChunk + grp + int64_t(k) * kCatGroups;
+        if (t >= T_) break;
+        float ya[N], yb[N];
+#pragma unroll
+        for (int e = 0; e < N; ++e) {
+          if (rotate) {
+            Rotate(xa[k][e], xb[k][e], c[k][e], -sn[k][e], ya[e], yb[e]);  // the inverse: sin negated
+          } else {
+            ya[e] = xa[k][e];
+            yb[e] = xb[k][e];
+          }
+        }
+        TY* yt = y + t * width;
+        StoreVecs<N>(yt, ya);
+        StoreVecs<N>(yt + half, yb);
+#pragma unroll
+        for (int e = 0; e < N; ++e) {
+          sa[e] += Stored(ya[e], yt);
+          sb[e] += Stored(yb[e], yt);
+        }
+      }
+    }
+    if (!partial) continue;
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      groupSums[grp][e][lane] = sa[e];
+      groupSums[grp][N + e][lane] = sb[e];
+    }
+    __syncthreads();
+    // The block's 2N x 32 column sums, one a thread, each over the groups in order.
+    const int f = grp * kCatLanes + lane;
+    if (f < 2 * N * kCatLanes) {
+      const int e = f / kCatLanes, l = f % kCatLanes;
+      const int64_t u = blockIdx.x * int64_t(kCatLanes) + l, uh = u / G;
+      if (uh < H) {
+        double t = 0;
+        for (int w = 0; w < kCatGroups; ++w) t += groupSums[w][e][l];
+        partial[chunk * width + uh * 2 * half + (u - uh * G) * N + (e < N ? e : half + e - N)] = t;
+      }
+    }
+    __syncthreads();
+  }
+  AllowDependents();
+}
+
+template <class TX, class TY>
+void LaunchCat(const RopeCat& a, const float* table, int64_t T, int64_t half, double* partial, int64_t chunks) {
+  // Four frequencies a lane: one 16-byte load of fp32 input and of the table (8 bytes of bf16
+  // input); eight at bf16 would spill the rows' registers.
+  constexpr int N = 4;
+  const int64_t H = a.heads[0] + a.heads[1] + a.heads[2];
+  const dim3 block(kCatLanes, kCatGroups);
+  const unsigned rowsOfBlocks = static_cast<unsigned>(chunks < 65535 ? chunks : 65535);
+  cudaStream_t s = ComputeStream();
+  // The vector path: whole vectors in every head half (the tensors start 16-byte aligned).
+  if (half % N == 0) {
+    const dim3 grid(static_cast<unsigned>((H * half / N + kCatLanes - 1) / kCatLanes), rowsOfBlocks);
+    RopeCatKernel<TX, TY, N><<<grid, block, 0, s>>>(a, table, T, half, partial);
+  } else {
+    const dim3 grid(static_cast<unsigned>((H * half + kCatLanes - 1) / kCatLanes), rowsOfBlocks);
+    RopeCatKernel<TX, TY, 1><<<grid, block, 0, s>>>(a, table, T, half, partial);
+  }
+}
+
 __global__ void RopeTableKernel(const int32_t* pos, Freqs freqs, double attnScale, float* table, int64_t T_, int64_t half) {
   const int64_t n = T_ * half;
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
@@ -171,6 +323,28 @@ void RopeGroupsWithTable(DType dt, const RopeGroups& groups, const float* table,
   if (dt == DType::F32) LaunchWithTable<float>(groups, table, sign, T, half);
   else LaunchWithTable<bf16>(groups, table, sign, T, half);
   CheckLaunch(op);
+}
+
+int64_t RopeQKVBackwardCatPartials(int64_t T) { return T == 0 ? 1 : (T + kCatChunk - 1) / kCatChunk; }
+
+void RopeQKVBackwardCat(DType xDt, DType yDt, const RopeCat& a, const float* table, float* sums, double* partial, int64_t T,
+                        int64_t Dh) {
+  const char* op = "ropeQKVBackwardCat";
+  const int64_t half = Dh / 2, width = (a.heads[0] + a.heads[1] + a.heads[2]) * Dh;
+  if (width == 0) return;
+  cudaStream_t s = ComputeStream();
+  if (T == 0) {
+    if (sums) Check(op, "cudaMemsetAsync", cudaMemsetAsync(sums, 0, width * sizeof(float), s));
+    return;
+  }
+  const int64_t chunks = RopeQKVBackwardCatPartials(T);
+  double* part = sums ? partial : nullptr;
+  if (xDt == DType::BF16 && yDt == DType::BF16) LaunchCat<bf16, bf16>(a, table, T, half, part, chunks);
+  else if (xDt == DType::F32 && yDt == DType::BF16) LaunchCat<float, bf16>(a, table, T, half, part, chunks);
+  else if (xDt == DType::F32 && yDt == DType::F32) LaunchCat<float, float>(a, table, T, half, part, chunks);
+  else throw OpError(std::string(op) + ": " + DTypeName(xDt) + " gradients cannot give a " + DTypeName(yDt) + " output");
+  CheckLaunch(op);
+  if (sums) Check(op, "cudaLaunchKernelEx", ColumnSumAfter(partial, sums, chunks, width, s));
 }
 
 void Rope(DType dt, const void* x, const int32_t* positions, const float* invFreq, float attnScale, bool inverse, void* y,
