@@ -240,6 +240,17 @@ export interface RopeQKVBackwardCatOptions {
   columnSums?: boolean;
 }
 
+/** The column sums of x's values as stored (a bfloat16 x is summed in float32 on the CPU). */
+function sumsOfStored(x: Tensor): Tensor {
+  if (x.dtype !== "bfloat16") return sumRows(x);
+  const wide = cast(x, "float32");
+  try {
+    return sumRows(wide);
+  } finally {
+    wide.dispose();
+  }
+}
+
 /**
  * ropeQKVSplit's transpose: dq and dk rotated back and dv, side by side as [T, (Hq + 2 Hk) Dh];
  * one launch on cuda, where the gradients may be the attention backward's float32 sums
@@ -278,7 +289,7 @@ export function ropeQKVBackwardCat(
       dqkv.dispose();
       dqkv = c;
     }
-    return { dqkv, columnSums: opts.columnSums ? sumRows(dqkv) : undefined };
+    return { dqkv, columnSums: opts.columnSums ? sumsOfStored(dqkv) : undefined };
   }
   const [h, sums] = cudaFn(op, "ropeQKVBackwardCat")(
     dq.handle(op, "dq"),
