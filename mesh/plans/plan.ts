@@ -181,11 +181,12 @@ function shardedPlan(
     if (!s) throw new Error(`FSDP: no unit ${u}`);
     return s;
   };
-  // Shards are disjoint over the shard group and equal over dp (after finishGrads).
+  // Shards are disjoint over the shard group and equal over dp (after finishGrads). One queued sum
+  // over every unit's shards: on cuda the host waits once, after whileSumming, not once a shard.
   const gradSumSquares = async (whileSumming?: () => void) => {
+    const pending = sumSquaresOfQueued(all.flatMap((u) => u.gradShards()));
     whileSumming?.();
-    const local = all.reduce((a, u) => a + u.gradSumSquares(), 0);
-    return (await shard.allReduce(Float64Array.of(local), "sum"))[0]!;
+    return (await shard.allReduce(Float64Array.of(pending.read()), "sum"))[0]!;
   };
   const ensure = async (u: ShardedUnit) => {
     if (!u.held) await u.gather();

@@ -4,7 +4,7 @@
 // ranges as they are). Collectives move the whole unit at once: member j's part of the
 // wire buffer is, per parameter in order, its range padded to ceil(n/k), so one all-gather
 // rebuilds every parameter and one reduce-scatter leaves each member the sum of its ranges.
-import { addInto, copyInto, keep, sumSquares, type DType, type Tensor } from "../../native/index.ts";
+import { addInto, copyInto, keep, type DType, type Tensor } from "../../native/index.ts";
 import type { Collectives, HostBuffer } from "../collectives/index.ts";
 import { floatArray, hostOf, tensorOf } from "./host-tensors.ts";
 import type { FloatBuffer, ShardRange, ParamPiece, PlanParam, RankParam, ShardReader } from "./types.ts";
@@ -153,10 +153,9 @@ export class ShardedUnit {
     }, 0);
   }
 
-  gradSumSquares(): number {
-    let s = 0;
-    for (const g of this.shardGrads) if (g) s += sumSquares(g);
-    return s;
+  /** This rank's gradient shards (those it holds): their sum of squares is the plan's to queue once for all units. */
+  gradShards(): Tensor[] {
+    return this.shardGrads.filter((g): g is Tensor => g !== undefined);
   }
 
   /** This rank's ranges of the parameters (non-empty ones), for checkpoints. */
