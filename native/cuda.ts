@@ -74,6 +74,15 @@ function profiled(op: string, f: (...a: unknown[]) => unknown): (...a: unknown[]
   };
 }
 
+/**
+ * A tensor-level call that fills or copies device memory (zeros, clone, to, copyInto, an upload),
+ * which goes to the addon directly rather than through cudaFn: timed as `op` while a profile
+ * runs and the call touches cuda memory, so a profile covers the copies as well as the kernels.
+ */
+export function profiledCopy<T>(op: string, touchesCuda: boolean, run: () => T): T {
+  return profile && touchesCuda ? (profiled(op, run)() as T) : run();
+}
+
 /** Device time of each cuda op from now until stopCudaProfile (recording events costs some host time). */
 export function startCudaProfile(): void {
   profile = [];

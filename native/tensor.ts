@@ -4,7 +4,7 @@
 // FinalizationRegistry is only the backstop for tensors that escape both. liveTensors()
 // counts what is still held, so tests can prove that a step leaks nothing.
 import { loadAddon, type Handle } from "./addon.ts";
-import { cudaAddon, cudaFn } from "./cuda.ts";
+import { cudaAddon, cudaFn, profiledCopy } from "./cuda.ts";
 import { deviceCode, deviceOfCode, dtypeCode, type Device, type DType } from "./dtype.ts";
 
 let liveCount = 0;
@@ -107,13 +107,15 @@ export class Tensor {
   }
 
   clone(): Tensor {
-    return new Tensor(loadAddon().clone(this.handle("clone")), this.dtype, this.shape);
+    const h = this.handle("clone");
+    return new Tensor(profiledCopy("clone", this.device === "cuda", () => loadAddon().clone(h)), this.dtype, this.shape);
   }
 
   /** A copy on device (a new tensor even when it is already there, so ownership stays simple). */
   to(device: Device): Tensor {
     checkDevice("to", device);
-    return new Tensor(loadAddon().toDevice(this.handle("to"), deviceCode[device]), this.dtype, this.shape);
+    const h = this.handle("to");
+    return new Tensor(profiledCopy("to", this.device === "cuda" || device === "cuda", () => loadAddon().toDevice(h, deviceCode[device])), this.dtype, this.shape);
   }
 
   /** Removes this tensor from the scope it was made in, so that scope's end does not free it. */
@@ -279,14 +281,15 @@ export function tensor(
       typed = data instanceof BigInt64Array ? data : BigInt64Array.from(data as ArrayLike<number>, (v) => BigInt(v));
       break;
   }
-  return new Tensor(loadAddon().fromArray(dtypeCode[dtype], s, typed, deviceCode[opts.device ?? "cpu"]), dtype, s);
+  const device = opts.device ?? "cpu";
+  return new Tensor(profiledCopy("tensor", device === "cuda", () => loadAddon().fromArray(dtypeCode[dtype], s, typed, deviceCode[device])), dtype, s);
 }
 
 export function zeros(shape: readonly number[], dtype: DType = "float32", device: Device = "cpu"): Tensor {
   const s = checkShape("zeros", shape);
   checkDtype("zeros", dtype);
   checkDevice("zeros", device);
-  return new Tensor(loadAddon().zeros(dtypeCode[dtype], s, deviceCode[device]), dtype, s);
+  return new Tensor(profiledCopy("zeros", device === "cuda", () => loadAddon().zeros(dtypeCode[dtype], s, deviceCode[device])), dtype, s);
 }
 
 /** A tensor whose contents are unset: for a buffer an op will overwrite whole (matmulInto without accumulate). */
@@ -344,5 +347,6 @@ export function copyInto(dst: Tensor, src: Tensor): void {
   if (dst.dtype !== src.dtype || dst.numel !== src.numel) {
     throw new Error(`copyInto: dst ${dst} and src ${src} differ in dtype or size`);
   }
-  loadAddon().copyInto(dst.handle("copyInto", "dst"), src.handle("copyInto", "src"));
+  const [d, h] = [dst.handle("copyInto", "dst"), src.handle("copyInto", "src")];
+  profiledCopy("copyInto", dst.device === "cuda" || src.device === "cuda", () => loadAddon().copyInto(d, h));
 }

@@ -36,12 +36,16 @@ const PEAK_TFLOPS = 989;
 // checkpoints' padded one, as torch_reference.py does.
 const VOCAB = 151936;
 
-/** Which part of the step an op belongs to (the issue's split). */
+/** The tensor-level fills, copies and uploads (native/cuda.ts profiledCopy). */
+const COPIES = new Set(["zeros", "clone", "to", "copyInto", "tensor"]);
+
+/** Which part of the step an op belongs to (the issue's split, and the copies apart). */
 function familyOf(op: string): string {
   if (op.startsWith("matmul")) return "gemm";
   if (op.startsWith("attention")) return "attention";
   if (op.startsWith("linearCrossEntropy")) return "loss (lm head GEMMs + softmax)";
   if (op.startsWith("adamwStep") || op === "sumSquaresOf" || op === "scaleInPlace" || op === "sumSquares") return "optimizer";
+  if (COPIES.has(op)) return "copies and fills";
   return "fused ops";
 }
 

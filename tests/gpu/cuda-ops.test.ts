@@ -26,6 +26,8 @@ import {
   cudaResetPeak,
   cudaSetDebugFill,
   cudaSynchronize,
+  startCudaProfile,
+  stopCudaProfile,
   embedding,
   embeddingBackward,
   embeddingBackwardInto,
@@ -560,5 +562,30 @@ test("uploads through the pinned slots keep their data when many are queued befo
     // Larger than a slot: staged in pageable memory instead.
     const large = Float32Array.from({ length: 1 << 19 }, (_, j) => j * 0.5);
     assert.deepEqual(tensor(large, [large.length], { device: "cuda" }).toArray(), large);
+  });
+});
+
+test("a profile times the fills, copies and uploads as well as the kernels; host-only calls stay out of it", () => {
+  scope(() => {
+    const host = randn([1024, 256], { seed: nextSeed() });
+    startCudaProfile();
+    const a = host.to("cuda");
+    const b = zeros([1024, 256], "float32", "cuda");
+    copyInto(b, a);
+    const c = b.clone();
+    const d = tensor(Int32Array.from([1, 2, 3]), [3], { dtype: "int32", device: "cuda" });
+    scaleInPlace(c, 2);
+    const back = c.to("cpu");
+    zeros([4], "float32", "cpu").clone();
+    const byOp = stopCudaProfile();
+    for (const op of ["to", "zeros", "copyInto", "clone", "tensor", "scaleInPlace"]) {
+      const t = byOp.get(op);
+      assert.ok(t && Number.isFinite(t.ms) && t.ms >= 0, `${op} is in the profile`);
+    }
+    assert.equal(byOp.get("to")!.calls, 2, "both directions of to()");
+    assert.equal(byOp.get("zeros")!.calls, 1, "the host zeros is not timed");
+    assert.equal(byOp.get("clone")!.calls, 1, "the host clone is not timed");
+    assert.deepEqual(Array.from(back.toArray() as Float32Array).slice(0, 4), Array.from(host.toArray() as Float32Array).slice(0, 4).map((v) => 2 * v));
+    assert.deepEqual(d.toArray(), Int32Array.from([1, 2, 3]));
   });
 });
