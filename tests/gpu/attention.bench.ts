@@ -9,7 +9,8 @@
 // host, as the model passes them, so no call waits); the median of 5 rounds after a warm-up.
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { attention, attentionBackward, cudaAttentionFamilies, cudaAttentionKernels, cudaSynchronize, randn, scope, tensor, type Tensor } from "../../native/index.ts";
+import { attention, attentionBackward, cudaAttentionFamilies, cudaAttentionKernels, randn, tensor, type Tensor } from "../../native/index.ts";
+import { timed } from "./timing.ts";
 
 const REPS = 20;
 const B = 4;
@@ -17,18 +18,7 @@ const N = 2048;
 const T = B * N;
 const PEAK = 989e12;
 
-function seconds(fn: () => void): number {
-  const round = () =>
-    scope(() => {
-      const t0 = performance.now();
-      for (let i = 0; i < REPS; i++) fn();
-      cudaSynchronize();
-      return (performance.now() - t0) / 1000 / REPS;
-    });
-  round();
-  const samples = Array.from({ length: 5 }, round).sort((a, b) => a - b);
-  return samples[2]!;
-}
+const seconds = (fn: () => void): number => timed(fn, REPS).wall;
 
 const bf = (shape: number[], seed: number): Tensor => randn(shape, { seed, dtype: "bfloat16", device: "cuda" }).keep();
 const cu = tensor(Int32Array.from({ length: B + 1 }, (_, i) => i * N), [B + 1], { dtype: "int32", device: "cuda" }).keep();

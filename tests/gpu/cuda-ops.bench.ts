@@ -18,6 +18,7 @@ import {
   sumSquaresOf, swigluBackward, tensor, zeros, type Tensor,
 } from "../../native/index.ts";
 import { loadAddon, type Handle as H } from "../../native/addon.ts";
+import { timed } from "./timing.ts";
 
 const REPS = 20;
 const T = 8192;
@@ -26,35 +27,8 @@ const F = 8960;
 const V = 151_936;
 const N_OPT = 100_000_000; // elements for the optimizer-sized kernels (GB/s does not depend on n at this size)
 
-// The raw addon for timed events (as the tests reach it): the public CudaEvent does not time.
+// The raw addon (the prepared AdamW's launch, as the tests reach it).
 const raw = loadAddon().cuda!;
-
-/**
- * Wall seconds per call (REPS back to back, then one wait: the host's per-call cost included,
- * as in a step) and device seconds per call (timed events around each call: the kernels
- * alone), each the median of 5 rounds after a warm-up.
- */
-function timed(fn: () => void): { wall: number; device: number } {
-  const round = () =>
-    scope(() => {
-      const t0 = performance.now();
-      for (let i = 0; i < REPS; i++) fn();
-      cudaSynchronize();
-      const wall = (performance.now() - t0) / 1000 / REPS;
-      const spans = Array.from({ length: REPS }, () => {
-        const start = raw.recordEvent(0, true);
-        fn();
-        return [start, raw.recordEvent(0, true)] as const;
-      });
-      cudaSynchronize();
-      const device = spans.reduce((acc, [a, b]) => acc + raw.eventElapsedMs(a, b), 0) / 1000 / REPS;
-      return { wall, device };
-    });
-  round();
-  const samples = Array.from({ length: 5 }, round);
-  const median = (xs: number[]) => xs.sort((a, b) => a - b)[2]!;
-  return { wall: median(samples.map((x) => x.wall)), device: median(samples.map((x) => x.device)) };
-}
 
 function seconds(fn: () => void): number {
   return timed(fn).wall;

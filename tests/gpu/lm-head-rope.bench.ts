@@ -9,7 +9,7 @@
 //   node --import tsx tests/gpu/lm-head-rope.bench.ts [lm-head | rope | qkv-cat | sum-rows]     (on the GPU machine; not a test)
 //
 // Times are device times per call (timed events around each call), the median of 5 rounds of
-// REPS calls after a warm-up, as in cuda-ops.bench.ts. A short kernel's events also time the
+// REPS calls after a warm-up (timing.ts). A short kernel's events also time the
 // host's ~25 us per op call while the queue is empty; the rope and sumRows rows therefore queue
 // ~6 ms of GEMM first (as a step's queue is never empty) and time 20 calls between two events
 // (kernelUs), cycling through inputs of more than L2's 50 MB where one would stay in it.
@@ -17,49 +17,14 @@ import {
   cudaMemoryStats, cudaResetPeak, cudaSynchronize, linearCrossEntropy, matmul, randn, rope, ropeBackwardWithTable, ropeQKBackwardWithTable,
   ropeQKVBackwardCat, ropeQKWithTable, ropeTable, ropeWithTable, scope, sumRows, tensor, type Tensor,
 } from "../../native/index.ts";
-import { loadAddon } from "../../native/addon.ts";
+import { kernelUs, timed } from "./timing.ts";
 
 const REPS = 10;
 const T = 8192;
 const D = 1536;
-const raw = loadAddon().cuda!;
 const only = process.argv[2];
 
-function deviceUs(fn: () => void, reps = REPS): number {
-  const round = () =>
-    scope(() => {
-      const spans = Array.from({ length: reps }, () => {
-        const start = raw.recordEvent(0, true);
-        fn();
-        return [start, raw.recordEvent(0, true)] as const;
-      });
-      cudaSynchronize();
-      return (spans.reduce((acc, [a, b]) => acc + raw.eventElapsedMs(a, b), 0) * 1000) / reps;
-    });
-  round();
-  const samples = Array.from({ length: 5 }, round).sort((a, b) => a - b);
-  return samples[2]!;
-}
-
-/**
- * Device time per call of a short kernel: `blocker` (a few ms of GEMM) first, then reps calls
- * between two events, so the host queues them all while the blocker runs and the events time
- * the kernels back to back, not the host's per-call cost. Median of 5 rounds after a warm-up.
- */
-function kernelUs(fn: (i: number) => void, blocker: () => void, reps = 20): number {
-  const round = () =>
-    scope(() => {
-      blocker();
-      const start = raw.recordEvent(0, true);
-      for (let i = 0; i < reps; i++) fn(i);
-      const end = raw.recordEvent(0, true);
-      cudaSynchronize();
-      return (raw.eventElapsedMs(start, end) * 1000) / reps;
-    });
-  round();
-  const samples = Array.from({ length: 5 }, round).sort((a, b) => a - b);
-  return samples[2]!;
-}
+const deviceUs = (fn: () => void, reps = REPS): number => timed(fn, reps).device * 1e6;
 
 const bf = (shape: number[], seed: number, std = 1): Tensor => randn(shape, { seed, std, dtype: "bfloat16", device: "cuda" }).keep();
 
