@@ -23,7 +23,7 @@ constexpr int kThreads = 256;
 /** Blocks for a grid-stride loop over n elements: enough to fill the GPU, never more than needed. */
 inline unsigned GridFor(int64_t n, int threads = kThreads) {
   int64_t blocks = (n + threads - 1) / threads;
-  constexpr int64_t kMax = 132 * 32;  // H100 SXM: 132 SMs; grid-stride beyond that
+  const int64_t kMax = int64_t(SmCount()) * 32;  // grid-stride beyond 32 blocks an SM
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > kMax ? kMax : blocks));
 }
 

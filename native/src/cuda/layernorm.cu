@@ -24,9 +24,7 @@ constexpr int kMaxFwdVecsPerLane = 16;
 // Two fp32 accumulators (dw, db) per element a lane holds: 8 vectors of 8 bf16 are 128 registers.
 constexpr int kMaxBwdVecsPerLane = 8;
 // Blocks of the vector backward: enough to fill the GPU twice, and so the partial rows to sum.
-constexpr int64_t kBwdBlocks = 2 * 132;
-
-int64_t BwdBlocks(int64_t rows) { return WalkingBlocks(rows, kBwdBlocks); }
+int64_t BwdBlocks(int64_t rows) { return WalkingBlocks(rows, 2 * int64_t(SmCount())); }
 
 template <class T>
 __global__ void LayernormKernel(const T* x, const T* w, const T* b, T* y, float* mean, float* rstd, int64_t rows, int64_t D,

@@ -6,15 +6,18 @@
 //   thread keeps its columns' w and dw sums in registers for the whole kernel; a team walks a
 //   fixed set of rows with the next row's loads in flight while it reduces the current one, the
 //   teams of a block (one block an SM) add their dw in a fixed order into one fp64 partial row,
-//   and a last kernel sums the (up to 132) partial rows. The residual stream's gradient is added
-//   into dx in the same pass.
+//   and a last kernel sums the partial rows (one an SM at most). The residual stream's gradient
+//   is added into dx in the same pass.
 // Other shapes take the scalar kernels, whose weight gradient is a second pass over fixed row
-// chunks. No atomics anywhere: dw is the same on every run.
+// chunks. No atomics anywhere: dw is the same on every run (of one GPU model: the block count
+// follows the SM count).
 // Floor: forward reads x (R*D) and writes y (R*D) (with the residual: reads two, writes two);
 // backward reads dy and x (and the residual's gradient when given) and writes dx (the scalar
 // path reads dy and x twice).
-#include "cuda/kernels.h"
+#include <algorithm>
+
 #include "cuda/column_sum.cuh"
+#include "cuda/kernels.h"
 #include "cuda/rows.cuh"
 
 namespace tessera::cuda {
@@ -153,7 +156,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) RmsnormVecKernel(const T*
 
 // The backward's blocks: one an SM (their partial rows are what the last kernel sums), of up to
 // 768 threads (80 registers a thread: a row in flight and the next, w and the dw sums).
-constexpr int64_t kBwdBlocks = 132;
 constexpr int kBwdThreads = 768;
 constexpr int kBwdMaxVecs = 512;
 constexpr int kMaxTeams = 15;  // named barriers 1..15 (0 is __syncthreads')
@@ -177,7 +179,7 @@ template <class T>
 int64_t BwdTeamBlocks(int64_t rows, int64_t D) {
   const int64_t teams = BwdTeams<T>(D);
   const int64_t need = (rows + teams - 1) / teams;
-  return need < kBwdBlocks ? need : kBwdBlocks;
+  return std::min<int64_t>(need, SmCount());
 }
 
 __device__ __forceinline__ void TeamBarrier(int id, int threads) {
@@ -330,8 +332,8 @@ bool LaunchTeamBackward(const void* dy, const void* x, const void* w, const floa
 int64_t RmsnormPartialRows(int64_t rows) {
   int64_t per = RowsPerChunk(rows);
   int64_t chunks = rows == 0 ? 1 : (rows + per - 1) / per;
-  // The team backward's blocks: at most one a row, and kBwdBlocks.
-  int64_t blocks = rows < kBwdBlocks ? rows : kBwdBlocks;
+  // The team backward's blocks: at most one a row, and one an SM.
+  int64_t blocks = std::min<int64_t>(rows, SmCount());
   return chunks > blocks ? chunks : blocks;
 }
 

@@ -11,6 +11,7 @@ namespace {
 struct Runtime {
   std::atomic<bool> ready{false};
   int device = 0;
+  int sms = 0;
   cudaStream_t compute = nullptr;
   cudaStream_t comm = nullptr;
   bool syncAfterLaunch = false;
@@ -53,8 +54,14 @@ void EnsureInit(const char* op) {
   TESSERA_CUDA_CHECK(op, cudaStreamCreateWithFlags(&rt.comm, cudaStreamNonBlocking));
   const char* sync = std::getenv("TESSERA_CUDA_SYNC");
   rt.syncAfterLaunch = sync && sync[0] == '1';
+  TESSERA_CUDA_CHECK(op, cudaDeviceGetAttribute(&rt.sms, cudaDevAttrMultiProcessorCount, dev));
   rt.device = dev;
   rt.ready = true;
+}
+
+int SmCount() {
+  EnsureInit("cuda");
+  return Rt().sms;
 }
 
 cudaStream_t ComputeStream() {

@@ -36,6 +36,8 @@ void EnsureInit(const char* op);
 
 /** Where kernels run; the caching allocator orders its blocks on it. */
 cudaStream_t ComputeStream();
+/** The device's streaming multiprocessors (132 on an H100 SXM, 114 on a PCIe one): grids that fill the GPU are sized by it. */
+int SmCount();
 /** For collectives, so that they overlap compute; joined to compute through events. */
 cudaStream_t CommStream();
 
