@@ -467,6 +467,23 @@ test("matmul (the default path: cuBLASLt where built in): every transpose, odd a
   }
 });
 
+test("matmul past the plan cache's 256 shapes: the oldest plans are evicted and made again, results unchanged", () => {
+  // 300 distinct shapes (each a new plan: descriptors, an algorithm, a timing), then the first
+  // ones again, whose plans were the least recently used and so evicted; every product against the CPU.
+  const K = 24, N = 40;
+  const b = pairOf([K, N], "bfloat16");
+  const check = (M: number, what: string) =>
+    scope(() => {
+      const a = pairOf([M, K], "bfloat16");
+      assertTensorClose(matmul(a.gpu, b.gpu), matmul(a.cpu, b.cpu), BF16, seeded(`${what} M=${M}`));
+    });
+  const before = cudaMatmulCounts();
+  for (let M = 1; M <= 300; M++) check(M, "new shape");
+  for (let M = 1; M <= 8; M++) check(M, "evicted shape made again");
+  const after = cudaMatmulCounts();
+  if (buildInfo().cublasLt) assert.equal(after.cublasLt - before.cublasLt, 308, "every one through cuBLASLt, before and after eviction");
+});
+
 test("sumSquares and globalNorm match the CPU's float64 sums", () => {
   for (const { dtype } of DTYPES) {
     scope(() => {
