@@ -361,6 +361,13 @@ test("prepareAdamWStepMany: launched after its tensors' handles are dropped, it 
     adamwStepMany([item(b)], { ...o, gradScale: 0.5 });
     assert.deepEqual(Array.from(a.p.toFloat64Array()), Array.from(b.p.toFloat64Array()));
     assert.throws(() => prepared.launch(0.5), /^Error: adamwStepMany: a prepared step is launched once$/);
+    // The binding checks an item's scalars itself (a caller of the raw addon skips the TypeScript checks).
+    const handles = [a.p, a.g, a.m, a.v].map((t) => t.handle("test"));
+    const prepareRaw = (lr: unknown, wd: unknown, step: unknown) =>
+      (loadAddon().cuda!.adamwStepManyPrepare as (items: unknown[], b1: number, b2: number, eps: number) => unknown)([[...handles, null, lr, wd, step]], 0.9, 0.95, 1e-8);
+    assert.throws(() => prepareRaw("0.01", 0, 1), /^Error: adamwStepMany: items\[0\]: lr must be a number$/);
+    assert.throws(() => prepareRaw(0.01, undefined, 1), /^Error: adamwStepMany: items\[0\]: weight decay must be a number$/);
+    assert.throws(() => prepareRaw(0.01, 0, null), /^Error: adamwStepMany: items\[0\]: step must be a number$/);
     // A tensor the step writes, disposed before the launch: refused (its update would be lost), nothing launched.
     const c = make();
     const refused = prepareAdamWStepMany([item(c)], o);

@@ -594,8 +594,12 @@ Napi::Value AdamwStepManyPrepare(const Napi::CallbackInfo& info) {
       if (!t[j] || t[j]->dtype != DType::F32 || t[j]->numel != n) throw OpError(item + ": p, g, m and v must be float32 tensors of one size");
     }
     if (t[4] && (t[4]->dtype != DType::BF16 || t[4]->numel != n)) throw OpError(item + ": copy must be bfloat16 of the param's size");
-    double lr = it.Get(5u).As<Napi::Number>().DoubleValue(), wd = it.Get(6u).As<Napi::Number>().DoubleValue();
-    double step = it.Get(7u).As<Napi::Number>().DoubleValue();
+    auto scalar = [&](uint32_t j, const char* name) {
+      Napi::Value v = it.Get(j);
+      if (!v.IsNumber()) throw OpError(item + ": " + name + " must be a number");
+      return v.As<Napi::Number>().DoubleValue();
+    };
+    const double lr = scalar(5, "lr"), wd = scalar(6, "weight decay"), step = scalar(7, "step");
     if (!(step >= 1)) throw OpError(item + ": step counts from 1");
     AdamWScalars c = AdamWScalarsOf(lr, wd, step, b1, b2);
     prepared->items.push_back({t[0]->data<float>(), t[1]->data<float>(), t[2]->data<float>(), t[3]->data<float>(), t[4] ? t[4]->data<void>() : nullptr, n,
