@@ -15,10 +15,10 @@
 // next failure ends the job as failed, with the reason. metrics.jsonl stays one record per
 // step: a resumed generation drops the records after its checkpoint's step (MetricsFile).
 import { mkdirSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { DeviceMesh, type RankLayout } from "../mesh/index.ts";
 import { ActorSystem, defineActor, NatsTransport, NoResponderError, AskTimeoutError, type JobConfig } from "../runtime/index.ts";
 import { findResume, modelConfigJson } from "./checkpointing.ts";
-
 import { coordinatorActor } from "./coordinator-actor.ts";
 import { dataActor } from "./data-actor.ts";
 import { ADDRESS, coordinatorOptions, dataOptions } from "./job.ts";
@@ -254,7 +254,8 @@ async function leadNode(cfg: JobConfig, o: LaunchOptions, { system, url, note, s
       // A rank that exits fails the coordinator's next ask ("no one serves rank.N") as soon as its
       // subscription is gone, which can be before its node agent's report arrives: give the report
       // a moment, so the failure names the rank and how it ended.
-      if (!ac.signal.aborted) await Promise.race([aborted.catch(() => {}), new Promise((r) => setTimeout(r, DEATH_REPORT_GRACE_MS))]);
+      // The wait ends at the abort, and leaves no timer behind either way.
+      if (!ac.signal.aborted) await sleep(DEATH_REPORT_GRACE_MS, undefined, { signal: ac.signal }).catch(() => {});
       return ac.signal.aborted ? { ...s, reason: String(ac.signal.reason) } : s;
     } catch (err) {
       return { state: "failed", step: 0, tokens: 0, reason: err instanceof Error ? err.message : String(err), last_loss: null };

@@ -4,7 +4,7 @@
 // each block's activations as soon as its backward has run.
 import type { ModelConfig } from "./config.ts";
 import { ops, type Device, type DType, type Tensor } from "./ops.ts";
-import type { NormLayer } from "./layers/basic.ts";
+import { normOfSum, type NormLayer } from "./layers/basic.ts";
 import type { Block } from "./layers/block.ts";
 import { Ctx, type BatchTensors } from "./layers/ctx.ts";
 import type { Param } from "./layers/param.ts";
@@ -130,6 +130,7 @@ export abstract class CausalLM {
   #upload(batch: PackedBatch): BatchTensors {
     checkBatch(batch, this.config.vocabSize, this.maxPositions);
     const bt = uploadBatch(batch, this.#device);
+    bt.checked = true;
     bt.rope = this.ropeTable(bt.positions);
     return bt;
   }
@@ -263,13 +264,7 @@ export abstract class CausalLM {
       h = next.x;
       delta = next.delta;
     }
-    let hn: Tensor;
-    if (delta) {
-      hn = this.finalNorm.forwardResidual(h, delta, ctx.child("norm")).y;
-      delta.dispose();
-    } else {
-      hn = this.finalNorm.forward(h, ctx.child("norm"));
-    }
+    const hn = normOfSum(this.finalNorm, h, delta, ctx.child("norm")).y;
     if (inference) {
       ctx.free();
       if (!h.disposed) h.dispose();
@@ -297,7 +292,6 @@ function uploadBatch(b: PackedBatch, device: Device): BatchTensors {
     cuSeqlens: ops.tensor(b.cuSeqlens, [b.cuSeqlens.length], { dtype: "int32", device }),
     cuSeqlensHost: b.cuSeqlens,
     numTokens: T,
-    checked: true,
   };
 }
 

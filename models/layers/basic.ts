@@ -22,6 +22,17 @@ export interface NormLayer extends Layer {
   backwardResidual(dy: Tensor, residualGrad: Tensor, ctx: Ctx): Tensor;
 }
 
+/**
+ * The norm of x + delta, and that sum: formed in the norm's kernel where a block left its output
+ * unsummed (delta, disposed here), else the norm of x (the sum is x).
+ */
+export function normOfSum(norm: NormLayer, x: Tensor, delta: Tensor | undefined, ctx: Ctx): { y: Tensor; sum: Tensor } {
+  if (!delta) return { y: norm.forward(x, ctx), sum: x };
+  const r = norm.forwardResidual(x, delta, ctx);
+  delta.dispose();
+  return r;
+}
+
 export class Linear implements Layer {
   readonly weight: Param;
   readonly bias: Param | undefined;
@@ -37,13 +48,9 @@ export class Linear implements Layer {
   }
 
   backward(dy: Tensor, ctx: Ctx): Tensor {
-    this.accumulateGrads(dy, ctx);
-    return ops.matmul(dy, this.weight.value);
-  }
-
-  private accumulateGrads(dy: Tensor, ctx: Ctx): void {
     this.weight.accumulateProduct(dy, ctx.get("x"), { transA: true });
     if (this.bias) this.bias.accumulate(ops.sumRows(dy));
+    return ops.matmul(dy, this.weight.value);
   }
 
   params(): Param[] {
@@ -124,8 +131,9 @@ export class LinearGroup {
  * The parameters own the row views (the optimizer writes them in place); the stack is remade
  * when a parameter's value was replaced (loading, a plan's gather). Where a part would start off
  * a 256-byte boundary (cuBLASLt's alignment), nothing is stacked: each pass stacks the values into
- * a fresh buffer and the gradients are split. Without a compute copy (the CPU's fp32 / fp64 runs)
- * only the values are stacked per pass; the gradients are still one buffer's rows.
+ * a fresh buffer and the gradients are split. Without a compute copy (compute in the master dtype:
+ * the CPU's fp32 / fp64 runs, or float32 on cuda) the values are stacked each pass (masters are
+ * not made views, as loaders and optimizers hold them); the gradients are still one buffer's rows.
  */
 class RowStack {
   readonly rows: number;

@@ -3,7 +3,7 @@
 // the model's final norm. With `recompute`, forward keeps only its input and backward runs the
 // forward again first (activation checkpointing per block).
 import { ops, type Tensor } from "../ops.ts";
-import type { Layer, NormLayer } from "./basic.ts";
+import { normOfSum, type Layer, type NormLayer } from "./basic.ts";
 import type { Attention } from "./attention.ts";
 import { Ctx } from "./ctx.ts";
 import type { Param } from "./param.ts";
@@ -50,16 +50,7 @@ export class Block implements Layer {
   }
 
   private *run(x: Tensor, delta: Tensor | undefined, ctx: Ctx): Steps<{ x: Tensor; delta: Tensor }> {
-    let input = x;
-    let a: Tensor;
-    if (delta) {
-      const r = this.norm1.forwardResidual(x, delta, ctx.child("norm1"));
-      delta.dispose();
-      a = r.y;
-      input = r.sum;
-    } else {
-      a = this.norm1.forward(x, ctx.child("norm1"));
-    }
+    const { y: a, sum: input } = normOfSum(this.norm1, x, delta, ctx.child("norm1"));
     const o = yield* this.attn.forwardSteps(a, ctx.child("attn"));
     const { y: b, sum: h } = this.norm2.forwardResidual(input, o, ctx.child("norm2"));
     o.dispose();

@@ -10,15 +10,13 @@
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { attention, attentionBackward, cudaAttentionFamilies, cudaAttentionKernels, randn, tensor, type Tensor } from "../../native/index.ts";
-import { timed } from "./timing.ts";
+import { wallSeconds } from "./timing.ts";
 
 const REPS = 20;
 const B = 4;
 const N = 2048;
 const T = B * N;
 const PEAK = 989e12;
-
-const seconds = (fn: () => void): number => timed(fn, REPS).wall;
 
 const bf = (shape: number[], seed: number): Tensor => randn(shape, { seed, dtype: "bfloat16", device: "cuda" }).keep();
 const cu = tensor(Int32Array.from({ length: B + 1 }, (_, i) => i * N), [B + 1], { dtype: "int32", device: "cuda" }).keep();
@@ -44,8 +42,8 @@ for (const family of families) {
     o.keep();
     lse.keep();
     const flops = (4 * B * N * N) / 2 * Hq * Dh;
-    const fwd = seconds(() => void attention(q, k, v, cu, opts));
-    const bwd = seconds(() => void attentionBackward(dout, q, k, v, o, lse, cu, opts));
+    const fwd = wallSeconds(() => void attention(q, k, v, cu, opts), REPS);
+    const bwd = wallSeconds(() => void attentionBackward(dout, q, k, v, o, lse, cu, opts), REPS);
     mine[name] = {
       fwd_us: fwd * 1e6,
       fwd_tflops: flops / fwd / 1e12,
@@ -69,8 +67,8 @@ for (const family of families) {
     o.keep();
     lse.keep();
     mine["small-128-tokens"] = {
-      fwd_us: seconds(() => void attention(q, k, k, cuSmall, small)) * 1e6,
-      bwd_us: seconds(() => void attentionBackward(q, q, k, k, o, lse, cuSmall, small)) * 1e6,
+      fwd_us: wallSeconds(() => void attention(q, k, k, cuSmall, small), REPS) * 1e6,
+      bwd_us: wallSeconds(() => void attentionBackward(q, q, k, k, o, lse, cuSmall, small), REPS) * 1e6,
     };
   }
 

@@ -18,7 +18,7 @@ import {
   sumSquaresOf, swigluBackward, tensor, zeros, type Tensor,
 } from "../../native/index.ts";
 import { loadAddon, type Handle as H } from "../../native/addon.ts";
-import { timed } from "./timing.ts";
+import { timed, wallSeconds } from "./timing.ts";
 
 const REPS = 20;
 const T = 8192;
@@ -29,10 +29,6 @@ const N_OPT = 100_000_000; // elements for the optimizer-sized kernels (GB/s doe
 
 // The raw addon (the prepared AdamW's launch, as the tests reach it).
 const raw = loadAddon().cuda!;
-
-function seconds(fn: () => void): number {
-  return timed(fn).wall;
-}
 
 type Row = { kernel: string; shape: string; us: number; deviceUs?: number; gbs?: number; floorUs?: number; tflops?: number; stepMs?: number };
 const rows: Row[] = [];
@@ -173,7 +169,7 @@ function optimizerRows(): void {
   bytes("cast fp32 -> bf16", `${N_OPT}`, N_OPT * 6, () => void cast(p, "bfloat16"));
   bytes("addInto fp32 += bf16", `${N_OPT}`, N_OPT * 10, () => addInto(p, g, 1e-3));
   {
-    const s = seconds(() => void globalNorm([p]));
+    const s = wallSeconds(() => void globalNorm([p]));
     record({ kernel: "globalNorm (fp32, host read)", shape: `${N_OPT}`, us: s * 1e6, gbs: (N_OPT * 4) / s / 1e9 });
   }
   for (const t of [p, g, m, v, copy]) t.dispose();

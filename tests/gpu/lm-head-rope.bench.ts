@@ -17,14 +17,14 @@ import {
   cudaMemoryStats, cudaResetPeak, cudaSynchronize, linearCrossEntropy, matmul, randn, rope, ropeBackwardWithTable, ropeQKBackwardWithTable,
   ropeQKVBackwardCat, ropeQKWithTable, ropeTable, ropeWithTable, scope, sumRows, tensor, type Tensor,
 } from "../../native/index.ts";
-import { kernelUs, timed } from "./timing.ts";
+import { deviceSeconds, kernelUs } from "./timing.ts";
 
 const REPS = 10;
 const T = 8192;
 const D = 1536;
 const only = process.argv[2];
 
-const deviceUs = (fn: () => void, reps = REPS): number => timed(fn, reps).device * 1e6;
+const deviceUs = (fn: () => void, reps = REPS): number => deviceSeconds(fn, reps) * 1e6;
 
 const bf = (shape: number[], seed: number, std = 1): Tensor => randn(shape, { seed, std, dtype: "bfloat16", device: "cuda" }).keep();
 

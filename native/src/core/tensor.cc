@@ -165,6 +165,10 @@ double NumberArg(const Napi::CallbackInfo& info, size_t i) {
 
 bool BoolArg(const Napi::CallbackInfo& info, size_t i) { return info[i].ToBoolean().Value(); }
 
+bool OptionalFlagArg(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() > i && info[i].IsBoolean() && info[i].As<Napi::Boolean>().Value();
+}
+
 std::vector<int64_t> ShapeArg(const Napi::CallbackInfo& info, size_t i) {
   if (!info[i].IsArray()) throw OpError("argument " + std::to_string(i) + " must be a shape array");
   auto a = info[i].As<Napi::Array>();

@@ -90,6 +90,8 @@ std::vector<TensorImpl*> TensorList(const Napi::Value& list, Device device, cons
 std::vector<TensorImpl*> ColumnPartsArg(const Napi::CallbackInfo& info, size_t i, const TensorImpl& one, const std::string& op);
 double NumberArg(const Napi::CallbackInfo& info, size_t i);
 bool BoolArg(const Napi::CallbackInfo& info, size_t i);
+/** An optional flag at argument i: true only when it is given as true (absent, undefined or null: false). */
+bool OptionalFlagArg(const Napi::CallbackInfo& info, size_t i);
 std::vector<int64_t> ShapeArg(const Napi::CallbackInfo& info, size_t i);
 
 using Binding = Napi::Value (*)(const Napi::CallbackInfo&);

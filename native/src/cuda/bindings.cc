@@ -42,11 +42,6 @@ class BadFlag {
   std::optional<Scratch> mem_;
 };
 
-// The optional last argument of the embedding ops: ids already checked against V on the host.
-bool IdsCheckedArg(const Napi::CallbackInfo& info, size_t i) {
-  return info.Length() > i && info[i].IsBoolean() && info[i].As<Napi::Boolean>().Value();
-}
-
 // ---------------------------------------------------------------- memory, streams, events
 
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
@@ -105,7 +100,7 @@ cudaEvent_t EventArg(const Napi::CallbackInfo& info, size_t i) {
 // (profiling only: they cost more to record) can be measured with eventElapsedMs.
 Napi::Value RecordEvent(const Napi::CallbackInfo& info) {
   cudaStream_t s = StreamArg(info, 0);
-  bool timed = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  bool timed = OptionalFlagArg(info, 1);
   cudaEvent_t e;
   TESSERA_CUDA_CHECK("recordEvent", cudaEventCreateWithFlags(&e, timed ? cudaEventDefault : cudaEventDisableTiming));
   cudaError_t err = cudaEventRecord(e, s);
@@ -355,7 +350,7 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
   if (ids.dtype != DType::I32 || w.ndim() != 2) throw OpError("embedding: weight must be [V,D] and ids int32");
   int64_t V = w.dim(0), D = w.dim(1), T = ids.numel;
   Out out = NewTensor(info.Env(), w.dtype, {T, D}, Device::CUDA);
-  BadFlag bad("embedding", IdsCheckedArg(info, 2));
+  BadFlag bad("embedding", OptionalFlagArg(info, 2));
   cuda::Embedding(w.dtype, w.data<void>(), ids.data<int32_t>(), out.t->data<void>(), T, D, V, bad.ptr());
   if (bad.Raised()) throw OpError("embedding: an id is out of range [0, " + std::to_string(V) + ")");
   return out.value;
@@ -374,7 +369,7 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   NeedEmbeddingGrad("embeddingBackward", dy, ids);
   int64_t T = dy.dim(0), D = dy.dim(1);
   Out out = NewTensor(info.Env(), DType::F32, {V, D}, Device::CUDA);
-  BadFlag bad("embeddingBackward", IdsCheckedArg(info, 3));
+  BadFlag bad("embeddingBackward", OptionalFlagArg(info, 3));
   cuda::EmbeddingBackward(dy.dtype, dy.data<void>(), ids.data<int32_t>(), out.t->data<float>(), T, D, V, bad.ptr());
   if (bad.Raised()) throw OpError("embeddingBackward: an id is out of range [0, " + std::to_string(V) + ")");
   return out.value;
@@ -388,7 +383,7 @@ Napi::Value EmbeddingBackwardInto(const Napi::CallbackInfo& info) {
   NeedEmbeddingGrad("embeddingBackwardInto", dy, ids);
   if (dw.dtype != DType::F32 || dw.ndim() != 2 || dw.dim(1) != dy.dim(1)) throw OpError("embeddingBackwardInto: dw must be float32 [V,D]");
   int64_t V = dw.dim(0);
-  BadFlag bad("embeddingBackwardInto", IdsCheckedArg(info, 3));
+  BadFlag bad("embeddingBackwardInto", OptionalFlagArg(info, 3));
   cuda::EmbeddingBackwardAdd(dy.dtype, dy.data<void>(), ids.data<int32_t>(), dw.data<float>(), dy.dim(0), dy.dim(1), V, bad.ptr());
   if (bad.Raised()) throw OpError("embeddingBackwardInto: an id is out of range [0, " + std::to_string(V) + ") (dw holds the rows before it)");
   return info.Env().Undefined();
@@ -499,15 +494,18 @@ cuda::SwigluRows PackedRows(const char* op, const TensorImpl& gu) {
   NeedFloat(op, gu);
   if (gu.ndim() != 2 || gu.dim(1) % 2 != 0) throw OpError(std::string(op) + ": gu must be [R, 2F] (gate, then up, in each row)");
   const int64_t width = gu.dim(1) / 2;
-  return {gu.dim(0), width, gu.dim(1), static_cast<size_t>(width) * DTypeSize(gu.dtype)};
+  return {gu.dim(0), width, gu.dim(1)};
 }
+
+// The up half of a packed [R, 2F] tensor's rows: F elements past each row's gate half.
+char* UpHalf(const TensorImpl& t, const cuda::SwigluRows& r) { return t.data<char>() + r.width * DTypeSize(t.dtype); }
 
 // swigluPacked(gu [R, 2F]) -> h [R, F]: swiglu of each row's halves (gate, then up).
 Napi::Value SwigluPacked(const Napi::CallbackInfo& info) {
   TensorImpl& gu = CudaTensorArg(info, 0);
   const cuda::SwigluRows r = PackedRows("swigluPacked", gu);
   Out h = NewTensor(info.Env(), gu.dtype, {r.rows, r.width}, Device::CUDA);
-  cuda::Swiglu(gu.dtype, r, gu.data<void>(), gu.data<char>() + r.upBytes, h.t->data<void>(), "swigluPacked");
+  cuda::Swiglu(gu.dtype, r, gu.data<void>(), UpHalf(gu, r), h.t->data<void>(), "swigluPacked");
   return h.value;
 }
 
@@ -519,8 +517,7 @@ Napi::Value SwigluPackedBackward(const Napi::CallbackInfo& info) {
   const cuda::SwigluRows r = PackedRows(op, gu);
   if (dh.dtype != gu.dtype || dh.ndim() != 2 || dh.dim(0) != r.rows || dh.dim(1) != r.width) throw OpError(std::string(op) + ": dh must be [R, F] of gu's dtype");
   Out dgu = NewTensor(info.Env(), gu.dtype, gu.shape, Device::CUDA);
-  cuda::SwigluBackward(gu.dtype, r, dh.data<void>(), gu.data<void>(), gu.data<char>() + r.upBytes, dgu.t->data<void>(),
-                       dgu.t->data<char>() + r.upBytes, op);
+  cuda::SwigluBackward(gu.dtype, r, dh.data<void>(), gu.data<void>(), UpHalf(gu, r), dgu.t->data<void>(), UpHalf(*dgu.t, r), op);
   return dgu.value;
 }
 

@@ -120,7 +120,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   NeedBf16(op, "o", o);
   if (dout.shape != q.shape || o.shape != q.shape) throw OpError(Op(op, "dout and o must match q's shape"));
   if (lse.dtype != DType::F32 || lse.numel != s.Hq * s.T) throw OpError(Op(op, "lse must be float32 [Hq,T] on cuda"));
-  const bool float32Grads = info.Length() > 11 && BoolArg(info, 11);
+  const bool float32Grads = OptionalFlagArg(info, 11);
   cuda::Scratch rowDot(std::max<int64_t>(1, s.Hq * s.T) * sizeof(float));
   const std::vector<int64_t> accShape{q.numel + 2 * k.numel};
   if (float32Grads) {

@@ -36,7 +36,7 @@ Napi::Value LinearCrossEntropy(const Napi::CallbackInfo& info) {
   int64_t chunk = static_cast<int64_t>(NumberArg(info, 4));
   float gradScale = static_cast<float>(NumberArg(info, 5));
   bool wantGrad = BoolArg(info, 6);
-  bool reference = info.Length() > 7 && !info[7].IsUndefined() && BoolArg(info, 7);
+  bool reference = OptionalFlagArg(info, 7);
   if ((x.dtype != DType::F32 && x.dtype != DType::BF16) || x.ndim() != 2 || w.ndim() != 2 || x.dim(1) != w.dim(1) ||
       x.dtype != w.dtype || labels.dtype != DType::I32 || labels.numel != x.dim(0)) {
     throw OpError("linearCrossEntropy: x must be [T,D], w [V,D] (float32 or bfloat16), labels int32 [T]");

@@ -27,7 +27,7 @@ int StepsArg(const char* op, const Napi::CallbackInfo& info, size_t i) {
 Napi::Value NewtonSchulz5(const Napi::CallbackInfo& info) {
   TensorImpl& g = CudaTensorArg(info, 0);
   int steps = StepsArg("newtonSchulz5", info, 1);
-  bool reference = info.Length() > 2 && !info[2].IsUndefined() && BoolArg(info, 2);
+  bool reference = OptionalFlagArg(info, 2);
   if (g.ndim() != 2) throw OpError("newtonSchulz5: g must be 2-D");
   NeedFloat("newtonSchulz5", g);
   Out out = NewTensor(info.Env(), g.dtype, g.shape, Device::CUDA);

@@ -47,8 +47,12 @@ void Launch(void* one, const std::vector<void*>& ptrs, const std::vector<int64_t
 
 void CopyColumns(void* one, const std::vector<void*>& parts, const std::vector<int64_t>& widthBytes, int64_t elemBytes, int64_t rows, bool split,
                  const char* op) {
-  bool wide = true;
+  // 16-byte moves where every row of every buffer starts on 16 bytes (cuda tensors and their row
+  // views do; a caller's raw pointer is checked rather than trusted).
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  bool wide = aligned(one);
   for (int64_t w : widthBytes) wide = wide && w % 16 == 0;
+  for (void* p : parts) wide = wide && aligned(p);
   if (wide) Launch<uint4>(one, parts, widthBytes, rows, split);
   else if (elemBytes == 8) Launch<uint64_t>(one, parts, widthBytes, rows, split);
   else if (elemBytes == 4) Launch<uint32_t>(one, parts, widthBytes, rows, split);

@@ -67,13 +67,9 @@ void Gelu(DType dt, const void* x, void* y, int64_t n);
 void GeluBackward(DType dt, const void* dy, const void* x, void* dx, int64_t n);
 
 // swiglu.cu
-/**
- * h, dh: [rows, width]; gate, up (dgate, dup): rows ld apart (ld = width, or 2 width with up = gate + width: packed halves,
- * upBytes the bytes from a row's gate half to its up half; 0 for separate tensors).
- */
+/** h, dh: [rows, width]; gate, up (dgate, dup): rows ld apart (ld = width, or 2 width with up = gate + width: packed halves). */
 struct SwigluRows {
   int64_t rows, width, ld;
-  size_t upBytes = 0;
 };
 void Swiglu(DType dt, const SwigluRows& r, const void* gate, const void* up, void* h, const char* op);
 void SwigluBackward(DType dt, const SwigluRows& r, const void* dh, const void* gate, const void* up, void* dgate, void* dup, const char* op);

@@ -90,6 +90,13 @@ void Launch(const void* x, const int32_t* positions, const Freqs& f, float attnS
   else RopeKernel<E, 1><<<GridFor(T * half), kThreads, 0, s>>>(xp, positions, f, attnScale, sign, yp, T, H, half);
 }
 
+// a[g] of a kernel parameter's array by selects, which keep the array out of local memory (an
+// index that is not a compile-time constant would copy it there).
+template <class A>
+__device__ __forceinline__ A Pick(const A (&a)[3], int g) {
+  return g == 0 ? a[0] : g == 1 ? a[1] : a[2];
+}
+
 // The group (0 q, 1 k, 2 v) of a head counted over the groups in turn; h becomes its index there.
 __device__ __forceinline__ int GroupOf(const int64_t (&heads)[3], int64_t& h) {
   if (h < heads[0]) return 0;
@@ -118,10 +125,8 @@ __global__ void RopeWithTableKernel(RopeGroups p, const float* __restrict__ tabl
     const int64_t t = th / H;
     int64_t h = th - t * H;
     const int g = GroupOf(p.heads, h);
-    const T* x = static_cast<const T*>(g == 0 ? p.x[0] : g == 1 ? p.x[1] : p.x[2]) +
-                 t * (g == 0 ? p.xRow[0] : g == 1 ? p.xRow[1] : p.xRow[2]) + h * 2 * half + i0;
-    T* y = static_cast<T*>(g == 0 ? p.y[0] : g == 1 ? p.y[1] : p.y[2]) +
-           t * (g == 0 ? p.yRow[0] : g == 1 ? p.yRow[1] : p.yRow[2]) + h * 2 * half + i0;
+    const T* x = static_cast<const T*>(Pick(p.x, g)) + t * Pick(p.xRow, g) + h * 2 * half + i0;
+    T* y = static_cast<T*>(Pick(p.y, g)) + t * Pick(p.yRow, g) + h * 2 * half + i0;
     float ya[N], yb[N];
     if (g == 2) {
       LoadVec<N>(x, ya);
@@ -152,29 +157,6 @@ void LaunchWithTable(const RopeGroups& p, const float* table, float sign, int64_
   else RopeWithTableKernel<E, 1><<<GridFor(T * H * half), kThreads, 0, s>>>(p, table, sign, T, half);
 }
 
-// The N elements at p as fp32, in 16-byte loads (one for bf16, two for fp32 at N = 8), and back.
-template <int N, class T>
-__device__ __forceinline__ void LoadVecs(const T* p, float (&out)[N]) {
-  constexpr int V = N < kVec<T> ? N : kVec<T>;
-#pragma unroll
-  for (int c = 0; c < N / V; ++c) {
-    float part[V];
-    LoadVec<V>(p + c * V, part);
-#pragma unroll
-    for (int e = 0; e < V; ++e) out[c * V + e] = part[e];
-  }
-}
-template <int N, class T>
-__device__ __forceinline__ void StoreVecs(T* p, const float (&in)[N]) {
-  constexpr int V = N < kVec<T> ? N : kVec<T>;
-#pragma unroll
-  for (int c = 0; c < N / V; ++c) {
-    float part[V];
-#pragma unroll
-    for (int e = 0; e < V; ++e) part[e] = in[c * V + e];
-    StoreVec<V>(p + c * V, part);
-  }
-}
 __device__ __forceinline__ float Stored(float v, float*) { return v; }
 __device__ __forceinline__ float Stored(float v, bf16*) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
@@ -204,8 +186,8 @@ __global__ void __launch_bounds__(kCatLanes* kCatGroups) RopeCatKernel(RopeCat a
   int64_t h = hh;
   const int g = GroupOf(a.heads, h);
   const bool rotate = g != 2;
-  const int64_t xRow = (g == 0 ? a.heads[0] : g == 1 ? a.heads[1] : a.heads[2]) * 2 * half;
-  const TX* __restrict__ x = static_cast<const TX*>(g == 0 ? a.x[0] : g == 1 ? a.x[1] : a.x[2]) + h * 2 * half + i0;
+  const int64_t xRow = Pick(a.heads, g) * 2 * half;
+  const TX* __restrict__ x = static_cast<const TX*>(Pick(a.x, g)) + h * 2 * half + i0;
   TY* __restrict__ y = static_cast<TY*>(a.y) + hh * 2 * half + i0;
   const int64_t chunks = (T_ + kCatChunk - 1) / kCatChunk;
   for (int64_t chunk = blockIdx.y; chunk < chunks; chunk += gridDim.y) {
@@ -217,11 +199,11 @@ __global__ void __launch_bounds__(kCatLanes* kCatGroups) RopeCatKernel(RopeCat a
 #pragma unroll
       for (int k = 0; k < kCatRows; ++k) {
         const int64_t t = min(T_ - 1, chunk * kCatChunk + grp + int64_t(k) * kCatGroups);
-        LoadVecs<N>(x + t * xRow, xa[k]);
-        LoadVecs<N>(x + t * xRow + half, xb[k]);
+        LoadVec<N>(x + t * xRow, xa[k]);
+        LoadVec<N>(x + t * xRow + half, xb[k]);
         if (rotate) {
-          LoadVecs<N>(table + t * 2 * half + i0, c[k]);
-          LoadVecs<N>(table + t * 2 * half + half + i0, sn[k]);
+          LoadVec<N>(table + t * 2 * half + i0, c[k]);
+          LoadVec<N>(table + t * 2 * half + half + i0, sn[k]);
         }
       }
 #pragma unroll
@@ -239,8 +221,8 @@ __global__ void __launch_bounds__(kCatLanes* kCatGroups) RopeCatKernel(RopeCat a
           }
         }
         TY* yt = y + t * width;
-        StoreVecs<N>(yt, ya);
-        StoreVecs<N>(yt + half, yb);
+        StoreVec<N>(yt, ya);
+        StoreVec<N>(yt + half, yb);
 #pragma unroll
         for (int e = 0; e < N; ++e) {
           sa[e] += Stored(ya[e], yt);
